@@ -1,0 +1,7 @@
+"""``python -m hf_lottery`` (and so ``accelerate launch -m hf_lottery``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""The IMP driver: level 0 trains the dense model, each later level prunes, rewinds and retrains.
+
+Every step of a run skips itself when its output exists, which is all that resuming needs: a
+level is complete once its ``metrics.json`` is written (last, atomically), and a level killed
+halfway is trained again from its start. All randomness of a level is seeded from the run's seed
+and the level, so a resumed run ends bit-for-bit where an uninterrupted one does.
+
+Rewinding: the whole model, task head included, goes back to the rewind point, so a level differs
+from level 0 by its mask alone. With ``--rewind-to pretrained`` the rewind point is the pretrained
+body plus the head's seeded random initialisation, exactly what level 0 started from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_model as load_weights_into
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from .config import LotteryConfig
+from .data import load_task_data, tokenize
+from .errors import LotteryError
+from .masks import Mask, apply_mask, dense_mask, select_prunable, sparsity_report
+from .model import load_model, load_tokenizer
+from .paths import IMP, LevelPaths, RunPaths
+from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
+from .report import write_results
+from .storage import load_tensors, read_json, save_tensors, save_weights, write_json, write_text
+from .training import total_optimizer_steps, train
+
+
+def default_output_dir(config: LotteryConfig) -> Path:
+    model = Path(config.model_name_or_path.rstrip("/")).name
+    data = config.task or Path(config.train_file).stem
+    return Path("runs") / f"{model}-{data}-{config.run_hash()}"
+
+
+def check_run_dir(paths: RunPaths, config: LotteryConfig) -> None:
+    """Refuse a directory that holds another run, or anything that is not a run."""
+    if paths.config.exists():
+        saved = json.loads(json.dumps(LotteryConfig.from_dict(read_json(paths.config)).identity()))
+        wanted = json.loads(json.dumps(config.identity()))
+        changed = [k for k in sorted(wanted) if saved.get(k) != wanted[k]]
+        if changed:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in changed[:3])
+            raise LotteryError(
+                f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it"
+            )
+    elif paths.root.exists() and any(paths.root.iterdir()):
+        raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
+
+
+@dataclass
+class Run:
+    """Everything a level needs, loaded and checked once before anything is written."""
+
+    config: LotteryConfig
+    paths: RunPaths
+    accelerator: Accelerator
+    model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
+    tokenizer: object
+    train_data: object
+    eval_data: object
+    metric: str
+    prunable: list[str]
+    densities: list[float]
+
+    def branches(self) -> list[str]:
+        return [IMP, *self.config.control]
+
+
+def prepare_run(config: LotteryConfig) -> Run:
+    """Check the config, run directory, model and data; write the config only when all of them are good."""
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+    )
+    if config.output_dir is None:
+        config.output_dir = str(default_output_dir(config))
+    paths = RunPaths(Path(config.output_dir))
+    check_run_dir(paths, config)
+    data = load_task_data(config)
+    set_seed(config.seed)  # the new task head's initialisation is part of the rewind point
+    model = load_model(config.model_name_or_path, data.num_labels, data.label_names, config.revision)
+    tokenizer = load_tokenizer(config.model_name_or_path, model, config.revision)
+    prunable = select_prunable(model, config.include, config.exclude)
+    with accelerator.main_process_first():
+        train_data = tokenize(data.train, tokenizer, config.max_length, data.is_regression)
+        eval_data = tokenize(data.validation, tokenizer, config.max_length, data.is_regression)
+    steps = total_optimizer_steps(config, len(train_data), accelerator.num_processes)
+    if config.rewind_step is not None and config.rewind_step > steps:
+        raise LotteryError(f"--rewind-to {config.rewind_to} is past the end of level 0, which has {steps} steps")
+    if accelerator.is_main_process and not paths.config.exists():
+        write_text(paths.config, config.to_json())
+    accelerator.wait_for_everyone()
+    return Run(config, paths, accelerator, model, tokenizer, train_data, eval_data, data.metric, prunable,
+               level_densities(config))
+
+
+def run_lottery(config: LotteryConfig) -> list[dict]:
+    """Run (or resume) every level of IMP and its controls; return one result row per level."""
+    run = prepare_run(config)
+    print_ = run.accelerator.print
+    print_(f"run directory: {run.paths.root}")
+    _train_level_0(run)
+    for level in range(1, len(run.densities)):
+        for branch in run.branches():
+            _train_level(run, branch, level)
+    rows = []
+    if run.accelerator.is_main_process:
+        rows = write_results(run.paths, run.branches(), len(run.densities) - 1, run.metric)
+    run.accelerator.wait_for_everyone()
+    return rows
+
+
+def _train_level_0(run: Run) -> None:
+    paths, config = run.paths.level(IMP, 0), run.config
+    if paths.is_done():
+        load_weights_into(run.model, str(run.paths.rewind_point))
+        return
+    rewind_step = config.rewind_step or 0
+    model = copy.deepcopy(run.model)
+
+    def save_rewind_point(step: int, trained: PreTrainedModel) -> None:
+        if step == rewind_step and run.accelerator.is_main_process:
+            save_weights(run.paths.rewind_point, trained)
+
+    mask = dense_mask(model, run.prunable)
+    metrics = _train(run, model, mask, 0, "level 0 (dense)", save_rewind_point)
+    _save_level(run, paths, model, mask, metrics, IMP, 0)
+    load_weights_into(run.model, str(run.paths.rewind_point))
+
+
+def _train_level(run: Run, branch: str, level: int) -> None:
+    paths = run.paths.level(branch, level)
+    if paths.is_done():
+        return
+    mask = _mask_for(run, branch, level)
+    model = copy.deepcopy(run.model)  # the rewind point
+    if branch == "reinit":
+        _reinitialise(run, model)
+    apply_mask(model, mask)
+    sparsity = 1.0 - run.densities[level]
+    metrics = _train(run, model, mask, level, f"level {level} ({branch}, sparsity {sparsity:.1%})")
+    _save_level(run, paths, model, mask, metrics, branch, level)
+
+
+def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> dict[str, float]:
+    seed = run.config.seed + level
+    set_seed(seed)
+    return train(model, mask, run.train_data, run.eval_data, run.tokenizer, run.config, run.metric,
+                 run.accelerator, seed, desc, on_step)
+
+
+def _mask_for(run: Run, branch: str, level: int) -> Mask:
+    """The level's mask, computed from files on disk only, so every rank and every resume agree."""
+    config = run.config
+    if branch == IMP:
+        previous = load_tensors(run.paths.level(IMP, level - 1).mask)
+        trained = copy.deepcopy(run.model)
+        load_weights_into(trained, str(run.paths.level(IMP, level - 1).weights))
+        weights = {name: p for name, p in trained.named_parameters() if name in previous}
+        return magnitude_prune(weights, previous, keep_counts(previous, run.densities[level], config.scope))
+    ticket = load_tensors(run.paths.level(IMP, level).mask)
+    if branch == "reinit":
+        return ticket
+    # random-prune: the ticket's per-tensor survivor counts, drawn at random inside the previous random mask.
+    previous_paths = run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)
+    previous = load_tensors(previous_paths.mask)
+    counts = {name: int(m.sum()) for name, m in ticket.items()}
+    return random_prune(previous, counts, torch.Generator().manual_seed(config.seed * 1000 + level))
+
+
+def _reinitialise(run: Run, model: PreTrainedModel) -> None:
+    """Replace the prunable weights by a fresh random initialisation (same for every level)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(run.config.seed + 1)
+        fresh = AutoModelForSequenceClassification.from_config(model.config)
+    fresh_params = dict(fresh.named_parameters())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in run.prunable:
+                param.copy_(fresh_params[name])
+
+
+def _save_level(run: Run, paths: LevelPaths, model, mask: Mask, metrics: dict, branch: str, level: int) -> None:
+    if run.accelerator.is_main_process:
+        report = sparsity_report(mask)
+        save_tensors(paths.mask, mask)
+        save_weights(paths.weights, model)
+        write_json(paths.sparsity, report)
+        write_json(paths.metrics, {**metrics, "sparsity": report["total"]["sparsity"], "branch": branch,
+                                   "level": level, "metric": run.metric})
+        main = metrics[run.metric]
+        run.accelerator.print(
+            f"level {level} ({branch}): sparsity {report['total']['sparsity']:.2%}, {run.metric} {main:.4f}"
+        )
+    run.accelerator.wait_for_everyone()

@@ -1,0 +1,103 @@
+"""Masks are the truth: a boolean tensor per prunable parameter, keyed by its ``named_parameters()`` name.
+
+Which parameters are prunable is decided here, for any architecture, from module types rather
+than module paths: the weights of ``nn.Linear`` and GPT-2 style ``Conv1D`` layers inside the
+transformer body (``model.base_model``), so embeddings, LayerNorms, biases and the task head are
+left dense. ``named_parameters()`` lists a tied parameter once, so tied weights are pruned once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .errors import LotteryError
+
+Mask = dict[str, torch.Tensor]
+
+
+def default_prunable(model: nn.Module) -> list[str]:
+    """Names of the Linear/Conv1D weights of the transformer body, head excluded."""
+    body = getattr(model, "base_model", model)
+    body_params = {id(p) for p in body.parameters()}
+    owners = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (nn.Linear, Conv1D)) and isinstance(getattr(module, "weight", None), nn.Parameter)
+    }
+    return [
+        name
+        for name, param in model.named_parameters()
+        if id(param) in owners and id(param) in body_params
+    ]
+
+
+def select_prunable(
+    model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+) -> list[str]:
+    """Prunable parameter names: the default set, or exactly those ``include`` matches, minus ``exclude``.
+
+    A pattern that matches nothing is an error, since it is almost always a typo.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    if include:
+        for pattern in include:
+            if not any(re.search(pattern, n) for n in names):
+                raise LotteryError(f"--include {pattern!r} matches no parameter of the model")
+        selected = [n for n in names if any(re.search(p, n) for p in include)]
+    else:
+        selected = default_prunable(model)
+    for pattern in exclude or []:
+        if not any(re.search(pattern, n) for n in selected):
+            raise LotteryError(f"--exclude {pattern!r} matches no prunable weight")
+    selected = [n for n in selected if not any(re.search(p, n) for p in exclude or [])]
+    if not selected:
+        raise LotteryError("no prunable weights are left after --include/--exclude")
+    return selected
+
+
+def dense_mask(model: nn.Module, names: Sequence[str]) -> Mask:
+    params = dict(model.named_parameters())
+    return {name: torch.ones_like(params[name], dtype=torch.bool, device="cpu") for name in names}
+
+
+def density(mask: Mask) -> float:
+    total = sum(m.numel() for m in mask.values())
+    return sum(int(m.sum()) for m in mask.values()) / total
+
+
+def sparsity_report(mask: Mask) -> dict:
+    """Per-tensor and total sparsity of the prunable weights."""
+    tensors = {}
+    for name, m in mask.items():
+        alive = int(m.sum())
+        tensors[name] = {"numel": m.numel(), "alive": alive, "sparsity": 1.0 - alive / m.numel()}
+    numel = sum(t["numel"] for t in tensors.values())
+    alive = sum(t["alive"] for t in tensors.values())
+    return {"total": {"numel": numel, "alive": alive, "sparsity": 1.0 - alive / numel}, "tensors": tensors}
+
+
+def check_mask(mask: Mask, model: nn.Module, source: str) -> None:
+    """Refuse a mask whose names, shapes or dtype do not fit the model (a corrupt or foreign file)."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        if name not in params:
+            raise LotteryError(f"{source}: mask names {name!r}, which the model does not have")
+        if m.dtype != torch.bool:
+            raise LotteryError(f"{source}: mask {name!r} has dtype {m.dtype}, expected bool")
+        if m.shape != params[name].shape:
+            raise LotteryError(
+                f"{source}: mask {name!r} has shape {tuple(m.shape)}, the weight {tuple(params[name].shape)}"
+            )
+
+
+@torch.no_grad()
+def apply_mask(model: nn.Module, mask: Mask) -> None:
+    """Zero the pruned weights in place."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        params[name].mul_(m.to(params[name].device))

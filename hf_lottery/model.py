@@ -1,0 +1,81 @@
+"""Loading a pretrained sequence classifier and its tokenizer by Hub id or local path, with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import huggingface_hub
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+from .errors import LotteryError
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def load_model_config(name: str, revision: str | None = None):
+    """The model's ``PretrainedConfig``; every way of not finding it becomes one clear line."""
+    if _looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise LotteryError(f"model folder {name!r} does not exist")
+        if not (folder / "config.json").is_file():
+            raise LotteryError(f"model folder {name!r} has no config.json (save it with save_pretrained)")
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision)
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise LotteryError(
+            f"model {name!r} is not on the Hugging Face Hub or not visible to you (a typo? a private repo "
+            "needs `hf auth login`); a local model is given as a folder path"
+        ) from None
+    except RevisionNotFoundError:
+        raise LotteryError(f"model {name!r} has no revision {revision!r}") from None
+    except (OSError, ValueError) as err:
+        if huggingface_hub.constants.HF_HUB_OFFLINE or "connect" in str(err).lower():
+            raise LotteryError(
+                f"model {name!r} is not in the local cache and the Hugging Face Hub could not be reached "
+                "(offline?); pass the path of a local folder saved with save_pretrained"
+            ) from None
+        raise LotteryError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise LotteryError(
+            f"model {name!r} is a {config.model_type!r} model, which has no sequence-classification "
+            "head in transformers (AutoModelForSequenceClassification)"
+        )
+    return config
+
+
+def load_model(
+    name: str, num_labels: int, label_names: list[str] | None = None, revision: str | None = None
+) -> PreTrainedModel:
+    """The pretrained body with a classification head for ``num_labels`` (a new head if the checkpoint has none)."""
+    config = load_model_config(name, revision)
+    trained_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    if trained_head and config.num_labels != num_labels:
+        raise LotteryError(
+            f"model {name!r} already has a classification head for {config.num_labels} labels, "
+            f"but the data has {num_labels}; start from the base model instead"
+        )
+    kwargs = {"num_labels": num_labels}
+    if label_names:
+        kwargs["id2label"] = dict(enumerate(label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    model = AutoModelForSequenceClassification.from_pretrained(name, revision=revision, **kwargs)
+    return model
+
+
+def load_tokenizer(name: str, model: PreTrainedModel, revision: str | None = None):
+    """The model's tokenizer; decoder models get their end-of-text token as padding."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError) as err:
+        raise LotteryError(f"cannot load the tokenizer of {name!r}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise LotteryError(f"the tokenizer of {name!r} has neither a padding nor an end-of-text token")
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer

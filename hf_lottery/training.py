@@ -1,0 +1,150 @@
+"""The one training loop every level uses, on ``accelerate.Accelerator``: one process or many, same code.
+
+Masks are enforced twice per optimizer step: the gradients of pruned weights are zeroed before the
+step (so AdamW's moments never see them) and the weights are re-masked after it (so nothing, not
+weight decay nor a mixed-precision round trip, can revive them). Both happen after DDP has
+synchronised the gradients, so every rank applies the same update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, PreTrainedModel, get_linear_schedule_with_warmup
+
+from .config import LotteryConfig
+from .masks import Mask
+from .metrics import compute_metrics
+
+logger = get_logger(__name__)
+
+
+class MaskEnforcer:
+    """Holds each mask on its parameter's device and dtype, so enforcing it is two fused ops."""
+
+    def __init__(self, model: torch.nn.Module, mask: Mask) -> None:
+        params = dict(model.named_parameters())
+        self.params = [params[name] for name in mask]
+        self.masks = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(mask.values(), self.params, strict=True)]
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks, strict=True) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs, strict=True)
+            torch._foreach_mul_(list(grads), list(masks))
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+
+def train(
+    model: PreTrainedModel,
+    mask: Mask,
+    train_data: Dataset,
+    eval_data: Dataset,
+    tokenizer,
+    config: LotteryConfig,
+    metric: str,
+    accelerator: Accelerator,
+    seed: int,
+    desc: str,
+    on_step: Callable[[int, PreTrainedModel], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` in place with ``mask`` fixed; return the validation metrics of the weights it keeps.
+
+    ``on_step(step, model)`` is called after step 0 (before training) and after every optimizer step;
+    the IMP driver saves the rewind point with it.
+    """
+    collator = DataCollatorWithPadding(tokenizer)
+    train_loader = DataLoader(
+        train_data, batch_size=config.batch_size, shuffle=True, collate_fn=collator,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    eval_loader = DataLoader(eval_data, batch_size=config.eval_batch_size, collate_fn=collator)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = total_optimizer_steps(config, len(train_data), accelerator.num_processes)
+    # A prepared scheduler steps once per process on every optimizer step (accelerate's convention).
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    enforcer = MaskEnforcer(model, mask)
+    enforcer.mask_weights()
+    prepared, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler
+    )
+    if on_step is not None:
+        on_step(0, model)
+
+    best: tuple[float, dict[str, float], dict[str, torch.Tensor]] | None = None
+    step = 0
+    progress = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
+    while step < total_steps:
+        for batch in train_loader:
+            prepared.train()
+            with accelerator.accumulate(prepared):
+                loss = prepared(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    enforcer.mask_gradients()
+                    if config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            enforcer.mask_weights()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+            if on_step is not None:
+                on_step(step, model)
+            if config.eval_steps and step % config.eval_steps == 0 and step < total_steps:
+                metrics = evaluate(prepared, eval_loader, metric, accelerator)
+                if best is None or metrics[metric] > best[0]:
+                    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    best = (metrics[metric], metrics, state)
+            if step >= total_steps:
+                break
+    progress.close()
+    metrics = evaluate(prepared, eval_loader, metric, accelerator)
+    if best is not None and best[0] > metrics[metric]:
+        logger.info(f"{desc}: keeping the weights of the best evaluation ({metric} {best[0]:.4f})")
+        model.load_state_dict(best[2])
+        metrics = best[1]
+    accelerator.free_memory()
+    return {**metrics, "steps": step}
+
+
+def total_optimizer_steps(config: LotteryConfig, num_examples: int, num_processes: int) -> int:
+    """Optimizer steps per level: --max-steps, or --epochs over the global batch."""
+    if config.max_steps is not None:
+        return config.max_steps
+    batches_per_process = math.ceil(num_examples / (config.batch_size * num_processes))
+    steps_per_epoch = max(1, math.ceil(batches_per_process / config.gradient_accumulation_steps))
+    return max(1, math.ceil(config.epochs * steps_per_epoch))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, metric: str, accelerator: Accelerator) -> dict[str, float]:
+    model.eval()
+    predictions, labels = [], []
+    for batch in loader:
+        logits = model(**batch).logits
+        logits, batch_labels = accelerator.gather_for_metrics((logits, batch["labels"]))
+        predictions.append(logits.float().cpu().numpy())
+        labels.append(batch_labels.cpu().numpy())
+    return compute_metrics(metric, np.concatenate(predictions), np.concatenate(labels))
