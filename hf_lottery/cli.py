@@ -39,6 +39,17 @@ def _demo(args: list[str]) -> LotteryConfig:
     return demo_config(parser.parse_args(args).output_dir)
 
 
+def _quiet_libraries() -> None:
+    """Our per-level lines and progress bars are the output; library load reports and map bars are noise."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity_error()
+
+
 COMMANDS = {"prune": _prune, "demo": _demo}
 
 
@@ -52,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if args else sys.stdout)
         return 2 if args else 0
+    _quiet_libraries()
     try:
         config = COMMANDS[args[0]](args[1:])
         from .lottery import run_lottery

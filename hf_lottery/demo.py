@@ -48,6 +48,6 @@ def demo_config(output_dir: str = "runs/demo") -> LotteryConfig:
     return LotteryConfig(
         model_name_or_path=str(model), train_file=str(DEMO_DATA / "train.tsv"),
         validation_file=str(DEMO_DATA / "dev.tsv"), text_columns=["sentence"], label_column="label",
-        max_length=32, levels=3, prune_fraction=0.5, control=["random-prune", "reinit"],
-        learning_rate=3e-3, batch_size=32, epochs=3, warmup_ratio=0.1, seed=0, output_dir=output_dir,
+        max_length=32, levels=3, prune_fraction=0.7, control=["random-prune", "reinit"],
+        learning_rate=3e-3, batch_size=32, epochs=4, warmup_ratio=0.1, seed=0, output_dir=output_dir,
     )

@@ -1,7 +1,8 @@
 """Regenerate the demo task shipped in hf_lottery/demo_data/ (deterministic; run once, commit the files).
 
-A toy sentiment task: a sentence of filler words with a few positive and negative words; the label
-is 1 when positive words outnumber negative ones. Small enough that a tiny BERT learns it in seconds.
+A toy sentiment task: filler words with a few positive and negative words, some preceded by "not",
+which flips them; the label is 1 when the sentiment adds up to positive. Word counts alone do not
+solve it, so a tiny BERT has to use word order, and heavy pruning shows.
 """
 
 import random
@@ -9,20 +10,29 @@ from pathlib import Path
 
 POSITIVE = "good great fine superb lovely brilliant charming fun moving smart witty warm bright rich fresh".split()
 NEGATIVE = "bad awful dull boring weak flat poor tired messy bland silly cold stale empty clumsy".split()
-FILLER = ("the a film story plot cast scene music actor script movie ending pace tone work show one it this that "
-          "is was and but with of to in very quite really so too rather").split()
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FILLER = (
+    "the a film story plot cast scene music actor script movie ending pace tone work show one it this that "
+    "is was and but with of to in very quite really so too rather"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "not"]
 
 
 def sentence(rng: random.Random) -> tuple[str, int]:
     while True:
-        pos, neg = rng.randint(0, 3), rng.randint(0, 3)
-        if pos != neg:
+        phrases = [[rng.choice(POSITIVE)] for _ in range(rng.randint(0, 3))]
+        phrases += [[rng.choice(NEGATIVE)] for _ in range(rng.randint(0, 3))]
+        score = 0
+        for phrase in phrases:
+            sign = 1 if phrase[0] in POSITIVE else -1
+            if rng.random() < 0.15:
+                phrase.insert(0, "not")
+                sign = -sign
+            score += sign
+        if score != 0:
             break
-    words = [rng.choice(POSITIVE) for _ in range(pos)] + [rng.choice(NEGATIVE) for _ in range(neg)]
-    words += [rng.choice(FILLER) for _ in range(rng.randint(4, 10))]
-    rng.shuffle(words)
-    return " ".join(words), int(pos > neg)
+    phrases += [[rng.choice(FILLER)] for _ in range(rng.randint(4, 10))]
+    rng.shuffle(phrases)
+    return " ".join(word for phrase in phrases for word in phrase), int(score > 0)
 
 
 def main() -> None:
