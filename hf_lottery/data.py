@@ -93,26 +93,25 @@ def _load_glue(task: str, spec: TaskSpec, config: LotteryConfig) -> TaskData:
 
 
 def _load_files(config: LotteryConfig, spec: TaskSpec | None) -> TaskData:
-    tables = {}
-    for path, limit in ((config.train_file, config.max_train_samples),
-                        (config.validation_file, config.max_eval_samples)):
+    files = [(config.train_file, config.max_train_samples), (config.validation_file, config.max_eval_samples)]
+    tables = []
+    for path, limit in files:
         header, rows = read_table(Path(path))
-        tables[path] = (header, rows[:limit] if limit is not None else rows)
-    train_header = tables[config.train_file][0]
+        tables.append((path, header, rows[:limit] if limit is not None else rows))
+    train_header = tables[0][1]
     text_columns = config.text_columns or (list(spec.text_columns) if spec else _guess_text_columns(train_header))
     label_column = config.label_column or "label"
     splits = []
-    for path, (header, rows) in tables.items():
+    for path, header, rows in tables:
         for column in [*text_columns, label_column]:
             if column not in header:
                 flag = "--label-column" if column == label_column else "--text-columns"
-                raise LotteryError(
-                    f"{path}: no column {column!r} (its columns: {', '.join(header)}); set {flag}"
-                )
-        splits.append(RawSplit([[row[c] for row in rows] for c in text_columns], [row[label_column] for row in rows]))
+                raise LotteryError(f"{path}: no column {column!r} (its columns: {', '.join(header)}); set {flag}")
+        texts = [[row[c] for row in rows] for c in text_columns]
+        splits.append(RawSplit(texts, [row[label_column] for row in rows]))
     train, validation = splits
     if spec is not None and spec.num_labels == 1:
-        for path, split in zip(tables, splits, strict=True):
+        for (path, _, _), split in zip(tables, splits, strict=True):
             split.labels = [_to_float(v, path) for v in split.labels]
         return TaskData(train, validation, 1, spec.metric)
     labels, num_labels, names = _encode_labels(train.labels, validation.labels, spec, config)
