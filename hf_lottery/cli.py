@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         first = str(err).splitlines()[0] if str(err) else ""
-        print(f"hf-lottery: error: {type(err).__name__}: {first} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"hf-lottery: error: {type(err).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr
+        )
         return 1
     return 0

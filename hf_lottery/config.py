@@ -34,8 +34,10 @@ class LotteryConfig:
     # Data.
     task: str | None = field(
         default=None,
-        metadata=_help("GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli). With --train-file, "
-                       "the task's label count and metric apply to the local files."),
+        metadata=_help(
+            "GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli). With --train-file, "
+            "the task's label count and metric apply to the local files."
+        ),
     )
     train_file: str | None = field(default=None, metadata=_help("Local training file: .csv, .tsv or .jsonl."))
     validation_file: str | None = field(default=None, metadata=_help("Local validation file, same format."))
@@ -57,14 +59,18 @@ class LotteryConfig:
     )
     include: list[str] | None = field(
         default=None,
-        metadata=_help("Regexes over named_parameters() names: prune exactly the matching parameters "
-                       "instead of the default (Linear/Conv1D weights of the transformer body)."),
+        metadata=_help(
+            "Regexes over named_parameters() names: prune exactly the matching parameters "
+            "instead of the default (Linear/Conv1D weights of the transformer body)."
+        ),
     )
     exclude: list[str] | None = field(default=None, metadata=_help("Regexes of parameters never to prune."))
     rewind_to: str = field(
         default="pretrained",
-        metadata=_help("Rewind point: 'pretrained' (weights before fine-tuning) or 'step:K' "
-                       "(weights after K optimizer steps of level 0)."),
+        metadata=_help(
+            "Rewind point: 'pretrained' (weights before fine-tuning) or 'step:K' "
+            "(weights after K optimizer steps of level 0)."
+        ),
     )
     control: list[str] = field(
         default_factory=list, metadata=_help("Control runs beside IMP: random-prune and/or reinit.")
@@ -116,9 +122,12 @@ class LotteryConfig:
                     re.compile(pattern)
                 except re.error as err:
                     raise LotteryError(f"--{flag} {pattern!r} is not a valid regex: {err}") from None
-        positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "max_length": self.max_length}
+        positive = {
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "max_length": self.max_length,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -197,8 +197,7 @@ def _encode_labels(
             bad = next((i for i in ids if not 0 <= i < num_labels), None)
             if bad is not None:
                 raise LotteryError(
-                    f"{path}: label {bad} is outside 0..{num_labels - 1}"
-                    + (f" for task {config.task}" if spec else "")
+                    f"{path}: label {bad} is outside 0..{num_labels - 1}" + (f" for task {config.task}" if spec else "")
                 )
         return (train_ids, val_ids), num_labels, None
     names = sorted(set(values))
@@ -225,8 +224,7 @@ def _is_int(value: str) -> bool:
 def tokenize(split: RawSplit, tokenizer, max_length: int, regression: bool) -> Dataset:
     """A ``datasets.Dataset`` of token ids and labels, ready for ``DataCollatorWithPadding``."""
     columns = {f"text_{i}": texts for i, texts in enumerate(split.texts)}
-    dataset = Dataset.from_dict({**columns, "labels": [float(v) for v in split.labels] if regression
-                                 else split.labels})
+    dataset = Dataset.from_dict({**columns, "labels": [float(v) for v in split.labels] if regression else split.labels})
 
     def encode(batch: dict) -> dict:
         texts = [batch[c] for c in columns]

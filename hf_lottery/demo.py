@@ -25,8 +25,12 @@ def build_tiny_bert(folder: Path) -> Path:
         return folder
     tokenizer = BertTokenizerFast(vocab=str(DEMO_DATA / "vocab.txt"))
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=64,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -46,8 +50,19 @@ def demo_config(output_dir: str = "runs/demo") -> LotteryConfig:
     """Three levels of 50% pruning (87.5% sparse) with both controls, tuned to finish in seconds."""
     model = build_tiny_bert(Path(output_dir).parent / "demo-tiny-bert")
     return LotteryConfig(
-        model_name_or_path=str(model), train_file=str(DEMO_DATA / "train.tsv"),
-        validation_file=str(DEMO_DATA / "dev.tsv"), text_columns=["sentence"], label_column="label",
-        max_length=32, levels=3, prune_fraction=0.7, control=["random-prune", "reinit"],
-        learning_rate=3e-3, batch_size=32, epochs=4, warmup_ratio=0.1, seed=0, output_dir=output_dir,
+        model_name_or_path=str(model),
+        train_file=str(DEMO_DATA / "train.tsv"),
+        validation_file=str(DEMO_DATA / "dev.tsv"),
+        text_columns=["sentence"],
+        label_column="label",
+        max_length=32,
+        levels=3,
+        prune_fraction=0.7,
+        control=["random-prune", "reinit"],
+        learning_rate=3e-3,
+        batch_size=32,
+        epochs=4,
+        warmup_ratio=0.1,
+        seed=0,
+        output_dir=output_dir,
     )

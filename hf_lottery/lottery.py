@@ -49,9 +49,7 @@ def check_run_dir(paths: RunPaths, config: LotteryConfig) -> None:
         changed = [k for k in sorted(wanted) if saved.get(k) != wanted[k]]
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in changed[:3])
-            raise LotteryError(
-                f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it"
-            )
+            raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
     elif paths.root.exists() and any(paths.root.iterdir()):
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
 
@@ -98,8 +96,18 @@ def prepare_run(config: LotteryConfig) -> Run:
     if accelerator.is_main_process and not paths.config.exists():
         write_text(paths.config, config.to_json())
     accelerator.wait_for_everyone()
-    return Run(config, paths, accelerator, model, tokenizer, train_data, eval_data, data.metric, prunable,
-               level_densities(config))
+    return Run(
+        config,
+        paths,
+        accelerator,
+        model,
+        tokenizer,
+        train_data,
+        eval_data,
+        data.metric,
+        prunable,
+        level_densities(config),
+    )
 
 
 def run_lottery(config: LotteryConfig) -> list[dict]:
@@ -153,8 +161,19 @@ def _train_level(run: Run, branch: str, level: int) -> None:
 def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> dict[str, float]:
     seed = run.config.seed + level
     set_seed(seed)
-    return train(model, mask, run.train_data, run.eval_data, run.tokenizer, run.config, run.metric,
-                 run.accelerator, seed, desc, on_step)
+    return train(
+        model,
+        mask,
+        run.train_data,
+        run.eval_data,
+        run.tokenizer,
+        run.config,
+        run.metric,
+        run.accelerator,
+        seed,
+        desc,
+        on_step,
+    )
 
 
 def _mask_for(run: Run, branch: str, level: int) -> Mask:
@@ -194,8 +213,16 @@ def _save_level(run: Run, paths: LevelPaths, model, mask: Mask, metrics: dict, b
         save_tensors(paths.mask, mask)
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
-        write_json(paths.metrics, {**metrics, "sparsity": report["total"]["sparsity"], "branch": branch,
-                                   "level": level, "metric": run.metric})
+        write_json(
+            paths.metrics,
+            {
+                **metrics,
+                "sparsity": report["total"]["sparsity"],
+                "branch": branch,
+                "level": level,
+                "metric": run.metric,
+            },
+        )
         main = metrics[run.metric]
         run.accelerator.print(
             f"level {level} ({branch}): sparsity {report['total']['sparsity']:.2%}, {run.metric} {main:.4f}"

@@ -29,11 +29,7 @@ def default_prunable(model: nn.Module) -> list[str]:
         for module in model.modules()
         if isinstance(module, (nn.Linear, Conv1D)) and isinstance(getattr(module, "weight", None), nn.Parameter)
     }
-    return [
-        name
-        for name, param in model.named_parameters()
-        if id(param) in owners and id(param) in body_params
-    ]
+    return [name for name, param in model.named_parameters() if id(param) in owners and id(param) in body_params]
 
 
 def select_prunable(

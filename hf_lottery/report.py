@@ -20,8 +20,14 @@ def format_table(rows: list[dict], metric: str) -> str:
     header = ["level", "run", "sparsity", metric, "vs dense", *extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row["level"]), "dense" if row["level"] == 0 else row["branch"], f"{row['sparsity']:.1%}",
-                 f"{row[metric]:.4f}", f"{row[metric] - dense:+.4f}", *(f"{row[k]:.4f}" for k in extra)]
+        cells = [
+            str(row["level"]),
+            "dense" if row["level"] == 0 else row["branch"],
+            f"{row['sparsity']:.1%}",
+            f"{row[metric]:.4f}",
+            f"{row[metric] - dense:+.4f}",
+            *(f"{row[k]:.4f}" for k in extra),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -36,8 +42,11 @@ def plot(rows: list[dict], metric: str, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     dense = rows[0]
     ax.axhline(dense[metric], color="grey", linestyle="--", label=f"dense ({dense[metric]:.3f})")
-    styles = {IMP: ("o-", "IMP ticket (rewound)"), "random-prune": ("s--", "random pruning"),
-              "reinit": ("^:", "random reinit")}
+    styles = {
+        IMP: ("o-", "IMP ticket (rewound)"),
+        "random-prune": ("s--", "random pruning"),
+        "reinit": ("^:", "random reinit"),
+    }
     for branch, (style, label) in styles.items():
         series = [dense] + [r for r in rows if r["branch"] == branch and r["level"] > 0]
         if len(series) > 1:

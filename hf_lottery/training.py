@@ -68,7 +68,10 @@ def train(
     """
     collator = DataCollatorWithPadding(tokenizer)
     train_loader = DataLoader(
-        train_data, batch_size=config.batch_size, shuffle=True, collate_fn=collator,
+        train_data,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=collator,
         generator=torch.Generator().manual_seed(seed),
     )
     eval_loader = DataLoader(eval_data, batch_size=config.eval_batch_size, collate_fn=collator)

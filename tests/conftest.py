@@ -28,8 +28,14 @@ def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with the demo vocabulary, saved as a pretrained (masked-LM) checkpoint."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = BertTokenizerFast(vocab=str(DEMO_DATA / "vocab.txt"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -39,9 +45,18 @@ def tiny_bert(tmp_path_factory) -> Path:
 def make_config(model: Path, output_dir: Path, **overrides) -> LotteryConfig:
     """A config that trains the tiny BERT on 64 toy rows: a level takes well under a second."""
     values = dict(
-        model_name_or_path=str(model), train_file=str(DEMO_DATA / "train.tsv"),
-        validation_file=str(DEMO_DATA / "dev.tsv"), max_train_samples=64, max_eval_samples=32, max_length=32,
-        levels=2, prune_fraction=0.5, learning_rate=1e-3, batch_size=16, epochs=1, seed=0,
+        model_name_or_path=str(model),
+        train_file=str(DEMO_DATA / "train.tsv"),
+        validation_file=str(DEMO_DATA / "dev.tsv"),
+        max_train_samples=64,
+        max_eval_samples=32,
+        max_length=32,
+        levels=2,
+        prune_fraction=0.5,
+        learning_rate=1e-3,
+        batch_size=16,
+        epochs=1,
+        seed=0,
         output_dir=str(output_dir),
     )
     values.update(overrides)

@@ -9,8 +9,9 @@ from tests.conftest import GLUE, needs_glue
 
 
 def load(train: Path, dev: Path | None = None, **kw):
-    config = LotteryConfig(model_name_or_path="m", train_file=str(train), validation_file=str(dev or train),
-                           levels=1, **kw)
+    config = LotteryConfig(
+        model_name_or_path="m", train_file=str(train), validation_file=str(dev or train), levels=1, **kw
+    )
     return load_task_data(config)
 
 
@@ -20,8 +21,12 @@ def load(train: Path, dev: Path | None = None, **kw):
     [
         ("SST-2", {"task": "sst2"}, (67349, 872), "accuracy"),
         ("RTE", {"task": "rte"}, (2490, 277), "accuracy"),
-        ("MRPC", {"task": "mrpc", "text_columns": ["#1 String", "#2 String"], "label_column": "Quality"},
-         (3668, 408), "f1"),
+        (
+            "MRPC",
+            {"task": "mrpc", "text_columns": ["#1 String", "#2 String"], "label_column": "Quality"},
+            (3668, 408),
+            "f1",
+        ),
         ("CoLA", {"task": "cola", "text_columns": ["x"], "label_column": "y"}, (8551, 527), "matthews_correlation"),
     ],
 )
@@ -37,14 +42,13 @@ def test_quoted_tsv_fields_are_unquoted_and_stray_quotes_kept():
     rte = load(GLUE / "RTE" / "train.tsv", task="rte")
     valero = next(s for s in rte.train.texts[0] if s.startswith("Valero Energy"))
     assert 'said it found "extensive" additional' in valero
-    mrpc = load(GLUE / "MRPC" / "dev.tsv", task="mrpc", text_columns=["#1 String", "#2 String"],
-                label_column="Quality")
+    mrpc = load(GLUE / "MRPC" / "dev.tsv", task="mrpc", text_columns=["#1 String", "#2 String"], label_column="Quality")
     assert mrpc.validation.texts[1][0].startswith('"The foodservice pie business')  # an unmatched quote, as written
 
 
 def test_string_labels_become_ids_and_bom_is_ignored(tmp_path):
     train = tmp_path / "train.csv"
-    train.write_text("\ufefftext,label\nnice,positive\nawful,negative\n\"fine, really\",positive\n", encoding="utf-8")
+    train.write_text('\ufefftext,label\nnice,positive\nawful,negative\n"fine, really",positive\n', encoding="utf-8")
     data = load(train)
     assert data.label_names == ["negative", "positive"]
     assert data.train.labels == [1, 0, 1]
