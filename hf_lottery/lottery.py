@@ -27,7 +27,7 @@ from .config import LotteryConfig
 from .data import load_task_data, tokenize
 from .errors import LotteryError
 from .masks import Mask, apply_mask, dense_mask, select_prunable, sparsity_report
-from .model import load_model, load_tokenizer
+from .model import load_model, load_model_config, load_tokenizer
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
 from .report import write_results
@@ -82,6 +82,7 @@ def prepare_run(config: LotteryConfig) -> Run:
         config.output_dir = str(default_output_dir(config))
     paths = RunPaths(Path(config.output_dir))
     check_run_dir(paths, config)
+    load_model_config(config.model_name_or_path, config.revision)  # a bad model id fails before data loading
     data = load_task_data(config)
     set_seed(config.seed)  # the new task head's initialisation is part of the rewind point
     model = load_model(config.model_name_or_path, data.num_labels, data.label_names, config.revision)
