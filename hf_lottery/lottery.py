@@ -185,7 +185,15 @@ def _mask_for(run: Run, branch: str, level: int) -> Mask:
         trained = copy.deepcopy(run.model)
         load_weights_into(trained, str(run.paths.level(IMP, level - 1).weights))
         weights = {name: p for name, p in trained.named_parameters() if name in previous}
-        return magnitude_prune(weights, previous, keep_counts(previous, run.densities[level], config.scope))
+        mask = magnitude_prune(weights, previous, keep_counts(previous, run.densities[level], config.scope))
+        emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
+        if emptied:
+            run.accelerator.print(
+                f"warning: level {level} removed every weight of {', '.join(emptied[:3])}"
+                f"{' and more' if len(emptied) > 3 else ''}: their magnitudes are far below the rest "
+                "(an untrained pooler, say); --scope layer or --exclude keeps them"
+            )
+        return mask
     ticket = load_tensors(run.paths.level(IMP, level).mask)
     if branch == "reinit":
         return ticket
