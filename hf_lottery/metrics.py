@@ -14,6 +14,8 @@ def compute_metrics(metric: str, predictions: np.ndarray, labels: np.ndarray) ->
     """
     if metric == "pearson":
         scores = predictions.reshape(-1)
+        if np.ptp(scores) == 0:  # constant predictions: no correlation, and comparable to other levels as 0
+            return {"pearson": 0.0, "spearmanr": 0.0}
         return {"pearson": float(pearsonr(scores, labels)[0]), "spearmanr": float(spearmanr(scores, labels)[0])}
     predicted = predictions.argmax(axis=-1)
     result = {"accuracy": float((predicted == labels).mean())}

@@ -61,3 +61,13 @@ def make_config(model: Path, output_dir: Path, **overrides) -> LotteryConfig:
     )
     values.update(overrides)
     return LotteryConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state; each test may ask for another precision."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -1,0 +1,66 @@
+"""Training options keep the mask: mixed precision, gradient accumulation, weight decay, best-of evaluation."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_lottery.lottery import run_lottery
+from hf_lottery.metrics import compute_metrics
+from hf_lottery.paths import RunPaths
+from tests.conftest import make_config
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_pruned_weights_stay_zero_under_every_training_option(tiny_bert, tmp_path, precision):
+    config = make_config(
+        tiny_bert, tmp_path / "run", levels=1, epochs=2, mixed_precision=precision, gradient_accumulation_steps=2,
+        weight_decay=0.1, eval_steps=1,
+    )  # fmt: skip
+    rows = run_lottery(config)
+    assert rows[1]["steps"] == 4  # 64 rows / batch 16 / 2 accumulated = 2 optimizer steps per epoch
+    level = RunPaths(tmp_path / "run").level("imp", 1)
+    mask, weights = load_file(level.mask), load_file(level.weights)
+    for name, m in mask.items():
+        assert (weights[name][~m] == 0).all()
+
+
+def test_regression_task_uses_pearson(tiny_bert, tmp_path):
+    rows = ["sentence1\tsentence2\tlabel"] + [f"good film\tfine plot {i}\t{i % 5}.{i % 10}" for i in range(40)]
+    data = tmp_path / "stsb.tsv"
+    data.write_text("\n".join(rows) + "\n")
+    config = make_config(tiny_bert, tmp_path / "run", task="stsb", train_file=str(data), validation_file=str(data),
+                         levels=1)  # fmt: skip
+    results = run_lottery(config)
+    assert results[0]["metric"] == "pearson" and "spearmanr" in results[0]
+
+
+def test_glue_metrics():
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = np.array([1, 0, 0, 0])
+    assert compute_metrics("accuracy", logits, labels) == {"accuracy": 0.75}
+    assert compute_metrics("f1", logits, labels)["f1"] == pytest.approx(2 / 3)
+    assert compute_metrics("matthews_correlation", logits, labels)["matthews_correlation"] == pytest.approx(
+        1 / np.sqrt(3)
+    )
+    scores = compute_metrics("pearson", np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 2.0, 3.0]))
+    assert scores["spearmanr"] == pytest.approx(1.0) and 0.9 < scores["pearson"] < 1.0
+
+
+def test_a_tensor_emptied_by_global_pruning_is_reported(tiny_bert, tmp_path, capsys):
+    """A tensor whose weights are far smaller than the rest (an untrained pooler) is pruned away whole."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert)
+    folder = tmp_path / "small-pooler"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    state = load_file(folder / "model.safetensors")
+    from safetensors.torch import save_file
+
+    # BertForMaskedLM drops the pooler; give the classifier one far below the encoder's magnitudes.
+    state["bert.pooler.dense.weight"] = torch.full((32, 32), 1e-6)
+    state["bert.pooler.dense.bias"] = torch.zeros(32)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    run_lottery(make_config(folder, tmp_path / "run", levels=1, prune_fraction=0.2, max_steps=1))
+    assert "removed every weight of bert.pooler.dense.weight" in capsys.readouterr().out
