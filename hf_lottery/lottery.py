@@ -94,8 +94,11 @@ def prepare_run(config: LotteryConfig) -> Run:
     steps = total_optimizer_steps(config, len(train_data), accelerator.num_processes)
     if config.rewind_step is not None and config.rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.rewind_to} is past the end of level 0, which has {steps} steps")
-    if accelerator.is_main_process and not paths.config.exists():
-        write_text(paths.config, config.to_json())
+    if accelerator.is_main_process:
+        if not paths.config.exists():
+            write_text(paths.config, config.to_json())
+        for stale in paths.root.rglob(".*.tmp-*"):  # left by a killed run; never mistaken for a result
+            stale.unlink()
     accelerator.wait_for_everyone()
     return Run(
         config,

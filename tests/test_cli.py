@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import BertConfig, BertForSequenceClassification, ViTConfig
 
 from hf_lottery.cli import main
@@ -114,3 +115,33 @@ def test_python_dash_m_runs_the_cli_with_clean_output(tiny_bert, tmp_path):
     assert offline.returncode == 1
     assert offline.stderr.strip().count("\n") == 0, offline.stderr
     assert "pass the path of a local folder" in offline.stderr
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(tiny_bert, tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "hf_lottery", "prune", str(tiny_bert), *files_args(), "--levels", "3",
+            "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size", "8",
+            "--max-steps", "40"]  # fmt: skip
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen([*args, "--output-dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (killed / "imp" / "level_1" / "metrics.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "imp" / "level_2" / "metrics.json").exists(), "killed too late to test anything"
+    for out in (killed, whole):
+        subprocess.run([*args, "--output-dir", str(out)], env=env, check=True, capture_output=True, timeout=300)
+    assert not list(killed.rglob(".*.tmp-*")), "a temporary file from the killed run was left behind"
+    for level in (1, 2, 3):
+        for name in ("mask.safetensors", "weights.safetensors"):
+            a = load_file(killed / "imp" / f"level_{level}" / name)
+            b = load_file(whole / "imp" / f"level_{level}" / name)
+            assert all(torch.equal(a[k], b[k]) for k in b), f"level {level} {name} differs"
+    assert (killed / "results.json").read_text() == (whole / "results.json").read_text()
