@@ -1,12 +1,28 @@
 """Shared fixtures: a tiny BERT saved to disk, the toy task's files, and a config builder.
 
-Tests never download: the Hub is switched off for the whole session before any library reads it.
+Tests never reach the real Hub: before any Hugging Face library is imported, the Hub endpoint is set to a
+port on 127.0.0.1 (where the test Hub server of ``tests/hub_server.py`` listens when a test asks for it,
+and nothing answers otherwise), the cache goes to a temporary HF_HOME, and Xet uploads are off.
 """
 
 import os
+import socket
+import tempfile
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-lottery-tests-hf-home-")
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path  # noqa: E402
