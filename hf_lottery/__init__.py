@@ -1,3 +1,8 @@
-"""hf-lottery: find lottery tickets in pretrained transformers."""
+"""hf-lottery: find lottery tickets in pretrained transformers and ship them to the Hub."""
 
 __version__ = "0.1.0"
+
+from .export import export_ticket  # noqa: E402
+from .hub import load_ticket, push_ticket  # noqa: E402
+
+__all__ = ["__version__", "export_ticket", "load_ticket", "push_ticket"]

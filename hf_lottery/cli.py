@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -10,12 +11,15 @@ from transformers import HfArgumentParser
 from . import __version__
 from .config import LotteryConfig
 from .errors import LotteryError
+from .export import DEFAULT_TOLERANCE
 
 USAGE = """usage: hf-lottery COMMAND [options]   (hf-lottery COMMAND --help for its options)
 
 commands:
   prune MODEL    find lottery tickets in MODEL (a Hub id or a local folder) by iterative magnitude pruning
   demo           the offline demo: a tiny BERT on a toy task, 3 levels with controls
+  export RUN OUT write one level of a finished run as a ticket repository folder (no upload)
+  push RUN REPO  export one level and upload it to a Hub repository in one commit
 
 options anywhere: --debug (show tracebacks), --version
 """
@@ -29,9 +33,56 @@ def _prune(args: list[str]) -> LotteryConfig:
     return config
 
 
-def _demo(args: list[str]) -> LotteryConfig:
-    import argparse
+def _level(value: str) -> int | str:
+    if value == "best":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--level takes a level number or 'best', not {value!r}") from None
 
+
+def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("run_dir", help="a finished run directory of `hf-lottery prune`")
+    parser.add_argument(target, help=help_)
+    parser.add_argument(
+        "--level",
+        type=_level,
+        default="best",
+        help="level number, or 'best': the sparsest level within --tolerance of dense (default)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="how far below dense 'best' may be, in metric units (default 0.01: one point)",
+    )
+    return parser  # fmt: skip
+
+
+def _export(args: list[str]) -> None:
+    from .export import export_ticket
+
+    ns = _ship_parser("hf-lottery export", "out_dir", "folder to write (must not exist or be empty)").parse_args(args)
+    facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance)
+    print(f"level {facts['level']} ({facts['sparsity']:.1%} sparse, {facts['metric']} {facts['metric_value']:.4f}) "
+          f"written to {ns.out_dir}")  # fmt: skip
+
+
+def _push(args: list[str]) -> None:
+    from .hub import push_ticket
+
+    parser = _ship_parser("hf-lottery push", "repo_id", "Hub repository, user/name (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", help="branch to commit to (created if missing; default: main)")
+    parser.add_argument("--commit-message", help="default: the level, its sparsity and metric")
+    ns = parser.parse_args(args)
+    url = push_ticket(ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance)
+    print(f"pushed: {url}")
+
+
+def _demo(args: list[str]) -> LotteryConfig:
     from .demo import demo_config
 
     parser = argparse.ArgumentParser(prog="hf-lottery demo", description="Run the offline demo.")
@@ -50,7 +101,26 @@ def _quiet_libraries() -> None:
     datasets.utils.logging.set_verbosity_error()
 
 
-COMMANDS = {"prune": _prune, "demo": _demo}
+RUNS = {"prune": _prune, "demo": _demo}
+SHIPS = {"export": _export, "push": _push}
+
+
+def _run(config: LotteryConfig) -> None:
+    from accelerate import PartialState
+
+    from .lottery import run_lottery
+    from .report import format_table
+
+    if config.push_to_hub:
+        from .hub import push_ticket, require_token
+
+        require_token()  # before hours of training, not after
+    rows = run_lottery(config)
+    if rows:
+        print(format_table(rows, rows[0]["metric"]), end="")
+        print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")
+    if config.push_to_hub and PartialState().is_main_process:
+        print(f"pushed: {push_ticket(config.output_dir, config.push_to_hub, private=config.hub_private)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,19 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--version" in args:
         print(f"hf-lottery {__version__}")
         return 0
-    if not args or args[0] not in COMMANDS:
+    if not args or args[0] not in {**RUNS, **SHIPS}:
         print(USAGE, file=sys.stderr if args else sys.stdout)
         return 2 if args else 0
     _quiet_libraries()
     try:
-        config = COMMANDS[args[0]](args[1:])
-        from .lottery import run_lottery
-        from .report import format_table
-
-        rows = run_lottery(config)
-        if rows:
-            print(format_table(rows, rows[0]["metric"]), end="")
-            print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")
+        if args[0] in SHIPS:
+            SHIPS[args[0]](args[1:])
+        else:
+            _run(RUNS[args[0]](args[1:]))
     except LotteryError as err:
         if debug:
             raise

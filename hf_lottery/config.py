@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from .errors import LotteryError
 
 CONTROLS = ("random-prune", "reinit")
 # Fields that do not change what a run computes: they are left out of the run's identity.
-NON_IDENTITY_FIELDS = frozenset({"output_dir"})
+NON_IDENTITY_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private"})
 
 
 def _help(text: str) -> dict[str, str]:
@@ -93,6 +94,10 @@ class LotteryConfig:
     output_dir: str | None = field(
         default=None, metadata=_help("Run directory (default: runs/<model>-<task>-<config hash>).")
     )
+    push_to_hub: str | None = field(
+        default=None, metadata=_help("Push the winning ticket to this Hub repository (user/name) at the end.")
+    )
+    hub_private: bool = field(default=False, metadata=_help("Create the --push-to-hub repository as private."))
 
     def __post_init__(self) -> None:
         if not self.model_name_or_path:
@@ -159,6 +164,22 @@ class LotteryConfig:
         defaults = {f.name: _default(f) for f in dataclasses.fields(self)}
         changed = {k: v for k, v in self.identity().items() if v != defaults[k]}
         return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
+
+    def to_command(self) -> str:
+        """The ``hf-lottery prune`` command line that reproduces this run (non-default values only)."""
+        parts = ["hf-lottery", "prune", shlex.quote(str(self.model_name_or_path))]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value == _default(f):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+            elif isinstance(value, list):
+                parts += [flag, *(shlex.quote(str(v)) for v in value)]
+            else:
+                parts += [flag, shlex.quote(str(value))]
+        return " ".join(parts)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from .model import load_model, load_model_config, load_tokenizer
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
 from .report import write_results
-from .storage import load_tensors, read_json, save_tensors, save_weights, write_json, write_text
+from .storage import load_tensors, read_json, save_tensors, save_weights, write_folder, write_json, write_text
 from .training import total_optimizer_steps, train
 
 
@@ -97,8 +98,18 @@ def prepare_run(config: LotteryConfig) -> Run:
     if accelerator.is_main_process:
         if not paths.config.exists():
             write_text(paths.config, config.to_json())
+        if not paths.model_files.exists():
+            base = {"name": config.model_name_or_path, "revision": config.revision,
+                    "commit": getattr(model.config, "_commit_hash", None)}  # fmt: skip
+
+            def save_model_files(folder: Path) -> None:
+                model.config.save_pretrained(folder)
+                tokenizer.save_pretrained(folder)
+                write_json(folder / "base_model.json", base)
+
+            write_folder(paths.model_files, save_model_files)
         for stale in paths.root.rglob(".*.tmp-*"):  # left by a killed run; never mistaken for a result
-            stale.unlink()
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     accelerator.wait_for_everyone()
     return Run(
         config,

@@ -2,6 +2,7 @@
 
     run_dir/
       config.json                    the full LotteryConfig, written first
+      model/                         the model's config.json and tokenizer files (for export)
       rewind_point.safetensors       weights every level rewinds to (saved once)
       imp/level_0/ ... level_N/      the lottery ticket search; level 0 is the dense model
       random-prune/level_1/ ...      controls, when asked for
@@ -51,6 +52,10 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def model_files(self) -> Path:
+        return self.root / "model"
 
     @property
     def rewind_point(self) -> Path:

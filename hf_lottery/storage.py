@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,20 @@ def _write(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def write_folder(path: Path, writer: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling folder, then rename it to ``path`` (which must not exist yet)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+    try:
+        writer(tmp)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: Path, text: str) -> None:
     _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -44,8 +60,8 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    _write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    _write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

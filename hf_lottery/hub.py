@@ -1,0 +1,171 @@
+"""The Hub round trip: push a run's ticket as one commit, and load a ticket from the Hub or a folder.
+
+``huggingface_hub`` does the work as it is (``create_repo(exist_ok=True)``, one ``upload_folder`` commit,
+``snapshot_download`` with ``allow_patterns``); tokens come from ``HF_TOKEN`` or ``hf auth login`` and are
+never printed or written by us. Every failure is one ``LotteryError`` line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import httpx2  # huggingface_hub 2.x talks HTTP through it
+import torch
+from huggingface_hub import HfApi, ModelCard, get_token, hf_hub_download, model_info, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+
+from .errors import LotteryError
+from .export import DEFAULT_TOLERANCE, FACTS_FILE, SPARSE_FILE, TICKET_FILE, export_ticket, model_state
+from .masks import Mask, check_mask
+from .sparse import load_sparse
+
+
+@contextmanager
+def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
+    """Turn the client's exceptions into one line that says what to do."""
+    try:
+        yield
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise LotteryError(f"{repo_id}: no such repository, or it is private and your token cannot see it") from None
+    except RevisionNotFoundError:
+        raise LotteryError(f"{repo_id}: no revision {revision!r}") from None
+    except LocalEntryNotFoundError:
+        raise LotteryError(f"{repo_id}: not in the local cache, and the Hub could not be reached (offline?)") from None
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status == 401:
+            raise LotteryError("the Hub rejected your token: check HF_TOKEN or run `hf auth login` again") from None
+        if status == 403:
+            raise LotteryError(f"{repo_id}: your token may not write there (someone else's repository?)") from None
+        raise LotteryError(f"{repo_id}: the Hub answered {status}: {str(err).splitlines()[0]}") from None
+    except (httpx2.TransportError, ConnectionError) as err:
+        raise LotteryError(f"could not reach the Hub ({type(err).__name__}); check your network") from None
+
+
+def require_token(token: str | None = None) -> str:
+    token = token or get_token()
+    if not token:
+        raise LotteryError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a write token)")
+    return token
+
+
+def base_model_license(name: str, token: str | None = None) -> str | None:
+    """The base model's license from its card, where known; never fails a push."""
+    try:
+        folder = Path(name)
+        if folder.is_dir():
+            return ModelCard.load(folder / "README.md").data.license if (folder / "README.md").exists() else None
+        card_data = model_info(name, token=token).card_data
+        return card_data.license if card_data else None
+    except Exception:  # a license is nice to have; a missing one never stops the push
+        return None
+
+
+def push_ticket(
+    run_dir: Path,
+    repo_id: str,
+    level: int | str = "best",
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    token: str | None = None,
+) -> str:
+    """Export one level of ``run_dir`` and upload it to ``repo_id`` in one commit; return the commit URL."""
+    token = require_token(token)
+    api = HfApi(token=token)
+    with hub_errors(repo_id, revision):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        try:
+            existing = Path(hf_hub_download(repo_id, "README.md", revision=revision, token=token)).read_text("utf-8")
+        except EntryNotFoundError:
+            existing = None
+        with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
+            base = _run_base_model(run_dir)
+            folder = Path(tmp) / "repo"
+            facts = export_ticket(
+                run_dir, folder, level, tolerance, repo_id, existing, base_model_license(base, token)
+            )  # fmt: skip
+            message = commit_message or (
+                f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "
+                f"{facts['metric']} {facts['metric_value']:.4f} (dense {facts['dense_metric_value']:.4f})"
+            )
+            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=message)
+    return commit.commit_url
+
+
+def _run_base_model(run_dir: Path) -> str:
+    from .export import FinishedRun
+
+    return FinishedRun.open(run_dir).config.model_name_or_path
+
+
+def load_ticket(
+    repo_or_path: str | Path,
+    weights: Literal["trained", "rewind"] = "trained",
+    revision: str | None = None,
+    token: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, Mask]:
+    """A ticket's model and masks, from a Hub repository or a local folder.
+
+    ``weights="trained"`` gives the trained sparse model, ``"rewind"`` the rewind-point weights (the
+    ticket's winning initialisation). Only ``config.json`` and one sparse file are downloaded; nothing is
+    unpickled, and repository code runs only with ``trust_remote_code=True``.
+    """
+    if weights not in ("trained", "rewind"):
+        raise LotteryError(f"weights must be 'trained' or 'rewind', got {weights!r}")
+    filename = SPARSE_FILE if weights == "trained" else TICKET_FILE
+    folder = _fetch(str(repo_or_path), ["config.json", filename, FACTS_FILE], revision, token)
+    if not (folder / filename).is_file():
+        raise LotteryError(f"{repo_or_path} is not an hf-lottery ticket: it has no {filename}")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise LotteryError(
+            f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
+        ) from None
+    state, masks = load_sparse(folder / filename)
+    _check_state(model, state, filename)
+    check_mask(masks, model, filename)
+    model.load_state_dict(state, strict=False)  # tied aliases are filled by the tie, checked above
+    return model, masks
+
+
+def _fetch(repo_or_path: str, files: list[str], revision: str | None, token: str | None) -> Path:
+    folder = Path(repo_or_path).expanduser()
+    if folder.is_dir():
+        return folder
+    if repo_or_path.startswith((".", "/", "~")):
+        raise LotteryError(f"{repo_or_path}: no such folder")
+    with hub_errors(repo_or_path, revision):
+        return Path(snapshot_download(repo_or_path, revision=revision, token=token, allow_patterns=files))
+
+
+def _check_state(model: PreTrainedModel, state: dict[str, torch.Tensor], filename: str) -> None:
+    expected = model_state(model)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        which = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which the model does not"
+        raise LotteryError(f"{filename}: does not match config.json: it {which}")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape or state[name].dtype != tensor.dtype:
+            raise LotteryError(
+                f"{filename}: {name} is {state[name].dtype} {list(state[name].shape)}, "
+                f"config.json says {tensor.dtype} {list(tensor.shape)}"
+            )

@@ -1,0 +1,132 @@
+"""The sparse file format: bit-packed masks and sparse state dicts, as plain safetensors files.
+
+Readable without this package (the README documents it):
+
+- A **packed mask** is a ``uint8`` tensor of ``ceil(numel / 8)`` bytes: element ``i`` of the row-major
+  flattened mask is bit ``i % 8`` (least significant first) of byte ``i // 8``; padding bits are 0.
+- ``masks.safetensors``: one packed mask per pruned parameter, keyed by its ``named_parameters()`` name.
+- ``*.sparse.safetensors`` (a sparse state dict): for each pruned parameter ``N``, ``N.values`` (1-D, the
+  surviving values in row-major order, the parameter's dtype) and ``N.mask`` (its packed mask); every
+  other tensor of the state dict stored whole under its own name.
+- Both carry the metadata ``format`` (``hf-lottery-masks`` / ``hf-lottery-sparse``), ``format_version``
+  (``1``) and ``shapes``: a JSON object mapping each pruned parameter to its shape.
+
+The mask is the truth: a surviving weight whose value is 0.0 is still alive. Files read from elsewhere are
+untrusted: every name, shape, dtype and count is checked, and any problem is one ``LotteryError`` naming
+the file; nothing is returned half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .errors import LotteryError
+from .masks import Mask
+from .storage import save_tensors
+
+MASKS_FORMAT = "hf-lottery-masks"
+SPARSE_FORMAT = "hf-lottery-sparse"
+FORMAT_VERSION = "1"
+_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """1 bit per element, least significant bit first."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.nn.functional.pad(flat, (0, (-flat.numel()) % 8))
+    return (flat.view(-1, 8) * _BITS).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    numel = math.prod(shape)
+    bits = (packed.view(-1, 1) & _BITS).ne(0).flatten()
+    return bits[:numel].view(shape)
+
+
+def save_masks(path: Path, masks: Mask) -> None:
+    shapes = {name: list(m.shape) for name, m in masks.items()}
+    tensors = {name: pack_mask(m) for name, m in masks.items()}
+    save_tensors(path, tensors, metadata=_metadata(MASKS_FORMAT, shapes))
+
+
+def save_sparse(path: Path, state: dict[str, torch.Tensor], masks: Mask) -> None:
+    """A state dict with each masked tensor stored as its survivors plus its packed mask."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if name in masks:
+            tensors[f"{name}.values"] = value.detach().flatten()[masks[name].flatten()].cpu()
+            tensors[f"{name}.mask"] = pack_mask(masks[name])
+        else:
+            tensors[name] = value.detach().cpu()
+    shapes = {name: list(m.shape) for name, m in masks.items()}
+    save_tensors(path, tensors, metadata=_metadata(SPARSE_FORMAT, shapes))
+
+
+def load_masks(path: Path) -> Mask:
+    tensors, shapes = _read(path, MASKS_FORMAT)
+    if set(tensors) != set(shapes):
+        raise LotteryError(f"{path.name}: the tensors and the recorded shapes name different parameters")
+    return {name: _unpack_checked(path, name, tensors[name], shapes[name]) for name in shapes}
+
+
+def load_sparse(path: Path) -> tuple[dict[str, torch.Tensor], Mask]:
+    """The dense state dict (zeros where pruned) and the masks of a sparse file."""
+    tensors, shapes = _read(path, SPARSE_FORMAT)
+    state: dict[str, torch.Tensor] = {}
+    masks: Mask = {}
+    for name, shape in shapes.items():
+        values, packed = tensors.pop(f"{name}.values", None), tensors.pop(f"{name}.mask", None)
+        if values is None or packed is None:
+            raise LotteryError(f"{path.name}: {name} lacks its .values or .mask tensor")
+        mask = _unpack_checked(path, name, packed, shape)
+        alive = int(mask.sum())
+        if values.dim() != 1 or values.numel() != alive:
+            raise LotteryError(f"{path.name}: {name} has {alive} survivors in its mask but {values.numel()} values")
+        dense = torch.zeros(shape, dtype=values.dtype)
+        dense[mask] = values
+        state[name], masks[name] = dense, mask
+    state.update(tensors)
+    for name, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise LotteryError(f"{path.name}: {name} holds NaN or infinite values")
+    return state, masks
+
+
+def _metadata(kind: str, shapes: dict[str, list[int]]) -> dict[str, str]:
+    return {"format": kind, "format_version": FORMAT_VERSION, "shapes": json.dumps(shapes, sort_keys=True)}
+
+
+def _read(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise LotteryError(f"{path.name}: not a readable safetensors file ({err})") from None
+    if metadata.get("format") != kind:
+        raise LotteryError(f"{path.name}: not an {kind} file (format: {metadata.get('format')!r})")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise LotteryError(f"{path.name}: format version {metadata.get('format_version')!r} is not supported")
+    try:
+        shapes = {name: tuple(int(d) for d in shape) for name, shape in json.loads(metadata["shapes"]).items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise LotteryError(f"{path.name}: its 'shapes' metadata is missing or malformed") from None
+    return tensors, shapes
+
+
+def _unpack_checked(path: Path, name: str, packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    numel = math.prod(shape)
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != math.ceil(numel / 8):
+        raise LotteryError(
+            f"{path.name}: packed mask of {name} is {packed.dtype} of {packed.numel()} bytes, "
+            f"expected uint8 of {math.ceil(numel / 8)} for shape {list(shape)}"
+        )
+    bits = (packed.view(-1, 1) & _BITS).ne(0).flatten()
+    if bits[numel:].any():
+        raise LotteryError(f"{path.name}: packed mask of {name} has bits set past its {numel} elements")
+    return bits[:numel].view(shape)
