@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"hf-lottery: error: {err}", file=sys.stderr)
         return 1
+    except SystemExit as exit_:  # argparse: --help, or a usage error it has already printed
+        return exit_.code if isinstance(exit_.code, int) else 1
     except KeyboardInterrupt:
         print("hf-lottery: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

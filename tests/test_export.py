@@ -1,0 +1,150 @@
+"""Exporting a level of a finished run: what stock transformers and load_ticket get back, and the card."""
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from hf_lottery import export_ticket, load_ticket
+from hf_lottery.cli import main
+from hf_lottery.errors import LotteryError
+from hf_lottery.lottery import run_lottery
+from hf_lottery.paths import RunPaths
+from hf_lottery.storage import read_json
+from tests.conftest import make_config
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    rows = run_lottery(make_config(tiny_bert, out, levels=3, prune_fraction=0.5, control=["random-prune"]))
+    return RunPaths(out), rows
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    paths, _ = run
+    folder = tmp_path_factory.mktemp("repo") / "me--ticket"
+    facts = export_ticket(paths.root, folder, level=2, repo_id="me/ticket")
+    return folder, facts
+
+
+def logits(model, seed=0):
+    model.eval()
+    ids = torch.randint(6, 60, (3, 10), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def test_stock_transformers_and_load_ticket_give_the_trained_level(run, exported):
+    paths, _ = run
+    folder, _ = exported
+    trained = load_file(paths.level("imp", 2).weights)
+    stock = AutoModelForSequenceClassification.from_pretrained(folder)
+    ours, masks = load_ticket(folder)
+    reference = AutoModelForSequenceClassification.from_pretrained(folder)
+    reference.load_state_dict(trained, strict=False)
+    assert torch.equal(logits(stock), logits(reference))
+    assert torch.equal(logits(ours), logits(stock))
+    run_masks = load_file(paths.level("imp", 2).mask)
+    assert set(masks) == set(run_masks) and all(torch.equal(masks[k], run_masks[k]) for k in masks)
+    params = dict(ours.named_parameters())
+    assert all((params[k][~m] == 0).all() for k, m in masks.items())
+
+
+def test_rewind_weights_are_the_ticket(run, exported):
+    paths, _ = run
+    folder, _ = exported
+    init, masks = load_ticket(folder, weights="rewind")
+    rewind = load_file(paths.rewind_point)
+    state = init.state_dict()
+    for name, value in rewind.items():
+        assert torch.equal(state[name], value * masks[name] if name in masks else value), name
+
+
+def test_repository_files_and_facts(exported):
+    folder, facts = exported
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "model.sparse.safetensors", "masks.safetensors",
+            "ticket.safetensors", "ticket.json", "README.md", "sparsity_vs_metric.png",
+            "tokenizer.json"} <= names  # fmt: skip
+    saved = read_json(folder / "ticket.json")
+    assert saved == facts
+    assert saved["level"] == 2 and saved["sparsity"] == pytest.approx(0.75, abs=1e-4)
+    assert saved["rewind_to"] == "pretrained" and saved["prune_fraction"] == 0.5
+    assert saved["command"].startswith("hf-lottery prune ") and "--prune-fraction 0.5" in saved["command"]
+    assert len(saved["levels"]) == 1 + 3 * 2
+
+
+def test_model_card(exported):
+    folder, facts = exported
+    text = (folder / "README.md").read_text()
+    metadata = yaml.safe_load(text.split("---")[1])
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-classification"
+    assert {"pruned", "sparse", "lottery-ticket"} <= set(metadata["tags"])
+    result = metadata["model-index"][0]["results"][0]["metrics"][0]
+    assert result["type"] == "accuracy" and result["value"] == round(facts["metric_value"], 4)
+    summary = f"**75% of encoder weights removed, validation accuracy {100 * facts['metric_value']:.1f} vs"
+    assert summary in text
+    assert "![sparsity vs accuracy](sparsity_vs_metric.png)" in text
+    assert "| 2 | random-prune | 75.0% |" in text
+    assert facts["command"] in text and 'load_ticket("me/ticket")' in text
+    assert "Frankle" in text and "chen2020lottery" in text
+
+
+def test_best_level_is_the_sparsest_within_tolerance(run, tmp_path):
+    paths, rows = run
+    dense = rows[0]["accuracy"]
+    facts = export_ticket(paths.root, tmp_path / "best", tolerance=0.05)
+    imp = [r for r in rows if r["branch"] == "imp" and r["accuracy"] >= dense - 0.05]
+    assert facts["level"] == max(imp, key=lambda r: r["sparsity"])["level"]
+    assert "sparsest level" in facts["level_reason"]
+
+
+def test_an_existing_card_is_updated_not_overwritten(run, tmp_path):
+    paths, _ = run
+    existing = "---\nlicense: mit\nlanguage: en\ntags:\n- mine\n---\n# My notes\n\nKeep this paragraph.\n"
+    export_ticket(paths.root, tmp_path / "a", level=1, repo_id="me/ticket", existing_card=existing)
+    first = (tmp_path / "a" / "README.md").read_text()
+    metadata = yaml.safe_load(first.split("---")[1])
+    assert metadata["license"] == "mit" and metadata["language"] == "en"
+    assert {"mine", "lottery-ticket"} <= set(metadata["tags"])
+    assert "Keep this paragraph." in first and "level 1" in first
+    export_ticket(paths.root, tmp_path / "b", level=2, repo_id="me/ticket", existing_card=first)
+    second = (tmp_path / "b" / "README.md").read_text()
+    assert second.count("<!-- hf-lottery:start") == 1 and "**level 2**" in second and "**level 1**" not in second
+    assert "Keep this paragraph." in second
+
+
+def test_export_errors_are_one_line_and_write_nothing(run, tmp_path, capsys):
+    paths, _ = run
+    assert main(["export", str(paths.root), str(tmp_path / "x"), "--level", "9"]) == 1
+    assert "the run has no level 9; its levels are 0..3" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("mine")
+    with pytest.raises(LotteryError, match="exists and is not empty"):
+        export_ticket(paths.root, tmp_path / "full")
+    with pytest.raises(LotteryError, match="not an hf-lottery run directory"):
+        export_ticket(tmp_path / "full", tmp_path / "y")
+    assert main(["export", str(paths.root), str(tmp_path / "z"), "--level", "one"]) == 2
+    assert not (tmp_path / "z").exists()
+
+
+def test_load_ticket_refuses_a_file_that_does_not_match_its_config(exported, tmp_path):
+    import shutil
+
+    from hf_lottery.sparse import load_sparse, save_sparse
+
+    folder, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    state, masks = load_sparse(copy / "model.sparse.safetensors")
+    state["bert.extra.weight"] = torch.zeros(2)
+    save_sparse(copy / "model.sparse.safetensors", state, masks)
+    with pytest.raises(LotteryError, match="has bert.extra.weight, which the model does not"):
+        load_ticket(copy)
+    (copy / "model.sparse.safetensors").unlink()
+    with pytest.raises(LotteryError, match="is not an hf-lottery ticket: it has no model.sparse.safetensors"):
+        load_ticket(copy)
