@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from safetensors.torch import load_model as load_weights_into
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
@@ -32,6 +32,7 @@ from .model import load_model, load_model_config, load_tokenizer
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
 from .report import write_results
+from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, read_json, save_tensors, save_weights, write_folder, write_json, write_text
 from .training import total_optimizer_steps, train
 
@@ -77,8 +78,15 @@ class Run:
 def prepare_run(config: LotteryConfig) -> Run:
     """Check the config, run directory, model and data; write the config only when all of them are good."""
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        cpu=not torch.accelerator.is_available(),  # so torchrun on a CPU machine means gloo processes, not copies
     )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise LotteryError(
+            f"{accelerator.distributed_type.value} shards the parameters, so masks cannot hold on to them; "
+            "run IMP with plain data parallelism (accelerate launch --multi_gpu)"
+        )
     if config.output_dir is None:
         config.output_dir = str(default_output_dir(config))
     paths = RunPaths(Path(config.output_dir))
@@ -175,7 +183,7 @@ def _train_level(run: Run, branch: str, level: int) -> None:
 
 def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> dict[str, float]:
     seed = run.config.seed + level
-    set_seed(seed)
+    set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
     return train(
         model,
         mask,
@@ -192,7 +200,19 @@ def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> 
 
 
 def _mask_for(run: Run, branch: str, level: int) -> Mask:
-    """The level's mask, computed from files on disk only, so every rank and every resume agree."""
+    """The level's mask: computed once, on the main process, and broadcast, so every rank holds the same."""
+    mask = _compute_mask(run, branch, level) if run.accelerator.is_main_process else None
+    if run.accelerator.num_processes == 1:
+        return mask
+    shapes = {name: tuple(m.shape) for name, m in mask.items()} if mask is not None else None
+    payload = [shapes, {name: pack_mask(m) for name, m in mask.items()} if mask is not None else None]
+    broadcast_object_list(payload, from_process=0)
+    shapes, packed = payload
+    return {name: unpack_mask(packed[name].cpu(), shape) for name, shape in shapes.items()}
+
+
+def _compute_mask(run: Run, branch: str, level: int) -> Mask:
+    """The level's mask, from files on disk only, so that a resumed run computes the same one."""
     config = run.config
     if branch == IMP:
         previous = load_tensors(run.paths.level(IMP, level - 1).mask)

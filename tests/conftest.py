@@ -31,12 +31,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402
 
-from hf_lottery.config import LotteryConfig  # noqa: E402
 from hf_lottery.demo import DEMO_DATA  # noqa: E402
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-GLUE = SHARED / "data" / "glue"
-needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue is absent (see ../shared/README.md)")
+from tests.hub_server import hub_server  # noqa: E402, F401  (the fixture)
 
 
 @pytest.fixture(scope="session")
@@ -56,27 +52,6 @@ def tiny_bert(tmp_path_factory) -> Path:
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-def make_config(model: Path, output_dir: Path, **overrides) -> LotteryConfig:
-    """A config that trains the tiny BERT on 64 toy rows: a level takes well under a second."""
-    values = dict(
-        model_name_or_path=str(model),
-        train_file=str(DEMO_DATA / "train.tsv"),
-        validation_file=str(DEMO_DATA / "dev.tsv"),
-        max_train_samples=64,
-        max_eval_samples=32,
-        max_length=32,
-        levels=2,
-        prune_fraction=0.5,
-        learning_rate=1e-3,
-        batch_size=16,
-        epochs=1,
-        seed=0,
-        output_dir=str(output_dir),
-    )
-    values.update(overrides)
-    return LotteryConfig(**values)
 
 
 @pytest.fixture(autouse=True)

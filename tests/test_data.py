@@ -5,7 +5,7 @@ import pytest
 from hf_lottery.config import LotteryConfig
 from hf_lottery.data import load_task_data
 from hf_lottery.errors import LotteryError
-from tests.conftest import GLUE, needs_glue
+from tests.helpers import GLUE, needs_glue
 
 
 def load(train: Path, dev: Path | None = None, **kw):

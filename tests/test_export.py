@@ -12,7 +12,7 @@ from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from hf_lottery import lottery
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 BRANCHES = ["imp", "random-prune", "reinit"]
 LEVELS = 3

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_lottery.pruning import keep_counts, level_densities, magnitude_prune, random_prune
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 
 def densities(**kw):

