@@ -14,7 +14,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import __version__
-from .config import LotteryConfig
+from .config import FinetuneConfig, TrainingConfig
 from .report import format_table
 
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
@@ -24,7 +24,7 @@ TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "st
 
 
 def render_card(
-    facts: dict, config: LotteryConfig, rows: list[dict], repo_id: str, license: str | None, existing: str | None
+    facts: dict, config: TrainingConfig, rows: list[dict], repo_id: str, license: str | None, existing: str | None
 ) -> str:
     """The README.md of a ticket repository, merged into ``existing`` when the repository has one."""
     metric, value, dense = facts["metric"], facts["metric_value"], facts["dense_metric_value"]
@@ -48,9 +48,18 @@ def render_card(
             )
         ],
     )  # fmt: skip
-    what = "encoder weights" if not (config.include or config.exclude) else "selected weights"
+    what = (
+        "encoder weights"
+        if not (getattr(config, "include", None) or getattr(config, "exclude", None))
+        else ("selected weights")
+    )
     summary = f"{facts['sparsity']:.0%} of {what} removed, {task} {metric} {100 * value:.1f} vs {100 * dense:.1f} dense"
-    rewind = "the pretrained weights" if config.rewind_step is None else f"the weights after step {config.rewind_step}"
+    if isinstance(config, FinetuneConfig):
+        summary = f"A {facts['sparsity']:.0%}-sparse lottery ticket fine-tuned on {task}: {metric} {100 * value:.1f}"
+    rewind_step = getattr(config, "rewind_step", None)
+    rewind = "the pretrained weights" if rewind_step is None else f"the weights after step {rewind_step}"
+    if isinstance(config, FinetuneConfig):
+        rewind = "the rewind point of the ticket it was fine-tuned from"
     card = ModelCard.from_template(
         data,
         template_str=TEMPLATE.read_text(encoding="utf-8"),
@@ -68,8 +77,8 @@ def render_card(
         repo_id=repo_id,
         command=facts["command"],
         version=__version__,
-        prune_fraction=config.prune_fraction,
-        scope=config.scope,
+        prune_fraction=getattr(config, "prune_fraction", None),
+        scope=getattr(config, "scope", None),
     )
     return str(card) if existing is None else merge_cards(existing, card)
 
@@ -84,7 +93,10 @@ def merge_cards(existing: str, new: ModelCard) -> str:
     return str(merged)
 
 
-def _prune_description(config: LotteryConfig) -> str:
+def _prune_description(config: TrainingConfig) -> str:
+    if isinstance(config, FinetuneConfig):
+        start = "its rewind-point weights" if config.from_init else "its trained weights"
+        return f"Fine-tuned from the lottery ticket {config.model_name_or_path} ({start}) with its mask fixed."
     scope = "one global magnitude threshold" if config.scope == "global" else "the same fraction in each tensor"
     return (
         f"Each level removed {config.prune_fraction:.0%} of the surviving weights by magnitude ({scope}), "

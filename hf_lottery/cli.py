@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
 from . import __version__
-from .config import LotteryConfig
+from .config import FinetuneConfig, LotteryConfig
 from .errors import LotteryError
 from .export import DEFAULT_TOLERANCE
 
@@ -20,6 +21,8 @@ commands:
   demo           the offline demo: a tiny BERT on a toy task, 3 levels with controls
   export RUN OUT write one level of a finished run as a ticket repository folder (no upload)
   push RUN REPO  export one level and upload it to a Hub repository in one commit
+  finetune TICKET train a ticket (Hub id or folder) on a task with its mask fixed
+  env            versions and the accelerate config, for bug reports
 
 options anywhere: --debug (show tracebacks), --version
 """
@@ -82,6 +85,38 @@ def _push(args: list[str]) -> None:
     print(f"pushed: {url}")
 
 
+def _finetune(args: list[str]) -> FinetuneConfig:
+    if args and not args[0].startswith("-"):
+        args = ["--model_name_or_path", args[0], *args[1:]]
+    (config,) = HfArgumentParser(FinetuneConfig, prog="hf-lottery finetune").parse_args_into_dataclasses(args=args)
+    return config
+
+
+def _env(args: list[str]) -> None:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from accelerate.commands.config import default_config_file
+
+    argparse.ArgumentParser(prog="hf-lottery env", description="Print versions for bug reports.").parse_args(args)
+    lines = [f"hf-lottery {__version__}", f"Python {platform.python_version()} on {platform.platform()}"]
+    for package in ("torch", "transformers", "accelerate", "huggingface_hub", "datasets", "safetensors"):
+        try:
+            lines.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            lines.append(f"{package} not installed")
+    import torch
+
+    lines.append(f"accelerator: {torch.accelerator.current_accelerator() or 'none (CPU)'}")
+    config_path = Path(default_config_file)
+    if config_path.is_file():
+        lines.append(f"accelerate config ({config_path}):")
+        lines += ["  " + line for line in config_path.read_text().splitlines()]
+    else:
+        lines.append(f"accelerate config: none ({config_path} does not exist; `accelerate config` writes it)")
+    print("\n".join(lines))
+
+
 def _demo(args: list[str]) -> LotteryConfig:
     from .demo import demo_config
 
@@ -101,13 +136,14 @@ def _quiet_libraries() -> None:
     datasets.utils.logging.set_verbosity_error()
 
 
-RUNS = {"prune": _prune, "demo": _demo}
-SHIPS = {"export": _export, "push": _push}
+RUNS = {"prune": _prune, "demo": _demo, "finetune": _finetune}
+SHIPS = {"export": _export, "push": _push, "env": _env}
 
 
-def _run(config: LotteryConfig) -> None:
+def _run(config: LotteryConfig | FinetuneConfig) -> None:
     from accelerate import PartialState
 
+    from .finetune import run_finetune
     from .lottery import run_lottery
     from .report import format_table
 
@@ -115,7 +151,7 @@ def _run(config: LotteryConfig) -> None:
         from .hub import push_ticket, require_token
 
         require_token()  # before hours of training, not after
-    rows = run_lottery(config)
+    rows = run_finetune(config) if isinstance(config, FinetuneConfig) else run_lottery(config)
     if rows:
         print(format_table(rows, rows[0]["metric"]), end="")
         print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")

@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from .errors import LotteryError
 
@@ -26,8 +26,10 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class LotteryConfig:
-    # What to prune.
+class TrainingConfig:
+    """What every command that trains shares: the model, the data, the training loop, the output."""
+
+    COMMAND: ClassVar[str] = "train"
     model_name_or_path: str | None = field(
         default=None, metadata=_help("Hub model id or local folder of a pretrained transformer.")
     )
@@ -47,6 +49,100 @@ class LotteryConfig:
     max_train_samples: int | None = field(default=None, metadata=_help("Use only the first N training rows."))
     max_eval_samples: int | None = field(default=None, metadata=_help("Use only the first N validation rows."))
     max_length: int = field(default=128, metadata=_help("Tokens per example after truncation."))
+    # Training (every level).
+    learning_rate: float = field(default=2e-5, metadata=_help("Peak AdamW learning rate."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW decoupled weight decay."))
+    warmup_ratio: float = field(default=0.1, metadata=_help("Share of the steps with linear warm-up."))
+    batch_size: int = field(default=32, metadata=_help("Examples per device per forward pass."))
+    eval_batch_size: int = field(default=64, metadata=_help("Examples per device when evaluating."))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("Forward passes per optimizer step."))
+    epochs: float = field(default=3.0, metadata=_help("Training epochs per level (ignored with --max-steps)."))
+    max_steps: int | None = field(default=None, metadata=_help("Optimizer steps per level; overrides --epochs."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 disables)."))
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("Autocast precision."))
+    eval_steps: int | None = field(
+        default=None, metadata=_help("Also evaluate every N optimizer steps and keep the best weights.")
+    )
+    seed: int = field(default=42, metadata=_help("Seed of the head init, data order and controls."))
+    output_dir: str | None = field(
+        default=None, metadata=_help("Run directory (default: runs/<model>-<task>-<config hash>).")
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata=_help("Push the winning ticket to this Hub repository (user/name) at the end.")
+    )
+    hub_private: bool = field(default=False, metadata=_help("Create the --push-to-hub repository as private."))
+
+    def __post_init__(self) -> None:
+        if not self.model_name_or_path:
+            raise LotteryError(f"give a model: hf-lottery {self.COMMAND} MODEL_ID_OR_PATH ...")
+        if self.task is None and self.train_file is None:
+            raise LotteryError("give --task (a GLUE task) or --train-file and --validation-file")
+        if (self.train_file is None) != (self.validation_file is None):
+            raise LotteryError("give both --train-file and --validation-file")
+        if self.text_columns is not None and len(self.text_columns) not in (1, 2):
+            raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
+        positive = {
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "max_length": self.max_length,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        for name in ("max_steps", "eval_steps", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.epochs <= 0 and self.max_steps is None:
+            raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise LotteryError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def identity(self) -> dict[str, Any]:
+        """The values that decide what a run computes (everything but where it is written)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
+
+    def run_hash(self) -> str:
+        """Hash of the non-default identity values: adding an option with a default never renames runs."""
+        defaults = {f.name: _default(f) for f in dataclasses.fields(self)}
+        changed = {k: v for k, v in self.identity().items() if v != defaults[k]}
+        return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
+
+    def to_command(self) -> str:
+        """The ``hf-lottery`` command line that reproduces this run (non-default values only)."""
+        parts = ["hf-lottery", self.COMMAND, shlex.quote(str(self.model_name_or_path))]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value == _default(f):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+            elif isinstance(value, list):
+                parts += [flag, *(shlex.quote(str(v)) for v in value)]
+            else:
+                parts += [flag, shlex.quote(str(value))]
+        return " ".join(parts)
+
+    def to_json(self) -> str:
+        return (
+            json.dumps({**dataclasses.asdict(self), "hf_lottery_command": self.COMMAND}, indent=2, sort_keys=True)
+            + "\n"
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Build from saved JSON; keys this version does not know are dropped (newer files stay readable)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class LotteryConfig(TrainingConfig):
+    """``hf-lottery prune``: IMP with rewinding, its levels and its controls."""
+
+    COMMAND: ClassVar[str] = "prune"
     # Pruning.
     target_sparsity: float | None = field(
         default=None, metadata=_help("Stop at the first level whose sparsity reaches this, in [0, 1).")
@@ -76,32 +172,9 @@ class LotteryConfig:
     control: list[str] = field(
         default_factory=list, metadata=_help("Control runs beside IMP: random-prune and/or reinit.")
     )
-    # Training (every level).
-    learning_rate: float = field(default=2e-5, metadata=_help("Peak AdamW learning rate."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW decoupled weight decay."))
-    warmup_ratio: float = field(default=0.1, metadata=_help("Share of the steps with linear warm-up."))
-    batch_size: int = field(default=32, metadata=_help("Examples per device per forward pass."))
-    eval_batch_size: int = field(default=64, metadata=_help("Examples per device when evaluating."))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("Forward passes per optimizer step."))
-    epochs: float = field(default=3.0, metadata=_help("Training epochs per level (ignored with --max-steps)."))
-    max_steps: int | None = field(default=None, metadata=_help("Optimizer steps per level; overrides --epochs."))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 disables)."))
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("Autocast precision."))
-    eval_steps: int | None = field(
-        default=None, metadata=_help("Also evaluate every N optimizer steps and keep the best weights.")
-    )
-    seed: int = field(default=42, metadata=_help("Seed of the head init, data order and controls."))
-    output_dir: str | None = field(
-        default=None, metadata=_help("Run directory (default: runs/<model>-<task>-<config hash>).")
-    )
-    push_to_hub: str | None = field(
-        default=None, metadata=_help("Push the winning ticket to this Hub repository (user/name) at the end.")
-    )
-    hub_private: bool = field(default=False, metadata=_help("Create the --push-to-hub repository as private."))
 
     def __post_init__(self) -> None:
-        if not self.model_name_or_path:
-            raise LotteryError("give a model: hf-lottery prune MODEL_ID_OR_PATH ...")
+        super().__post_init__()
         if self.target_sparsity is None and self.levels is None:
             raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
@@ -110,12 +183,6 @@ class LotteryConfig:
             raise LotteryError(f"--levels must be >= 0, got {self.levels}")
         if not 0.0 < self.prune_fraction < 1.0:
             raise LotteryError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction}")
-        if self.task is None and self.train_file is None:
-            raise LotteryError("give --task (a GLUE task) or --train-file and --validation-file")
-        if (self.train_file is None) != (self.validation_file is None):
-            raise LotteryError("give both --train-file and --validation-file")
-        if self.text_columns is not None and len(self.text_columns) not in (1, 2):
-            raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
         bad = [c for c in self.control if c not in CONTROLS]
         if bad:
             raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")
@@ -127,23 +194,6 @@ class LotteryConfig:
                     re.compile(pattern)
                 except re.error as err:
                     raise LotteryError(f"--{flag} {pattern!r} is not a valid regex: {err}") from None
-        positive = {
-            "batch_size": self.batch_size,
-            "eval_batch_size": self.eval_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "max_length": self.max_length,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        for name in ("max_steps", "eval_steps", "max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.epochs <= 0 and self.max_steps is None:
-            raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise LotteryError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
 
     @property
     def rewind_step(self) -> int | None:
@@ -155,40 +205,22 @@ class LotteryConfig:
             raise LotteryError(f"--rewind-to must be 'pretrained' or 'step:K', got {self.rewind_to!r}")
         return int(match.group(1))
 
-    def identity(self) -> dict[str, Any]:
-        """The values that decide what a run computes (everything but where it is written)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
 
-    def run_hash(self) -> str:
-        """Hash of the non-default identity values: adding an option with a default never renames runs."""
-        defaults = {f.name: _default(f) for f in dataclasses.fields(self)}
-        changed = {k: v for k, v in self.identity().items() if v != defaults[k]}
-        return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    """``hf-lottery finetune``: train a ticket (from the Hub or a folder) on a task with its mask fixed."""
 
-    def to_command(self) -> str:
-        """The ``hf-lottery prune`` command line that reproduces this run (non-default values only)."""
-        parts = ["hf-lottery", "prune", shlex.quote(str(self.model_name_or_path))]
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value == _default(f):
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
-                parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
-            elif isinstance(value, list):
-                parts += [flag, *(shlex.quote(str(v)) for v in value)]
-            else:
-                parts += [flag, shlex.quote(str(value))]
-        return " ".join(parts)
+    COMMAND: ClassVar[str] = "finetune"
+    from_init: bool = field(
+        default=False, metadata=_help("Start from the ticket's rewind-point weights, not its trained weights.")
+    )
+    no_mask: bool = field(default=False, metadata=_help("Train a plain model (a repository with no masks), dense."))
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> LotteryConfig:
-        """Build from saved JSON; keys this version does not know are dropped (newer files stay readable)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+def load_run_config(values: dict[str, Any]) -> TrainingConfig:
+    """The config saved in a run directory, as the class of the command that made it."""
+    kinds = {cls.COMMAND: cls for cls in (LotteryConfig, FinetuneConfig)}
+    return kinds.get(values.get("hf_lottery_command", "prune"), LotteryConfig).from_dict(values)
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 
 from . import __version__
 from .card import render_card
-from .config import LotteryConfig
+from .config import FinetuneConfig, TrainingConfig, load_run_config
 from .errors import LotteryError
 from .paths import IMP, RunPaths
 from .sparse import save_masks, save_sparse
@@ -30,7 +30,7 @@ MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
 @dataclass
 class FinishedRun:
     paths: RunPaths
-    config: LotteryConfig
+    config: TrainingConfig
     rows: list[dict]
 
     @classmethod
@@ -40,7 +40,7 @@ class FinishedRun:
             raise LotteryError(f"{run_dir} is not an hf-lottery run directory (no config.json)")
         if not paths.results_json.exists():
             raise LotteryError(f"{run_dir} is not finished: run the same `hf-lottery prune` command again")
-        return cls(paths, LotteryConfig.from_dict(read_json(paths.config)), read_json(paths.results_json))
+        return cls(paths, load_run_config(read_json(paths.config)), read_json(paths.results_json))
 
     @property
     def metric(self) -> str:
@@ -75,9 +75,10 @@ class FinishedRun:
             "hf_lottery_version": __version__, "base_model": base["name"], "base_model_revision": base["revision"],
             "base_model_commit": base["commit"], "task": c.task, "train_file": c.train_file, "metric": self.metric,
             "level": level, "level_reason": reason, "sparsity": row["sparsity"], "metric_value": row[self.metric],
-            "dense_metric_value": self.rows[0][self.metric], "rewind_to": c.rewind_to,
-            "prune_fraction": c.prune_fraction, "scope": c.scope, "include": c.include, "exclude": c.exclude,
-            "controls": c.control, "levels": self.rows, "command": c.to_command(),
+            "dense_metric_value": self.rows[0][self.metric], "levels": self.rows, "command": c.to_command(),
+            "finetuned_from": base["name"] if isinstance(c, FinetuneConfig) else None,
+            **{k: getattr(c, k, None) for k in ("rewind_to", "prune_fraction", "scope", "include", "exclude")},
+            "controls": getattr(c, "control", []),
         }  # fmt: skip
 
 

@@ -13,47 +13,26 @@ body plus the head's seeded random initialisation, exactly what level 0 started 
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, broadcast_object_list, set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_model as load_weights_into
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from .config import LotteryConfig
-from .data import load_task_data, tokenize
+from .data import load_task_data
 from .errors import LotteryError
-from .masks import Mask, apply_mask, dense_mask, select_prunable, sparsity_report
+from .masks import Mask, apply_mask, dense_mask, select_prunable
 from .model import load_model, load_model_config, load_tokenizer
-from .paths import IMP, LevelPaths, RunPaths
+from .paths import IMP, RunPaths
 from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
 from .report import write_results
+from .runs import make_accelerator, open_run_dir, save_level, start_run_dir, tokenize_splits
 from .sparse import pack_mask, unpack_mask
-from .storage import load_tensors, read_json, save_tensors, save_weights, write_folder, write_json, write_text
+from .storage import load_tensors, save_weights
 from .training import total_optimizer_steps, train
-
-
-def default_output_dir(config: LotteryConfig) -> Path:
-    model = Path(config.model_name_or_path.rstrip("/")).name
-    data = config.task or Path(config.train_file).stem
-    return Path("runs") / f"{model}-{data}-{config.run_hash()}"
-
-
-def check_run_dir(paths: RunPaths, config: LotteryConfig) -> None:
-    """Refuse a directory that holds another run, or anything that is not a run."""
-    if paths.config.exists():
-        saved = json.loads(json.dumps(LotteryConfig.from_dict(read_json(paths.config)).identity()))
-        wanted = json.loads(json.dumps(config.identity()))
-        changed = [k for k in sorted(wanted) if saved.get(k) != wanted[k]]
-        if changed:
-            diff = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in changed[:3])
-            raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
-    elif paths.root.exists() and any(paths.root.iterdir()):
-        raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
 
 
 @dataclass
@@ -77,48 +56,19 @@ class Run:
 
 def prepare_run(config: LotteryConfig) -> Run:
     """Check the config, run directory, model and data; write the config only when all of them are good."""
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        cpu=not torch.accelerator.is_available(),  # so torchrun on a CPU machine means gloo processes, not copies
-    )
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise LotteryError(
-            f"{accelerator.distributed_type.value} shards the parameters, so masks cannot hold on to them; "
-            "run IMP with plain data parallelism (accelerate launch --multi_gpu)"
-        )
-    if config.output_dir is None:
-        config.output_dir = str(default_output_dir(config))
-    paths = RunPaths(Path(config.output_dir))
-    check_run_dir(paths, config)
+    accelerator = make_accelerator(config)
+    paths = open_run_dir(config)
     load_model_config(config.model_name_or_path, config.revision)  # a bad model id fails before data loading
     data = load_task_data(config)
     set_seed(config.seed)  # the new task head's initialisation is part of the rewind point
     model = load_model(config.model_name_or_path, data.num_labels, data.label_names, config.revision)
     tokenizer = load_tokenizer(config.model_name_or_path, model, config.revision)
     prunable = select_prunable(model, config.include, config.exclude)
-    with accelerator.main_process_first():
-        train_data = tokenize(data.train, tokenizer, config.max_length, data.is_regression)
-        eval_data = tokenize(data.validation, tokenizer, config.max_length, data.is_regression)
+    train_data, eval_data = tokenize_splits(data, tokenizer, config, accelerator)
     steps = total_optimizer_steps(config, len(train_data), accelerator.num_processes)
     if config.rewind_step is not None and config.rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.rewind_to} is past the end of level 0, which has {steps} steps")
-    if accelerator.is_main_process:
-        if not paths.config.exists():
-            write_text(paths.config, config.to_json())
-        if not paths.model_files.exists():
-            base = {"name": config.model_name_or_path, "revision": config.revision,
-                    "commit": getattr(model.config, "_commit_hash", None)}  # fmt: skip
-
-            def save_model_files(folder: Path) -> None:
-                model.config.save_pretrained(folder)
-                tokenizer.save_pretrained(folder)
-                write_json(folder / "base_model.json", base)
-
-            write_folder(paths.model_files, save_model_files)
-        for stale in paths.root.rglob(".*.tmp-*"):  # left by a killed run; never mistaken for a result
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    accelerator.wait_for_everyone()
+    start_run_dir(paths, config, model, tokenizer, accelerator)
     return Run(
         config,
         paths,
@@ -163,7 +113,7 @@ def _train_level_0(run: Run) -> None:
 
     mask = dense_mask(model, run.prunable)
     metrics = _train(run, model, mask, 0, "level 0 (dense)", save_rewind_point)
-    _save_level(run, paths, model, mask, metrics, IMP, 0)
+    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
 
@@ -178,7 +128,7 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
     metrics = _train(run, model, mask, level, f"level {level} ({branch}, sparsity {sparsity:.1%})")
-    _save_level(run, paths, model, mask, metrics, branch, level)
+    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
 
 
 def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> dict[str, float]:
@@ -248,26 +198,3 @@ def _reinitialise(run: Run, model: PreTrainedModel) -> None:
         for name, param in model.named_parameters():
             if name in run.prunable:
                 param.copy_(fresh_params[name])
-
-
-def _save_level(run: Run, paths: LevelPaths, model, mask: Mask, metrics: dict, branch: str, level: int) -> None:
-    if run.accelerator.is_main_process:
-        report = sparsity_report(mask)
-        save_tensors(paths.mask, mask)
-        save_weights(paths.weights, model)
-        write_json(paths.sparsity, report)
-        write_json(
-            paths.metrics,
-            {
-                **metrics,
-                "sparsity": report["total"]["sparsity"],
-                "branch": branch,
-                "level": level,
-                "metric": run.metric,
-            },
-        )
-        main = metrics[run.metric]
-        run.accelerator.print(
-            f"level {level} ({branch}): sparsity {report['total']['sparsity']:.2%}, {run.metric} {main:.4f}"
-        )
-    run.accelerator.wait_for_everyone()

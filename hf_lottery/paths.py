@@ -26,6 +26,14 @@ class LevelPaths:
     root: Path
 
     @property
+    def branch(self) -> str:
+        return self.root.parent.name
+
+    @property
+    def number(self) -> int:
+        return int(self.root.name.removeprefix("level_"))
+
+    @property
     def mask(self) -> Path:
         return self.root / "mask.safetensors"
 

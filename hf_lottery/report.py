@@ -22,7 +22,7 @@ def format_table(rows: list[dict], metric: str) -> str:
     for row in rows:
         cells = [
             str(row["level"]),
-            "dense" if row["level"] == 0 else row["branch"],
+            row["branch"] if row["level"] else ("dense" if row["sparsity"] == 0 else "fine-tuned ticket"),
             f"{row['sparsity']:.1%}",
             f"{row[metric]:.4f}",
             f"{row[metric] - dense:+.4f}",

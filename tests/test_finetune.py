@@ -1,0 +1,86 @@
+"""``hf-lottery finetune``: a ticket trains on a new task with its mask fixed, from a folder or the Hub."""
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import HfApi, hf_hub_download
+from safetensors.torch import load_file
+
+from hf_lottery import export_ticket, load_ticket
+from hf_lottery.cli import main
+from hf_lottery.lottery import run_lottery
+from hf_lottery.paths import RunPaths
+from hf_lottery.storage import read_json
+from tests.helpers import make_config
+
+
+@pytest.fixture(scope="module")
+def ticket(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    run_lottery(make_config(tiny_bert, root / "run", levels=2, prune_fraction=0.5))
+    export_ticket(root / "run", root / "ticket", level=2)
+    return root / "ticket"
+
+
+@pytest.fixture(scope="module")
+def three_labels(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "three.tsv"
+    words = ["good", "bad", "film", "plot", "fine", "dull"]
+    rows = [f"{' '.join(words[(i * k) % 6] for k in range(1, 7))}\t{['neg', 'mid', 'pos'][i % 3]}" for i in range(48)]
+    path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def finetune_args(source: str, data, out, *extra: str) -> list[str]:
+    return ["finetune", source, "--train-file", str(data), "--validation-file", str(data), "--batch-size", "16",
+            "--epochs", "1", "--learning-rate", "1e-3", "--output-dir", str(out), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("from_init", [False, True])
+def test_the_mask_holds_and_a_new_head_is_fitted(ticket, three_labels, tmp_path, from_init):
+    out = tmp_path / "ft"
+    assert main(finetune_args(str(ticket), three_labels, out, *(["--from-init"] if from_init else []))) == 0
+    _, masks = load_ticket(ticket)
+    start, _ = load_ticket(ticket, weights="rewind" if from_init else "trained")
+    paths = RunPaths(out)
+    level = paths.level("imp", 0)
+    assert torch.equal(load_file(level.mask)["bert.pooler.dense.weight"], masks["bert.pooler.dense.weight"])
+    before = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert read_json(level.metrics)["sparsity"] == before  # exactly: the mask held through training
+    weights = load_file(level.weights)
+    assert all((weights[k][~m] == 0).all() for k, m in masks.items())
+    assert weights["classifier.weight"].shape[0] == 3  # the 2-label head was replaced
+    first = dict(start.named_parameters())
+    rewind = load_file(paths.rewind_point)
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    init, _ = load_ticket(ticket, weights="rewind")
+    assert torch.equal(rewind[name], dict(init.named_parameters())[name])  # the ticket's own rewind point
+    assert not torch.equal(weights[name], first[name])  # and it did train
+
+
+def test_finetune_from_the_hub_then_push_names_the_ticket(ticket, three_labels, tmp_path, hub_server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    HfApi().create_repo("alice/ft-source", exist_ok=True)
+    HfApi().upload_folder(repo_id="alice/ft-source", folder_path=ticket)
+    out = tmp_path / "ft"
+    assert main(finetune_args("alice/ft-source", three_labels, out)) == 0
+    assert main(["push", str(out), "alice/ft-result", "--level", "0"]) == 0
+    text = open(hf_hub_download("alice/ft-result", "README.md")).read()
+    assert yaml.safe_load(text.split("---")[1])["base_model"] == "alice/ft-source"
+    assert "Fine-tuned from the lottery ticket alice/ft-source" in text
+
+
+def test_a_plain_model_needs_no_mask(tiny_bert, three_labels, tmp_path, capsys):
+    assert main(finetune_args(str(tiny_bert), three_labels, tmp_path / "a")) == 1
+    err = capsys.readouterr().err
+    assert "is not an hf-lottery ticket" in err and "--no-mask" in err and err.count("\n") == 1
+    assert not (tmp_path / "a").exists()
+    assert main(finetune_args(str(tiny_bert), three_labels, tmp_path / "b", "--no-mask")) == 0
+    assert read_json(RunPaths(tmp_path / "b").level("imp", 0).metrics)["sparsity"] == 0.0
+
+
+def test_env_prints_versions(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} " in out for name in ("torch", "transformers", "accelerate", "huggingface_hub", "datasets"))
+    assert "accelerate config" in out
