@@ -84,3 +84,18 @@ def test_env_prints_versions(capsys):
     out = capsys.readouterr().out
     assert all(f"{name} " in out for name in ("torch", "transformers", "accelerate", "huggingface_hub", "datasets"))
     assert "accelerate config" in out
+
+
+def test_the_example_script_trains_a_ticket_sparse(ticket, three_labels):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "finetune_ticket.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--ticket", str(ticket), "--train-file", str(three_labels),
+         "--validation-file", str(three_labels), "--epochs", "1", "--batch-size", "16"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "density of the pruned tensors: 0.2500" in done.stdout
