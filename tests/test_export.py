@@ -148,3 +148,16 @@ def test_load_ticket_refuses_a_file_that_does_not_match_its_config(exported, tmp
     (copy / "model.sparse.safetensors").unlink()
     with pytest.raises(LotteryError, match="is not an hf-lottery ticket: it has no model.sparse.safetensors"):
         load_ticket(copy)
+
+
+def test_the_base_models_license_is_carried_to_the_card(run, tmp_path):
+    from hf_lottery.hub import base_model_license
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A base model\n")
+    assert base_model_license(str(base)) == "apache-2.0"
+    assert base_model_license(str(tmp_path / "no-card")) is None  # unknown: no license line, no failure
+    paths, _ = run
+    export_ticket(paths.root, tmp_path / "out", level=1, license=base_model_license(str(base)))
+    assert yaml.safe_load((tmp_path / "out" / "README.md").read_text().split("---")[1])["license"] == "apache-2.0"
