@@ -6,8 +6,6 @@ with no network, in well under a minute on two CPU cores.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -15,34 +13,35 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from .config import LotteryConfig
+from .storage import write_folder
 
 DEMO_DATA = resources.files("hf_lottery") / "demo_data"
 
 
-def build_tiny_bert(folder: Path) -> Path:
-    """Save a 2-layer, 64-wide BERT with the demo vocabulary to ``folder`` (same weights every time)."""
+def build_tiny_bert(folder: Path, hidden_size: int = 64, num_attention_heads: int = 4) -> Path:
+    """Save a 2-layer BERT with the demo vocabulary to ``folder`` (the same weights every time)."""
     if (folder / "config.json").exists():
         return folder
     tokenizer = BertTokenizerFast(vocab=str(DEMO_DATA / "vocab.txt"))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=64,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=2 * hidden_size,
         max_position_embeddings=64,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = BertForMaskedLM(config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+
+    def save(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.replace(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    if folder.exists():
+        folder.rmdir()  # an empty folder to fill
+    write_folder(folder, save)
     return folder
 
 

@@ -28,30 +28,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402
 
-from hf_lottery.demo import DEMO_DATA  # noqa: E402
+from hf_lottery.demo import build_tiny_bert  # noqa: E402
 from tests.hub_server import hub_server  # noqa: E402, F401  (the fixture)
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with the demo vocabulary, saved as a pretrained (masked-LM) checkpoint."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = BertTokenizerFast(vocab=str(DEMO_DATA / "vocab.txt"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), hidden_size=32, num_attention_heads=2)
 
 
 @pytest.fixture(autouse=True)
