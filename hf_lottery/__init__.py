@@ -4,5 +4,6 @@ __version__ = "0.1.0"
 
 from .export import export_ticket  # noqa: E402
 from .hub import load_ticket, push_ticket  # noqa: E402
+from .inference import sparsify_for_inference  # noqa: E402
 
-__all__ = ["__version__", "export_ticket", "load_ticket", "push_ticket"]
+__all__ = ["__version__", "export_ticket", "load_ticket", "push_ticket", "sparsify_for_inference"]

@@ -120,12 +120,14 @@ def load_ticket(
     revision: str | None = None,
     token: str | None = None,
     trust_remote_code: bool = False,
+    sparse_inference: bool = False,
 ) -> tuple[PreTrainedModel, Mask]:
     """A ticket's model and masks, from a Hub repository or a local folder.
 
     ``weights="trained"`` gives the trained sparse model, ``"rewind"`` the rewind-point weights (the
     ticket's winning initialisation). Only ``config.json`` and one sparse file are downloaded; nothing is
-    unpickled, and repository code runs only with ``trust_remote_code=True``.
+    unpickled, and repository code runs only with ``trust_remote_code=True``. ``sparse_inference=True``
+    returns the model ready for fast CPU inference (``sparsify_for_inference``: eval mode, no training).
     """
     if weights not in ("trained", "rewind"):
         raise LotteryError(f"weights must be 'trained' or 'rewind', got {weights!r}")
@@ -144,6 +146,10 @@ def load_ticket(
     _check_state(model, state, filename)
     check_mask(masks, model, filename)
     model.load_state_dict(state, strict=False)  # tied aliases are filled by the tie, checked above
+    if sparse_inference:
+        from .inference import sparsify_for_inference
+
+        sparsify_for_inference(model, masks=masks)
     return model, masks
 
 

@@ -161,3 +161,11 @@ def test_the_base_models_license_is_carried_to_the_card(run, tmp_path):
     paths, _ = run
     export_ticket(paths.root, tmp_path / "out", level=1, license=base_model_license(str(base)))
     assert yaml.safe_load((tmp_path / "out" / "README.md").read_text().split("---")[1])["license"] == "apache-2.0"
+
+
+def test_load_ticket_for_sparse_inference_gives_the_same_logits(exported):
+    folder, _ = exported
+    dense, _ = load_ticket(folder)
+    fast, _ = load_ticket(folder, sparse_inference=True)
+    assert torch.allclose(logits(fast), logits(dense), atol=1e-5)
+    assert not any(p.requires_grad for p in fast.parameters())  # inference only
