@@ -7,6 +7,8 @@ exact count: ties at the magnitude threshold are broken by position, never by ch
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -51,27 +53,83 @@ def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask, keep: dict[str
     return new
 
 
+# The threshold search is a two-level radix select on the bits of |w| as float32: for non-negative
+# floats the IEEE bit pattern, read as an integer, orders exactly like the value (NaN above +inf). Level
+# one counts the alive weights per value of the top 16 bits (sign cleared: 2^15 bins), level two counts,
+# inside the one bin holding the remove-th smallest magnitude, the low 16 bits (2^16 bins). That gives the
+# exact threshold and how many alive weights lie below it, in three streaming passes over the weights,
+# slice by slice, with no copy of the weights, no concatenation and no sort: the extra memory is the new
+# masks plus a few temporaries of one slice.
+_SLICE = 1 << 22  # elements per slice: temporaries stay at tens of MB whatever the tensor size
+_HIGH_BINS = 1 << 15
+_LOW_BINS = 1 << 16
+# The int16 halves of a float32, as laid out in memory: which one holds the sign, exponent and top mantissa.
+_HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)
+
+
+def _slices(
+    weights: dict[str, torch.Tensor], mask: Mask, name: str
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(start, float32 slice, mask slice) over the flattened tensor ``name``, in row-major order."""
+    flat, alive = weights[name].detach().reshape(-1), mask[name].reshape(-1)
+    for start in range(0, flat.numel(), _SLICE):
+        x = flat[start : start + _SLICE].float().cpu().contiguous()
+        yield start, x, alive[start : start + _SLICE]
+
+
+def _rank_bin(hist: torch.Tensor, rank: int) -> tuple[int, int]:
+    """The bin holding the ``rank``-th smallest (1-based) counted element, and how many lie in lower bins."""
+    cumulative = hist.cumsum(0)
+    b = int(torch.searchsorted(cumulative, rank))
+    return b, int(cumulative[b - 1]) if b > 0 else 0
+
+
 @torch.no_grad()
 def _prune_group(weights: dict[str, torch.Tensor], mask: Mask, names: list[str], keep: int) -> Mask:
+    """Prune the ``alive - keep`` smallest-magnitude alive weights of ``names`` taken together.
+
+    The threshold is the remove-th smallest alive magnitude; every alive weight below it goes, and
+    the rest of the count comes from the weights equal to it, first by tensor order then by position.
+    """
     alive = sum(int(mask[n].sum()) for n in names)
     remove = alive - keep
     if remove <= 0:
         return {n: mask[n].clone() for n in names}
-    # Magnitudes of the alive weights only; the threshold is the remove-th smallest of them.
-    scores = {n: weights[n].detach().float().abs().cpu() for n in names}
-    threshold = torch.cat([scores[n][mask[n]] for n in names]).kthvalue(remove).values
-    below = {n: mask[n] & (scores[n] < threshold) for n in names}
-    ties_to_remove = remove - sum(int(b.sum()) for b in below.values())
+
+    # Level one: the top half of |w|'s bits (exponent and 7 mantissa bits). Dead weights are sent to
+    # bin 0 (a multiply is cheaper than a select) and taken out of it again.
+    high_hist = torch.zeros(_HIGH_BINS, dtype=torch.int64)
+    for n in names:
+        for _, x, m in _slices(weights, mask, n):
+            high = x.view(torch.int16)[_HIGH::2] & 0x7FFF
+            high_hist += torch.bincount(high * m, minlength=_HIGH_BINS)
+    high_hist[0] -= sum(mask[n].numel() for n in names) - alive
+    high_bin, below = _rank_bin(high_hist, remove)
+
+    # Level two: the low half of the bits of the alive weights in that bin, gathered slice by slice.
+    low_hist = torch.zeros(_LOW_BINS, dtype=torch.int64)
+    for n in names:
+        for _, x, m in _slices(weights, mask, n):
+            halves = x.view(torch.int16)
+            low = halves[_LOW::2][((halves[_HIGH::2] & 0x7FFF) == high_bin) & m]
+            low_hist += torch.bincount(low.int() & 0xFFFF, minlength=_LOW_BINS)
+    low_bin, below_in_bin = _rank_bin(low_hist, remove - below)
+    threshold = (high_bin << 16) | low_bin  # the bits of the remove-th smallest alive magnitude
+    ties_to_remove = remove - below - below_in_bin
+
     new: Mask = {}
     for n in names:
-        pruned = below[n]
-        if ties_to_remove > 0:
-            ties = (mask[n] & (scores[n] == threshold)).flatten().nonzero().squeeze(1)[:ties_to_remove]
-            pruned = pruned.flatten().clone()
-            pruned[ties] = True
-            pruned = pruned.view_as(mask[n])
-            ties_to_remove -= len(ties)
-        new[n] = mask[n] & ~pruned
+        out = torch.empty(mask[n].numel(), dtype=torch.bool)
+        for start, x, m in _slices(weights, mask, n):
+            bits = x.view(torch.int32) & 0x7FFFFFFF
+            kept = out[start : start + x.numel()]
+            torch.ge(bits, threshold, out=kept)
+            kept &= m
+            if ties_to_remove > 0:
+                ties = ((bits == threshold) & m).nonzero().squeeze(1)[:ties_to_remove]
+                kept[ties] = False
+                ties_to_remove -= len(ties)
+        new[n] = out.view(mask[n].shape)
     return new
 
 

@@ -27,25 +27,70 @@ from .metrics import compute_metrics
 logger = get_logger(__name__)
 
 
+# Elements per piece of a CPU tensor: below torch's intra-op grain size (32768) an elementwise op runs on
+# the calling thread, with no fork-join of the thread pool.
+_PIECE = 31 * 1024
+
+
 class MaskEnforcer:
-    """Holds each mask on its parameter's device and dtype, so enforcing it is two fused ops."""
+    """Holds each mask on its parameter's device and dtype, so enforcing it is one fused multiply per call.
+
+    Where the time went, and why it is like this:
+
+    - Tensors whose mask keeps everything (all of them at level 0) are left out: multiplying them by
+      ones is two full passes over their weights and gradients per step for nothing.
+    - A multiply by a 0/1 mask of the parameter's own dtype is the fastest zeroing measured on CPU
+      (a bool mask is cast to the parameter's dtype on every call; ``masked_fill_`` and ``where`` are
+      several times slower).
+    - The multiply is memory-bound, so on CPU a second thread buys little, while each per-tensor op
+      forks and joins the thread pool; on a loaded machine every join waits for a descheduled thread
+      (measured: 0.6 s instead of 30 ms per call for a BERT-base model on 2 busy cores). So contiguous
+      CPU tensors are cut into pieces below torch's grain size, which run on the calling thread.
+    - Masks follow their parameter: if the model is moved or cast after construction (``accelerate``
+      prepares the model after the enforcer is built), a mask is moved once, on first use.
+    """
 
     def __init__(self, model: torch.nn.Module, mask: Mask) -> None:
         params = dict(model.named_parameters())
-        self.params = [params[name] for name in mask]
-        self.masks = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(mask.values(), self.params, strict=True)]
+        pruned = [(params[name], m) for name, m in mask.items()]  # a name the model lacks fails here
+        pruned = [(p, m) for p, m in pruned if not bool(m.all())]
+        self.params = [p for p, _ in pruned]
+        self.masks = [m.to(device=p.device, dtype=p.dtype).contiguous() for p, m in pruned]
+        self._pieces: list[tuple[torch.Tensor, ...] | None] = [None] * len(pruned)
+
+    def _operands(self, tensors: list[torch.Tensor | None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The tensors to multiply in place and their masks; CPU tensors as pieces (see the class)."""
+        targets: list[torch.Tensor] = []
+        factors: list[torch.Tensor] = []
+        for i, (t, p) in enumerate(zip(tensors, self.params, strict=True)):
+            if t is None:
+                continue
+            m = self.masks[i]
+            if m.device != p.device or m.dtype != p.dtype:
+                m = self.masks[i] = m.to(device=p.device, dtype=p.dtype).contiguous()
+                self._pieces[i] = None
+            t = t.detach()
+            if t.device.type == "cpu" and t.is_contiguous() and t.numel() > _PIECE:
+                if self._pieces[i] is None:
+                    self._pieces[i] = m.view(-1).split(_PIECE)
+                targets += t.view(-1).split(_PIECE)
+                factors += self._pieces[i]
+            else:
+                targets.append(t)
+                factors.append(m)
+        return targets, factors
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
-        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks, strict=True) if p.grad is not None]
-        if pairs:
-            grads, masks = zip(*pairs, strict=True)
-            torch._foreach_mul_(list(grads), list(masks))
+        targets, factors = self._operands([p.grad for p in self.params])
+        if targets:
+            torch._foreach_mul_(targets, factors)
 
     @torch.no_grad()
     def mask_weights(self) -> None:
-        if self.params:
-            torch._foreach_mul_(self.params, self.masks)
+        targets, factors = self._operands(list(self.params))
+        if targets:
+            torch._foreach_mul_(targets, factors)
 
 
 def train(
