@@ -42,10 +42,12 @@ class MaskEnforcer:
     - A multiply by a 0/1 mask of the parameter's own dtype is the fastest zeroing measured on CPU
       (a bool mask is cast to the parameter's dtype on every call; ``masked_fill_`` and ``where`` are
       several times slower).
-    - The multiply is memory-bound, so on CPU a second thread buys little, while each per-tensor op
-      forks and joins the thread pool; on a loaded machine every join waits for a descheduled thread
-      (measured: 0.6 s instead of 30 ms per call for a BERT-base model on 2 busy cores). So contiguous
-      CPU tensors are cut into pieces below torch's grain size, which run on the calling thread.
+    - Each per-tensor op forks and joins torch's thread pool. When another process holds a core, every
+      join waits for a descheduled thread: 0.2 to 1.2 s per call for a BERT-base model on 2 busy cores,
+      against about 30 ms on one thread whatever the load. So contiguous CPU tensors are cut into pieces
+      below torch's grain size, which run on the calling thread. On 2 idle cores that gives up about
+      15 ms per call (the multiply is memory-bound; a second thread halves it at best); on a many-core
+      CPU it gives up more bandwidth. GPU tensors are not cut.
     - Masks follow their parameter: if the model is moved or cast after construction (``accelerate``
       prepares the model after the enforcer is built), a mask is moved once, on first use.
     """
