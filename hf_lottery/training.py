@@ -57,26 +57,33 @@ class MaskEnforcer:
         pruned = [(params[name], m) for name, m in mask.items()]  # a name the model lacks fails here
         pruned = [(p, m) for p, m in pruned if not bool(m.all())]
         self.params = [p for p, _ in pruned]
-        self.masks = [m.to(device=p.device, dtype=p.dtype).contiguous() for p, m in pruned]
-        self._pieces: list[tuple[torch.Tensor, ...] | None] = [None] * len(pruned)
+        self.masks: list[torch.Tensor] = []
+        self._pieces: list[tuple[torch.Tensor, ...] | None] = []
+        for p, m in pruned:
+            self.masks.append(m)
+            self._pieces.append(None)
+            self._follow(len(self.masks) - 1, p)
+
+    def _follow(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        """Put mask ``i`` on the device and dtype of ``like``, and cut it into pieces if it lives on CPU."""
+        m = self.masks[i] = self.masks[i].to(device=like.device, dtype=like.dtype).contiguous()
+        self._pieces[i] = m.view(-1).split(_PIECE) if m.device.type == "cpu" and m.numel() > _PIECE else None
+        return m
 
     def _operands(self, tensors: list[torch.Tensor | None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The tensors to multiply in place and their masks; CPU tensors as pieces (see the class)."""
         targets: list[torch.Tensor] = []
         factors: list[torch.Tensor] = []
-        for i, (t, p) in enumerate(zip(tensors, self.params, strict=True)):
+        for i, t in enumerate(tensors):
             if t is None:
                 continue
             m = self.masks[i]
-            if m.device != p.device or m.dtype != p.dtype:
-                m = self.masks[i] = m.to(device=p.device, dtype=p.dtype).contiguous()
-                self._pieces[i] = None
-            t = t.detach()
-            if t.device.type == "cpu" and t.is_contiguous() and t.numel() > _PIECE:
-                if self._pieces[i] is None:
-                    self._pieces[i] = m.view(-1).split(_PIECE)
+            if m.device != t.device or m.dtype != t.dtype:
+                m = self._follow(i, t)
+            pieces = self._pieces[i]
+            if pieces is not None and t.is_contiguous():
                 targets += t.view(-1).split(_PIECE)
-                factors += self._pieces[i]
+                factors += pieces
             else:
                 targets.append(t)
                 factors.append(m)

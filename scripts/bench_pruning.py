@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peak: resident-set rise during the call ({rows[0]['peak_method']}), the new mask included")
     base = rows[0]
     print(
-        f"summary: global pruning of {base['numel'] / 1e6:.0f}M weights: {base['median_s']:.2f} s, "
-        f"peak {base['peak_extra_bytes'] / base['weight_bytes']:.2f}x the weights"
+        f"summary: global pruning of {base['numel'] / 1e6:.1f}M weights: {base['median_s']:.2f} s, "
+        f"peak rise {base['peak_extra_bytes'] / base['weight_bytes']:.2f}x the weights' bytes"
         + (
-            f" ({rows[1]['numel'] / 1e6:.0f}M: {rows[1]['median_s']:.2f} s, "
+            f" ({rows[1]['numel'] / 1e6:.1f}M: {rows[1]['median_s']:.2f} s, "
             f"{rows[1]['peak_extra_bytes'] / rows[1]['weight_bytes']:.2f}x)"
             if len(rows) > 1
             else ""
