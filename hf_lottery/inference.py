@@ -39,6 +39,12 @@ accumulate into one output (the 3072-wide FFN output layer: 0.62× → 0.52× at
 int32, which torch's MKL takes without a conversion per call. Tiling the tokens helped at 2048 tokens with 1
 thread but was up to 10× slower with 2 threads on the busy machine, so it is not done.
 
+Measured again on the same machine with nothing else running (``python scripts/bench_inference.py``): 1
+thread, 0.59× at 90% and 0.40× at 95% for batch 1, 0.79× and 0.49× for batch 16; 2 threads, 0.83× and
+0.60× for batch 1, 1.17× (slower) and 0.71× for batch 16. The dense forward gains 1.45× from the second
+thread and the CSR kernel almost nothing, so the threshold above is a single-thread break-even; with
+several threads it lies between 90% and 95% for batches (not swept per layer yet).
+
 Threads: on this 2-core machine shared with other work, 2 threads with OpenMP's default (spinning) wait
 were slower than 1 thread for dense and sparse alike (a 12-layer dense forward, batch 1: 1.8 s against
 0.29 s): a thread spins at each barrier while its partner is descheduled, and ratios drift towards 1.
