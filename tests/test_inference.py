@@ -54,7 +54,7 @@ def clone(model: nn.Module) -> nn.Module:
 def test_bert_at_90_percent_matches_dense(batch: int) -> None:
     dense = tiny_bert()
     prune(dense, 0.9)
-    sparse = sparsify_for_inference(clone(dense))
+    sparse = sparsify_for_inference(clone(dense), min_sparsity=0.89)  # below the default, as for one-thread serving
     assert set(sparse_layers(sparse)) == {n.removesuffix(".weight") for n in default_prunable(dense)}
     assert all(abs(s - 0.9) < 0.01 for s in sparse_layers(sparse).values())
     ids = torch.randint(0, 100, (batch, 11), generator=torch.Generator().manual_seed(batch))
@@ -70,7 +70,7 @@ def test_layers_below_the_threshold_stay_dense() -> None:
     model = tiny_bert()
     ffn = [n for n in default_prunable(model) if ".intermediate." in n or ".output.dense" in n]
     prune(model, 0.5)
-    prune(model, 0.9, ffn)
+    prune(model, 0.95, ffn)
     plan = {d.name: d for d in plan_inference(model)}
     sparsify_for_inference(model)
     for name, module in model.named_modules():
@@ -91,7 +91,7 @@ def test_gpt2_conv1d_is_transposed_correctly() -> None:
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
     dense = GPT2LMHeadModel(config).eval()
-    prune(dense, 0.9, [n for n in default_prunable(dense) if n.startswith("transformer.h.")])
+    prune(dense, 0.95, [n for n in default_prunable(dense) if n.startswith("transformer.h.")])
     sparse = sparsify_for_inference(clone(dense))
     swapped = sparse_layers(sparse)
     assert {n.rpartition(".")[2] for n in swapped} == {"c_attn", "c_proj", "c_fc"}
@@ -107,7 +107,7 @@ def test_gpt2_conv1d_is_transposed_correctly() -> None:
 
 def test_the_mask_is_the_truth() -> None:
     dense = tiny_bert()
-    masks = prune(dense, 0.9)
+    masks = prune(dense, 0.95)
     name = "encoder.layer.0.intermediate.dense.weight"
     weight = dict(dense.named_parameters())[name]
     alive = masks[name].nonzero()
@@ -154,7 +154,7 @@ def test_sparse_linear_matches_f_linear_on_any_shape(k_tile: int, monkeypatch: p
 
 def test_training_is_refused() -> None:
     model = tiny_bert()
-    prune(model, 0.9)
+    prune(model, 0.95)
     sparsify_for_inference(model)
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
@@ -189,7 +189,7 @@ def test_bad_input_is_one_clear_error() -> None:
 
 def test_half_precision_layers_stay_dense(caplog: pytest.LogCaptureFixture) -> None:
     model = tiny_bert()
-    prune(model, 0.9)
+    prune(model, 0.95)
     model.to(torch.bfloat16)
     plan = plan_inference(model)
     assert not any(d.swapped for d in plan)
