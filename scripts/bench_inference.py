@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     row = next(r for r in rows if r["sparsity"] == target and r["batch"] == batch)
     print(
         f"summary: at {percent(target)} sparsity the sparse encoder takes {row['sparse'] / row['dense']:.2f}x the "
-        f"dense latency (batch {batch}, seq {args.seq}, {args.layers} layers, {torch.get_num_threads()} threads)"
+        f"dense latency (batch {batch}, seq {args.seq}, {args.layers} layers, {torch.get_num_threads()} threads; "
+        f"{row['csr']} Linear as CSR, {how})"
     )
 
 
