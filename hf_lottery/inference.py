@@ -51,9 +51,9 @@ A whole BERT-base ``BertModel`` forward (seq 128, every encoder Linear magnitude
 
     | threads | sparsity | batch 1 | batch 16 |
     | 1       | 90%      | 0.59    | 0.79     |   (min_sparsity=0.9; the default keeps 90% layers dense)
-    | 1       | 95%      | 0.40    | 0.49     |
+    | 1       | 95%      | 0.40-0.50 | 0.49-0.80 |   (two runs: the spread is the machine's)
     | 2       | 90%      | 0.83    | 1.17     |   (min_sparsity=0.9: slower for batches, hence the default)
-    | 2       | 95%      | 0.60    | 0.71     |
+    | 2       | 95%      | 0.58-0.60 | 0.71-0.78 |
 
 The issue's goal, 0.5x at 90% for batch 1, is not reached on the quiet machine (0.59x with 1 thread): the
 Linear layers alone run at about 0.5x, while attention, GELU, LayerNorm and the two layout copies per layer
