@@ -57,7 +57,7 @@ A whole BERT-base ``BertModel`` forward (seq 128, every encoder Linear magnitude
 
 The issue's goal, 0.5x at 90% for batch 1, is not reached on the quiet machine (0.59x with 1 thread): the
 Linear layers alone run at about 0.5x, while attention, GELU, LayerNorm and the two layout copies per layer
-stay. It is reached from about 93-95% sparsity.
+stay. It is reached at 95% with 1 thread (0.40-0.50x).
 
 Threads: on this 2-core machine shared with other work, 2 threads with OpenMP's default (spinning) wait
 were slower than 1 thread for dense and sparse alike (a 12-layer dense forward, batch 1: 1.8 s against
