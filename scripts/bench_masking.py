@@ -11,9 +11,9 @@ hits both alike. Reported: the median over rounds of the per-round ratio masked/
 masking call itself (timed inside the masked step), which is far less noisy than a difference of two
 step times, and the time of ``optimizer.step()`` in both. The optimizer is training's own
 (``hf_lottery.training.adamw``, fused); ``--unfused`` uses torch's default AdamW instead, to show why:
-it is 10x slower on CPU, and slower still on a sparse model on some CPUs (the square root of the zero
-second moments of pruned weights is a slow path: twice the time of a nonzero one on the AMD EPYC this
-was measured on).
+it is 6x slower on CPU for a BERT-base model, and slower still on a sparse model on some CPUs (the
+square root of the zero second moments of pruned weights is a slow path: twice the time of a nonzero one
+on the AMD EPYC this was measured on).
 
     python scripts/bench_masking.py [--quick]
 """
