@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     sparsities = args.sparsity or ([0.0, 0.9] if args.quick else [0.0, 0.5, 0.9])
+    if not all(0.0 <= s < 1.0 for s in sparsities):
+        parser.error(f"--sparsity takes values in [0, 1), got {sparsities}")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows: list[dict] = []
