@@ -14,8 +14,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import __version__
-from .config import FinetuneConfig, TrainingConfig
+from .config import RunConfig
 from .report import format_table
+from .tasks import Metric, get_task_kind
 
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
 SECTION = re.compile(r"<!-- hf-lottery:start.*?<!-- hf-lottery:end -->", re.DOTALL)
@@ -24,63 +25,79 @@ TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "st
 
 
 def render_card(
-    facts: dict, config: TrainingConfig, rows: list[dict], repo_id: str, license: str | None, existing: str | None
+    facts: dict, config: RunConfig, rows: list[dict], repo_id: str, license: str | None, existing: str | None
 ) -> str:
     """The README.md of a ticket repository, merged into ``existing`` when the repository has one."""
-    metric, value, dense = facts["metric"], facts["metric_value"], facts["dense_metric_value"]
-    task = TASK_NAMES.get((config.task or "").lower(), "validation")
+    kind = get_task_kind(config.model.task_kind)
+    metric = Metric(facts["metric"], facts["greater_is_better"])
+    value, dense, sparsity = facts["metric_value"], facts["dense_metric_value"], facts["sparsity"]
+    data = config.data
+    task = TASK_NAMES.get((data.task or "").lower())
+    dataset_id = "nyu-mll/glue" if data.task and not data.train_file else data.dataset_name
+    data_name = f"GLUE {task}" if task else (dataset_id or "validation")
     base = facts["base_model"]
     on_hub = not Path(base).exists()
-    data = ModelCardData(
+    card_data = ModelCardData(
         base_model=base if on_hub else None,
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=kind.pipeline_tag,
         license=license,
-        tags=["pruned", "sparse", "lottery-ticket", "hf-lottery", "text-classification"],
-        datasets=["nyu-mll/glue"] if config.task else None,
+        tags=sorted({"pruned", "sparse", "lottery-ticket", "hf-lottery", kind.pipeline_tag, kind.name}),
+        datasets=[dataset_id] if dataset_id else None,
         model_name=repo_id.split("/")[-1],
         eval_results=[
             EvalResult(
-                task_type="text-classification", dataset_type="nyu-mll/glue" if config.task else "custom",
-                dataset_name=f"GLUE {task}" if config.task else "validation file", dataset_config=config.task,
-                dataset_split="validation", metric_type=metric, metric_value=round(value, 4),
-                metric_name=f"{metric} at {facts['sparsity']:.0%} sparsity",
+                task_type=kind.pipeline_tag, dataset_type=dataset_id or "custom",
+                dataset_name=data_name if dataset_id else "validation file",
+                dataset_config=data.task or data.dataset_config, dataset_split="validation",
+                metric_type=metric.name, metric_value=round(value, 4),
+                metric_name=f"{metric.name} at {sparsity:.0%} sparsity",
             )
         ],
     )  # fmt: skip
-    what = (
-        "encoder weights"
-        if not (getattr(config, "include", None) or getattr(config, "exclude", None))
-        else ("selected weights")
+    prune = config.prune
+    what = "encoder weights" if not (prune and (prune.include or prune.exclude)) else "selected weights"
+    if kind.language_model:
+        what = "the body's Linear weights"
+    summary = (
+        f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} vs "
+        f"{_show(metric, dense)} dense"
     )
-    summary = f"{facts['sparsity']:.0%} of {what} removed, {task} {metric} {100 * value:.1f} vs {100 * dense:.1f} dense"
-    if isinstance(config, FinetuneConfig):
-        summary = f"A {facts['sparsity']:.0%}-sparse lottery ticket fine-tuned on {task}: {metric} {100 * value:.1f}"
-    rewind_step = getattr(config, "rewind_step", None)
-    rewind = "the pretrained weights" if rewind_step is None else f"the weights after step {rewind_step}"
-    if isinstance(config, FinetuneConfig):
+    rewind = "the pretrained weights"
+    if prune is not None and prune.rewind_step is not None:
+        rewind = f"the weights after step {prune.rewind_step}"
+    if config.command == "finetune":
+        summary = (
+            f"A {sparsity:.0%}-sparse lottery ticket fine-tuned on {data_name}: {metric.name} {_show(metric, value)}"
+        )
         rewind = "the rewind point of the ticket it was fine-tuned from"
     card = ModelCard.from_template(
-        data,
+        card_data,
         template_str=TEMPLATE.read_text(encoding="utf-8"),
         model_name=repo_id.split("/")[-1],
         summary=summary,
         base_model=base,
         base_model_url=f"https://huggingface.co/{base}" if on_hub else base,
-        prune_description=_prune_description(config),
+        prune_description=_prune_description(config, facts),
         level=facts["level"],
-        sparsity_pct=f"{facts['sparsity']:.1%}",
+        sparsity_pct=f"{sparsity:.1%}",
         level_reason=facts["level_reason"],
-        metric=metric,
-        table=format_table(rows, metric),
+        metric=metric.name,
+        table=format_table(rows, metric.name),
         rewind_description=rewind,
         repo_id=repo_id,
+        auto_class=kind.auto_model.__name__,
         command=facts["command"],
         version=__version__,
-        prune_fraction=getattr(config, "prune_fraction", None),
-        scope=getattr(config, "scope", None),
+        prune_fraction=prune.prune_fraction if prune else None,
+        scope=prune.scope if prune else None,
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _show(metric: Metric, value: float) -> str:
+    """Scores on a 0-1 scale as points (87.5), others (perplexity, loss) as they are."""
+    return f"{100 * value:.1f}" if metric.greater_is_better else f"{value:.2f}"
 
 
 def merge_cards(existing: str, new: ModelCard) -> str:
@@ -93,12 +110,20 @@ def merge_cards(existing: str, new: ModelCard) -> str:
     return str(merged)
 
 
-def _prune_description(config: TrainingConfig) -> str:
-    if isinstance(config, FinetuneConfig):
-        start = "its rewind-point weights" if config.from_init else "its trained weights"
-        return f"Fine-tuned from the lottery ticket {config.model_name_or_path} ({start}) with its mask fixed."
-    scope = "one global magnitude threshold" if config.scope == "global" else "the same fraction in each tensor"
+def _prune_description(config: RunConfig, facts: dict) -> str:
+    if config.command == "finetune":
+        start = "its rewind-point weights" if facts.get("from_init") else "its trained weights"
+        text = f"Fine-tuned from the lottery ticket {config.model.model_name_or_path} ({start}) with its mask fixed."
+        source = facts.get("transferred_from_task_kind")
+        if source and source != config.model.task_kind:
+            text += (
+                f" The ticket was found on the {source} objective and transferred to {config.model.task_kind}"
+                " with a new task head (Chen et al. 2020's transfer setting)."
+            )
+        return text
+    prune = config.prune
+    scope = "one global magnitude threshold" if prune.scope == "global" else "the same fraction in each tensor"
     return (
-        f"Each level removed {config.prune_fraction:.0%} of the surviving weights by magnitude ({scope}), "
+        f"Each level removed {prune.prune_fraction:.0%} of the surviving weights by magnitude ({scope}), "
         "rewound the survivors and trained again."
     )

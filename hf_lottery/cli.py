@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from . import __version__
-from .config import FinetuneConfig, LotteryConfig
+from .config import COMMAND_SECTIONS, SECTIONS, RunConfig
 from .errors import LotteryError
 from .export import DEFAULT_TOLERANCE
 
@@ -28,12 +28,17 @@ options anywhere: --debug (show tracebacks), --version
 """
 
 
-def _prune(args: list[str]) -> LotteryConfig:
+def _parse(command: str, args: list[str]) -> RunConfig:
+    """One HfArgumentParser over the command's parts (model, data, training, pruning or fine-tuning, hub)."""
     if args and not args[0].startswith("-"):
         args = ["--model_name_or_path", args[0], *args[1:]]
-    parser = HfArgumentParser(LotteryConfig, prog="hf-lottery prune")
-    (config,) = parser.parse_args_into_dataclasses(args=args)
-    return config
+    parts = [SECTIONS[name] for name in COMMAND_SECTIONS[command]]
+    parser = HfArgumentParser(parts, prog=f"hf-lottery {command}")
+    return RunConfig.from_parts(command, list(parser.parse_args_into_dataclasses(args=args)))
+
+
+def _prune(args: list[str]) -> RunConfig:
+    return _parse("prune", args)
 
 
 def _level(value: str) -> int | str:
@@ -85,11 +90,8 @@ def _push(args: list[str]) -> None:
     print(f"pushed: {url}")
 
 
-def _finetune(args: list[str]) -> FinetuneConfig:
-    if args and not args[0].startswith("-"):
-        args = ["--model_name_or_path", args[0], *args[1:]]
-    (config,) = HfArgumentParser(FinetuneConfig, prog="hf-lottery finetune").parse_args_into_dataclasses(args=args)
-    return config
+def _finetune(args: list[str]) -> RunConfig:
+    return _parse("finetune", args)
 
 
 def _env(args: list[str]) -> None:
@@ -117,7 +119,7 @@ def _env(args: list[str]) -> None:
     print("\n".join(lines))
 
 
-def _demo(args: list[str]) -> LotteryConfig:
+def _demo(args: list[str]) -> RunConfig:
     from .demo import demo_config
 
     parser = argparse.ArgumentParser(prog="hf-lottery demo", description="Run the offline demo.")
@@ -140,23 +142,24 @@ RUNS = {"prune": _prune, "demo": _demo, "finetune": _finetune}
 SHIPS = {"export": _export, "push": _push, "env": _env}
 
 
-def _run(config: LotteryConfig | FinetuneConfig) -> None:
+def _run(config: RunConfig) -> None:
     from accelerate import PartialState
 
     from .finetune import run_finetune
     from .lottery import run_lottery
     from .report import format_table
 
-    if config.push_to_hub:
+    hub = config.hub
+    if hub.push_to_hub:
         from .hub import push_ticket, require_token
 
         require_token()  # before hours of training, not after
-    rows = run_finetune(config) if isinstance(config, FinetuneConfig) else run_lottery(config)
+    rows = run_finetune(config) if config.command == "finetune" else run_lottery(config)
     if rows:
         print(format_table(rows, rows[0]["metric"]), end="")
         print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")
-    if config.push_to_hub and PartialState().is_main_process:
-        print(f"pushed: {push_ticket(config.output_dir, config.push_to_hub, private=config.hub_private)}")
+    if hub.push_to_hub and PartialState().is_main_process:
+        print(f"pushed: {push_ticket(config.output_dir, hub.push_to_hub, private=hub.hub_private)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

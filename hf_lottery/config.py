@@ -1,7 +1,9 @@
-"""A run's whole configuration: one dataclass from the CLI to every module, saved in the run directory.
+"""A run's configuration, split by concern as ``run_glue`` does: model, data, training, pruning, hub.
 
-Fields carry ``metadata={"help": ...}`` so ``transformers.HfArgumentParser`` builds the CLI from them.
-``__post_init__`` validates, so a bad value fails before anything is loaded or written.
+Each part is a dataclass whose fields carry ``metadata={"help": ...}``, so one ``HfArgumentParser`` builds
+the CLI from all of them; each ``__post_init__`` validates its own values, so a bad value fails before
+anything is loaded or written. A ``RunConfig`` holds the parts of one command and is what a run directory
+saves (``config.json``, with a format version); every function takes only the part it needs.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, Literal, Self
 
 from .errors import LotteryError
 
 CONTROLS = ("random-prune", "reinit")
+# Version of the run directory layout written in config.json. 1: the flat config of hf-lottery 0.1 (no
+# version key), classification only. 2: the config split by concern, with the task kind.
+FORMAT_VERSION = 2
+# The schedule of `hf-lottery prune MODEL` with no data and no schedule: Chen et al.'s universal masked-LM ticket.
+DEFAULT_LM_TARGET_SPARSITY = 0.7
 # Fields that do not change what a run computes: they are left out of the run's identity.
 NON_IDENTITY_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private"})
 
@@ -25,16 +32,33 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-@dataclass
-class TrainingConfig:
-    """What every command that trains shares: the model, the data, the training loop, the output."""
+def _positive(owner: object, *names: str) -> None:
+    """Refuse values below 1 of the named fields (None means "not set" and passes)."""
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and value < 1:
+            raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
-    COMMAND: ClassVar[str] = "train"
+
+@dataclass
+class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata=_help("Hub model id or local folder of a pretrained transformer.")
     )
     revision: str | None = field(default=None, metadata=_help("Hub revision (branch, tag or commit) of the model."))
-    # Data.
+    task_kind: str | None = field(
+        default=None,
+        metadata=_help(
+            "sequence-classification, token-classification, masked-lm or causal-lm. Default: inferred: "
+            "--task or --label-column means sequence classification, .conll/.conllu files token "
+            "classification, .txt files or no data at all language modelling (masked-LM for encoders such "
+            "as BERT, causal-LM for decoders such as GPT-2)."
+        ),
+    )
+
+
+@dataclass
+class DataArguments:
     task: str | None = field(
         default=None,
         metadata=_help(
@@ -42,14 +66,48 @@ class TrainingConfig:
             "the task's label count and metric apply to the local files."
         ),
     )
-    train_file: str | None = field(default=None, metadata=_help("Local training file: .csv, .tsv or .jsonl."))
+    dataset_name: str | None = field(
+        default=None, metadata=_help("A data set on the Hub (datasets.load_dataset), with --text-columns etc.")
+    )
+    dataset_config: str | None = field(default=None, metadata=_help("Configuration name of --dataset-name."))
+    train_file: str | None = field(
+        default=None,
+        metadata=_help(
+            "Local training file: .csv, .tsv or .jsonl (classification), .conll or .conllu (token "
+            "classification), .txt with one document per line (language modelling)."
+        ),
+    )
     validation_file: str | None = field(default=None, metadata=_help("Local validation file, same format."))
-    text_columns: list[str] | None = field(default=None, metadata=_help("One or two text columns of the files."))
-    label_column: str | None = field(default=None, metadata=_help("Label column of the files."))
+    text_columns: list[str] | None = field(
+        default=None, metadata=_help("Text columns: one or two for classification, one for token lists or text.")
+    )
+    label_column: str | None = field(default=None, metadata=_help("Label (or tag) column of the data."))
     max_train_samples: int | None = field(default=None, metadata=_help("Use only the first N training rows."))
     max_eval_samples: int | None = field(default=None, metadata=_help("Use only the first N validation rows."))
-    max_length: int = field(default=128, metadata=_help("Tokens per example after truncation."))
-    # Training (every level).
+    max_length: int = field(
+        default=128, metadata=_help("Tokens per example after truncation (block length for causal-LM).")
+    )
+    mlm_probability: float = field(default=0.15, metadata=_help("Share of tokens masked for masked-LM."))
+
+    def __post_init__(self) -> None:
+        if (self.train_file is None) != (self.validation_file is None):
+            raise LotteryError("give both --train-file and --validation-file")
+        if self.dataset_name is not None and self.train_file is not None:
+            raise LotteryError("give --dataset-name or --train-file/--validation-file, not both")
+        if self.text_columns is not None and len(self.text_columns) not in (1, 2):
+            raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
+        _positive(self, "max_length", "max_train_samples", "max_eval_samples")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise LotteryError(f"--mlm-probability must be in (0, 1), got {self.mlm_probability}")
+
+    @property
+    def has_source(self) -> bool:
+        """Whether any data was named; without, language-model task kinds use the default corpus."""
+        return any(v is not None for v in (self.task, self.dataset_name, self.train_file))
+
+
+@dataclass
+class TrainArguments:
     learning_rate: float = field(default=2e-5, metadata=_help("Peak AdamW learning rate."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW decoupled weight decay."))
     warmup_ratio: float = field(default=0.1, metadata=_help("Share of the steps with linear warm-up."))
@@ -65,87 +123,25 @@ class TrainingConfig:
     )
     seed: int = field(default=42, metadata=_help("Seed of the head init, data order and controls."))
     output_dir: str | None = field(
-        default=None, metadata=_help("Run directory (default: runs/<model>-<task>-<config hash>).")
+        default=None, metadata=_help("Run directory (default: runs/<model>-<data>-<config hash>).")
     )
-    push_to_hub: str | None = field(
-        default=None, metadata=_help("Push the winning ticket to this Hub repository (user/name) at the end.")
-    )
-    hub_private: bool = field(default=False, metadata=_help("Create the --push-to-hub repository as private."))
 
     def __post_init__(self) -> None:
-        if not self.model_name_or_path:
-            raise LotteryError(f"give a model: hf-lottery {self.COMMAND} MODEL_ID_OR_PATH ...")
-        if self.task is None and self.train_file is None:
-            raise LotteryError("give --task (a GLUE task) or --train-file and --validation-file")
-        if (self.train_file is None) != (self.validation_file is None):
-            raise LotteryError("give both --train-file and --validation-file")
-        if self.text_columns is not None and len(self.text_columns) not in (1, 2):
-            raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
-        positive = {
-            "batch_size": self.batch_size,
-            "eval_batch_size": self.eval_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "max_length": self.max_length,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        for name in ("max_steps", "eval_steps", "max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        _positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps")
         if self.epochs <= 0 and self.max_steps is None:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise LotteryError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
 
-    def identity(self) -> dict[str, Any]:
-        """The values that decide what a run computes (everything but where it is written)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
-
-    def run_hash(self) -> str:
-        """Hash of the non-default identity values: adding an option with a default never renames runs."""
-        defaults = {f.name: _default(f) for f in dataclasses.fields(self)}
-        changed = {k: v for k, v in self.identity().items() if v != defaults[k]}
-        return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
-
-    def to_command(self) -> str:
-        """The ``hf-lottery`` command line that reproduces this run (non-default values only)."""
-        parts = ["hf-lottery", self.COMMAND, shlex.quote(str(self.model_name_or_path))]
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value == _default(f):
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
-                parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
-            elif isinstance(value, list):
-                parts += [flag, *(shlex.quote(str(v)) for v in value)]
-            else:
-                parts += [flag, shlex.quote(str(value))]
-        return " ".join(parts)
-
-    def to_json(self) -> str:
-        return (
-            json.dumps({**dataclasses.asdict(self), "hf_lottery_command": self.COMMAND}, indent=2, sort_keys=True)
-            + "\n"
-        )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Self:
-        """Build from saved JSON; keys this version does not know are dropped (newer files stay readable)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
 
 @dataclass
-class LotteryConfig(TrainingConfig):
-    """``hf-lottery prune``: IMP with rewinding, its levels and its controls."""
-
-    COMMAND: ClassVar[str] = "prune"
-    # Pruning.
+class PruneArguments:
     target_sparsity: float | None = field(
-        default=None, metadata=_help("Stop at the first level whose sparsity reaches this, in [0, 1).")
+        default=None,
+        metadata=_help(
+            "Stop at the first level whose sparsity reaches this, in [0, 1). With no data, no schedule "
+            f"and a language model: {DEFAULT_LM_TARGET_SPARSITY} (Chen et al.'s universal masked-LM ticket)."
+        ),
     )
     levels: int | None = field(default=None, metadata=_help("Stop after this many pruning levels."))
     prune_fraction: float = field(
@@ -157,8 +153,9 @@ class LotteryConfig(TrainingConfig):
     include: list[str] | None = field(
         default=None,
         metadata=_help(
-            "Regexes over named_parameters() names: prune exactly the matching parameters "
-            "instead of the default (Linear/Conv1D weights of the transformer body)."
+            "Regexes over named_parameters() names: prune exactly the matching parameters instead of the "
+            "default (Linear/Conv1D weights of the transformer body, word embeddings and the unused pooler "
+            "excluded)."
         ),
     )
     exclude: list[str] | None = field(default=None, metadata=_help("Regexes of parameters never to prune."))
@@ -174,9 +171,6 @@ class LotteryConfig(TrainingConfig):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.target_sparsity is None and self.levels is None:
-            raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
             raise LotteryError(f"--target-sparsity must be in [0, 1), got {self.target_sparsity}")
         if self.levels is not None and self.levels < 0:
@@ -207,20 +201,157 @@ class LotteryConfig(TrainingConfig):
 
 
 @dataclass
-class FinetuneConfig(TrainingConfig):
-    """``hf-lottery finetune``: train a ticket (from the Hub or a folder) on a task with its mask fixed."""
-
-    COMMAND: ClassVar[str] = "finetune"
-    from_init: bool = field(
-        default=False, metadata=_help("Start from the ticket's rewind-point weights, not its trained weights.")
+class FinetuneArguments:
+    from_init: bool | None = field(
+        default=None,
+        metadata={"nargs": "?", "const": True} | _help(
+            "Start from the ticket's rewind-point weights (true) or its trained weights (false). Default: the "
+            "rewind point for a masked-LM ticket transferred to another task (Chen et al. 2020's transfer "
+            "setting: the ticket is the mask plus the pretrained weights), the trained weights otherwise."
+        ),
     )
     no_mask: bool = field(default=False, metadata=_help("Train a plain model (a repository with no masks), dense."))
 
 
-def load_run_config(values: dict[str, Any]) -> TrainingConfig:
-    """The config saved in a run directory, as the class of the command that made it."""
-    kinds = {cls.COMMAND: cls for cls in (LotteryConfig, FinetuneConfig)}
-    return kinds.get(values.get("hf_lottery_command", "prune"), LotteryConfig).from_dict(values)
+@dataclass
+class HubArguments:
+    push_to_hub: str | None = field(
+        default=None, metadata=_help("Push the winning ticket to this Hub repository (user/name) at the end.")
+    )
+    hub_private: bool = field(default=False, metadata=_help("Create the --push-to-hub repository as private."))
+
+
+# The parts of each command, in the order of their flags in --help.
+SECTIONS: dict[str, type] = {
+    "model": ModelArguments,
+    "data": DataArguments,
+    "train": TrainArguments,
+    "prune": PruneArguments,
+    "finetune": FinetuneArguments,
+    "hub": HubArguments,
+}
+COMMAND_SECTIONS = {
+    "prune": ("model", "data", "train", "prune", "hub"),
+    "finetune": ("model", "data", "train", "finetune", "hub"),
+}
+
+
+@dataclass
+class RunConfig:
+    """One command's configuration: its parts, the task kind it resolved to, and how it is saved and named."""
+
+    command: Literal["prune", "finetune"]
+    model: ModelArguments
+    data: DataArguments
+    train: TrainArguments
+    hub: HubArguments = field(default_factory=HubArguments)
+    prune: PruneArguments | None = None
+    finetune: FinetuneArguments | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model.model_name_or_path:
+            raise LotteryError(f"give a model: hf-lottery {self.command} MODEL_ID_OR_PATH ...")
+        if self.command == "prune":
+            if self.prune is None:
+                raise LotteryError("a prune config needs its pruning arguments")
+            schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
+            if not schedule and self.data.has_source:
+                raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
+            if not schedule:  # the one-command default job: announced in the run's first lines
+                self.prune.target_sparsity = DEFAULT_LM_TARGET_SPARSITY
+        elif self.finetune is None:
+            self.finetune = FinetuneArguments()
+
+    @classmethod
+    def from_parts(cls, command: str, parts: list[Any]) -> Self:
+        named = {name: part for part in parts for name, kind in SECTIONS.items() if isinstance(part, kind)}
+        return cls(command=command, **named)
+
+    @classmethod
+    def build(cls, command: str = "prune", **values: Any) -> Self:
+        """From flat keyword values, as the CLI names them (``learning_rate=...``): for Python callers and tests."""
+        parts = []
+        for name in COMMAND_SECTIONS[command]:
+            kind = SECTIONS[name]
+            known = {f.name for f in dataclasses.fields(kind)}
+            parts.append(kind(**{k: v for k, v in values.items() if k in known}))
+        unknown = set(values) - {f.name for name in COMMAND_SECTIONS[command] for f in _fields(name)}
+        if unknown:
+            raise TypeError(f"unknown option(s) for {command}: {', '.join(sorted(unknown))}")
+        return cls.from_parts(command, parts)
+
+    def parts(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COMMAND_SECTIONS[self.command]}
+
+    @property
+    def output_dir(self) -> str | None:
+        return self.train.output_dir
+
+    def flat(self) -> dict[str, Any]:
+        """Every value by its field name (field names are unique across the parts)."""
+        return {k: v for part in self.parts().values() for k, v in dataclasses.asdict(part).items()}
+
+    def identity(self) -> dict[str, Any]:
+        """The values that decide what a run computes (everything but where it is written and pushed)."""
+        return {k: v for k, v in self.flat().items() if k not in NON_IDENTITY_FIELDS}
+
+    def run_hash(self) -> str:
+        """Hash of the non-default identity values: adding an option with a default never renames runs.
+
+        The values as given are hashed (a task kind left to inference is not part of the name), over one
+        flat mapping, so the run directories of hf-lottery 0.1 keep their names.
+        """
+        defaults = {f.name: _default(f) for name in COMMAND_SECTIONS[self.command] for f in _fields(name)}
+        changed = {k: v for k, v in self.identity().items() if v != defaults[k]}
+        return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
+
+    def to_command(self) -> str:
+        """The ``hf-lottery`` command line that reproduces this run (non-default values only)."""
+        parts = ["hf-lottery", self.command, shlex.quote(str(self.model.model_name_or_path))]
+        for part in self.parts().values():
+            for f in dataclasses.fields(part):
+                value = getattr(part, f.name)
+                if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value == _default(f):
+                    continue
+                flag = "--" + f.name.replace("_", "-")
+                if isinstance(value, bool):
+                    parts.append(flag if value else f"{flag} false")
+                elif isinstance(value, list):
+                    parts += [flag, *(shlex.quote(str(v)) for v in value)]
+                else:
+                    parts += [flag, shlex.quote(str(value))]
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        parts = {name: dataclasses.asdict(part) for name, part in self.parts().items()}
+        return {"format_version": FORMAT_VERSION, "command": self.command, **parts}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Build from a saved config.json, of this format or hf-lottery 0.1's flat one (migrated on reading).
+
+        Keys this version does not know are dropped, so files of newer versions stay readable.
+        """
+        version = values.get("format_version", 1)
+        if version == 1:
+            command = values.get("hf_lottery_command", "prune")
+            nested = {name: values for name in COMMAND_SECTIONS[command]}
+            nested["model"] = {**values, "task_kind": "sequence-classification"}  # 0.1 knew no other kind
+        else:
+            command = values["command"]
+            nested = {name: values.get(name, {}) for name in COMMAND_SECTIONS[command]}
+        parts = []
+        for name in COMMAND_SECTIONS[command]:
+            known = {f.name for f in _fields(name)}
+            parts.append(SECTIONS[name](**{k: v for k, v in nested[name].items() if k in known}))
+        return cls.from_parts(command, parts)
+
+
+def _fields(section: str) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(SECTIONS[section])
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from .config import LotteryConfig
+from .config import RunConfig
 from .storage import write_folder
 
 DEMO_DATA = resources.files("hf_lottery") / "demo_data"
@@ -45,10 +45,11 @@ def build_tiny_bert(folder: Path, hidden_size: int = 64, num_attention_heads: in
     return folder
 
 
-def demo_config(output_dir: str = "runs/demo") -> LotteryConfig:
+def demo_config(output_dir: str = "runs/demo") -> RunConfig:
     """Three levels of 50% pruning (87.5% sparse) with both controls, tuned to finish in seconds."""
     model = build_tiny_bert(Path(output_dir).parent / "demo-tiny-bert")
-    return LotteryConfig(
+    return RunConfig.build(
+        "prune",
         model_name_or_path=str(model),
         train_file=str(DEMO_DATA / "train.tsv"),
         validation_file=str(DEMO_DATA / "dev.tsv"),

@@ -5,23 +5,27 @@ The folder is written to a temporary sibling and renamed into place, so it is co
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model as load_weights_into
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from . import __version__
 from .card import render_card
-from .config import FinetuneConfig, TrainingConfig, load_run_config
+from .config import RunConfig
 from .errors import LotteryError
 from .paths import IMP, RunPaths
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
+from .tasks import Metric, TaskKind, get_task_kind
 
-DEFAULT_TOLERANCE = 0.01  # "matches dense": within one point of the metric (on a 0-1 scale)
+# "Matches dense": within one point of a higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a
+# lower-is-better one (perplexity, loss), at most this share above dense (0.01: 1% higher perplexity).
+DEFAULT_TOLERANCE = 0.01
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
     "model.safetensors", "model.sparse.safetensors", "masks.safetensors", "ticket.safetensors", "ticket.json",
 )  # fmt: skip
@@ -30,7 +34,7 @@ MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
 @dataclass
 class FinishedRun:
     paths: RunPaths
-    config: TrainingConfig
+    config: RunConfig
     rows: list[dict]
 
     @classmethod
@@ -40,11 +44,15 @@ class FinishedRun:
             raise LotteryError(f"{run_dir} is not an hf-lottery run directory (no config.json)")
         if not paths.results_json.exists():
             raise LotteryError(f"{run_dir} is not finished: run the same `hf-lottery prune` command again")
-        return cls(paths, load_run_config(read_json(paths.config)), read_json(paths.results_json))
+        return cls(paths, RunConfig.from_dict(read_json(paths.config)), read_json(paths.results_json))
 
     @property
-    def metric(self) -> str:
-        return self.rows[0]["metric"]
+    def kind(self) -> TaskKind:
+        return get_task_kind(self.config.model.task_kind)
+
+    @property
+    def metric(self) -> Metric:
+        return row_metric(self.rows[0])
 
     def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[int, str]:
         """The IMP level to ship and why: a number, or ``best``, the sparsest level within tolerance of dense."""
@@ -53,33 +61,54 @@ class FinishedRun:
             if int(level) not in imp:
                 raise LotteryError(f"the run has no level {level}; its levels are 0..{max(imp)}")
             return int(level), f"chosen by hand (`--level {level}`)."
-        dense = imp[0][self.metric]
-        within = [n for n, r in imp.items() if r[self.metric] >= dense - tolerance]
+        metric = self.metric
+        dense = imp[0][metric.name]
+        within = [n for n, r in imp.items() if within_tolerance(r[metric.name], dense, metric, tolerance)]
         best = max(within, key=lambda n: imp[n]["sparsity"])
+        how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         return best, (
-            f"the sparsest level whose {self.metric} is within {tolerance:g} of the dense model's "
-            f"({imp[best][self.metric]:.4f} vs {dense:.4f}): the winning ticket."
+            f"the sparsest level whose {metric.name} is {how} the dense model's "
+            f"({imp[best][metric.name]:.4f} vs {dense:.4f}): the winning ticket."
         )
 
     def load_model(self, weights: Path) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(self.paths.model_files)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = self.kind.auto_model.from_config(config)
         load_weights_into(model, str(weights))
         return model
 
     def facts(self, level: int, reason: str) -> dict:
         row = next(r for r in self.rows if r["branch"] == IMP and r["level"] == level)
         base = read_json(self.paths.model_files / "base_model.json")
-        c = self.config
+        c, metric = self.config, self.metric
+        prune = dataclasses.asdict(c.prune) if c.prune else {}
         return {
             "hf_lottery_version": __version__, "base_model": base["name"], "base_model_revision": base["revision"],
-            "base_model_commit": base["commit"], "task": c.task, "train_file": c.train_file, "metric": self.metric,
-            "level": level, "level_reason": reason, "sparsity": row["sparsity"], "metric_value": row[self.metric],
-            "dense_metric_value": self.rows[0][self.metric], "levels": self.rows, "command": c.to_command(),
-            "finetuned_from": base["name"] if isinstance(c, FinetuneConfig) else None,
-            **{k: getattr(c, k, None) for k in ("rewind_to", "prune_fraction", "scope", "include", "exclude")},
-            "controls": getattr(c, "control", []),
+            "base_model_commit": base["commit"], "task_kind": c.model.task_kind, "task": c.data.task,
+            "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
+            "metric": metric.name, "greater_is_better": metric.greater_is_better,
+            "level": level, "level_reason": reason, "sparsity": row["sparsity"], "metric_value": row[metric.name],
+            "dense_metric_value": self.rows[0][metric.name], "levels": self.rows, "command": c.to_command(),
+            "finetuned_from": base["name"] if c.command == "finetune" else None,
+            "transferred_from_task_kind": base.get("task_kind") if c.command == "finetune" else None,
+            "from_init": base.get("from_init"),
+            **{k: prune.get(k) for k in ("rewind_to", "prune_fraction", "scope", "include", "exclude")},
+            "controls": prune.get("control", []),
         }  # fmt: skip
+
+
+def row_metric(row: dict) -> Metric:
+    """The metric of a result row; rows of hf-lottery 0.1 carry no direction (all its metrics grow)."""
+    return Metric(row["metric"], row.get("greater_is_better", True))
+
+
+def within_tolerance(value: float, dense: float, metric: Metric, tolerance: float) -> bool:
+    """Whether ``value`` "matches" dense: ``tolerance`` below it in metric units, or, for a lower-is-better
+    metric such as perplexity, at most ``tolerance`` (a share) above it: perplexity spans no fixed scale.
+    """
+    if metric.greater_is_better:
+        return value >= dense - tolerance
+    return value <= dense * (1 + tolerance)
 
 
 def model_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:

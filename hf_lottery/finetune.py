@@ -3,81 +3,85 @@
 The result is a run directory with one level (``imp/level_0``), so ``export`` and ``push`` ship it like a
 pruned run; its card names the ticket it came from as ``base_model``. The rewind point saved with it is the
 ticket's own (its winning initialisation), so the exported ticket stays a lottery ticket.
+
+The task kind of the fine-tuning is the data's (``--task sst2`` is sequence classification whatever the
+ticket was found on); the task kind decides the head: the ticket's own where it fits the data, else a new,
+seeded one on the ticket's body (a masked-LM ticket transferred to SST-2).
 """
 
 from __future__ import annotations
 
 from accelerate.utils import set_seed
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
-from .config import FinetuneConfig
-from .data import TaskData, load_task_data
+from .config import RunConfig
 from .errors import LotteryError
 from .hub import load_ticket
-from .masks import dense_mask, density, select_prunable
-from .model import load_model, load_tokenizer
+from .masks import Mask, dense_mask, density, select_prunable
+from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
-from .runs import make_accelerator, open_run_dir, save_level, start_run_dir, tokenize_splits
+from .runs import make_accelerator, open_run_dir, save_level, start_run_dir
 from .storage import save_weights
+from .tasks import kind_of_model, resolve_task_kind
 from .training import train
 
 
-def fit_head(model: PreTrainedModel, data: TaskData, seed: int) -> PreTrainedModel:
-    """The model with a new classification head when the task's labels differ from the ticket's.
-
-    The head is drawn from ``seed``, so the trained and the rewind-point weights get the same one.
-    """
-    labels = data.label_names or [str(i) for i in range(data.num_labels)]
-    if model.config.num_labels == data.num_labels and not data.label_names:
-        return model
-    set_seed(seed)
-    config = model.config
-    config.num_labels = data.num_labels
-    config.id2label, config.label2id = dict(enumerate(labels)), {n: i for i, n in enumerate(labels)}
-    fresh = AutoModelForSequenceClassification.from_config(config)
-    body = {name for name, _ in model.base_model.named_parameters(prefix=model.base_model_prefix)}
-    kept = {k: v for k, v in model.state_dict().items() if k in body or k not in dict(model.named_parameters())}
-    fresh.load_state_dict(kept, strict=False)  # the head keeps its fresh initialisation
-    return fresh
-
-
-def run_finetune(config: FinetuneConfig) -> list[dict]:
-    accelerator = make_accelerator(config)
-    paths = open_run_dir(config)
-    data = load_task_data(config)
-    name, revision = config.model_name_or_path, config.revision
-    set_seed(config.seed)  # the new head of a plain model
-    if config.no_mask:
-        model = load_model(name, data.num_labels, data.label_names, revision)
-        rewind = model
-        mask = dense_mask(model, select_prunable(model))
+def run_finetune(config: RunConfig) -> list[dict]:
+    accelerator = make_accelerator(config.train)
+    name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed
+    kind = resolve_task_kind(config.model, config.data, load_model_config(name, revision))
+    paths = open_run_dir(config, kind)
+    accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
+    data = kind.load_data(config.data)
+    base: dict = {}
+    if config.finetune.no_mask:
+        set_seed(seed)  # the new head of a plain model
+        model = kind.load_model(name, revision=revision, data=data, model_config=load_model_config(name, revision),
+                                log=accelerator.print)  # fmt: skip
+        rewind, mask = model, dense_mask(model, select_prunable(model))
     else:
-        rewind, mask = _load_ticket(name, "rewind", revision, data, config.seed)
-        model = rewind if config.from_init else _load_ticket(name, "trained", revision, data, config.seed)[0]
+        rewind, mask = _load_ticket(name, "rewind", revision)
+        source = kind_of_model(rewind)
+        from_init = config.finetune.from_init
+        if from_init is None:  # Chen et al.'s transfer: a masked-LM ticket is its mask on the pretrained weights
+            from_init = source == "masked-lm" and kind.name != source
+        base = {"task_kind": source, "from_init": from_init}
+        rewind = kind.transfer(rewind, data, seed)
+        model = rewind if from_init else kind.transfer(_load_ticket(name, "trained", revision)[0], data, seed)
+        mask = _body_mask(mask, model, accelerator.print)
+        accelerator.print(
+            f"ticket: a {source} ticket, {1 - density(mask):.1%} sparse; training its "
+            f"{'rewind-point' if from_init else 'trained'} weights as {kind.name} with the mask fixed"
+        )
     tokenizer = load_tokenizer(name, model, revision)
-    train_data, eval_data = tokenize_splits(data, tokenizer, config, accelerator)
-    start_run_dir(paths, config, model, tokenizer, accelerator)
+    prepared = kind.prepare(data, tokenizer, config.data, accelerator)
+    start_run_dir(paths, config, model, tokenizer, accelerator, base)
     level = paths.level(IMP, 0)
     if not level.is_done():
         if accelerator.is_main_process:
             save_weights(paths.rewind_point, rewind)
-        before = density(mask)
-        metrics = train(model, mask, train_data, eval_data, tokenizer, config, data.metric, accelerator,
-                        config.seed, f"finetune ({1 - before:.1%} sparse)")  # fmt: skip
-        save_level(accelerator, level, model, mask, metrics, data.metric)
-    rows = write_results(paths, [IMP], 0, data.metric) if accelerator.is_main_process else []
+        desc = f"finetune ({1 - density(mask):.1%} sparse)"
+        metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc)
+        save_level(accelerator, level, model, mask, metrics, prepared.metric)
+    rows = write_results(paths, [IMP], 0, prepared.metric.name) if accelerator.is_main_process else []
     accelerator.wait_for_everyone()
     return rows
 
 
-def _load_ticket(
-    name: str, weights: str, revision: str | None, data: TaskData, seed: int
-) -> tuple[PreTrainedModel, dict]:
+def _load_ticket(name: str, weights: str, revision: str | None) -> tuple[PreTrainedModel, Mask]:
     try:
-        model, mask = load_ticket(name, weights=weights, revision=revision)
+        return load_ticket(name, weights=weights, revision=revision)
     except LotteryError as err:
         if "is not an hf-lottery ticket" in str(err):
             raise LotteryError(f"{err} (--no-mask fine-tunes it as a plain, dense model)") from None
         raise
-    return fit_head(model, data, seed), mask
+
+
+def _body_mask(mask: Mask, model: PreTrainedModel, log) -> Mask:
+    """The ticket's mask on the parameters the new model has: a head that was pruned and replaced drops out."""
+    params = dict(model.named_parameters())
+    kept = {k: v for k, v in mask.items() if k in params and params[k].shape == v.shape}
+    if len(kept) < len(mask):
+        log(f"note: {len(mask) - len(kept)} masked tensor(s) of the ticket's head are not in the new model")
+    return kept

@@ -7,6 +7,7 @@ never printed or written by us. Every failure is one ``LotteryError`` line.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +25,13 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from .errors import LotteryError
 from .export import DEFAULT_TOLERANCE, FACTS_FILE, SPARSE_FILE, TICKET_FILE, export_ticket, model_state
 from .masks import Mask, check_mask
 from .sparse import load_sparse
+from .tasks import get_task_kind
 
 
 @contextmanager
@@ -111,7 +113,7 @@ def push_ticket(
 def _run_base_model(run_dir: Path) -> str:
     from .export import FinishedRun
 
-    return FinishedRun.open(run_dir).config.model_name_or_path
+    return FinishedRun.open(run_dir).config.model.model_name_or_path
 
 
 def load_ticket(
@@ -135,9 +137,10 @@ def load_ticket(
     folder = _fetch(str(repo_or_path), ["config.json", filename, FACTS_FILE], revision, token)
     if not (folder / filename).is_file():
         raise LotteryError(f"{repo_or_path} is not an hf-lottery ticket: it has no {filename}")
+    kind = get_task_kind(ticket_task_kind(folder))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+        model = kind.auto_model.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise LotteryError(
             f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
@@ -151,6 +154,13 @@ def load_ticket(
 
         sparsify_for_inference(model, masks=masks)
     return model, masks
+
+
+def ticket_task_kind(folder: Path) -> str:
+    """The task kind a ticket was found for (tickets of hf-lottery 0.1 were all sequence classifiers)."""
+    facts = folder / FACTS_FILE
+    kind = json.loads(facts.read_text(encoding="utf-8")).get("task_kind") if facts.is_file() else None
+    return kind or "sequence-classification"
 
 
 def _fetch(repo_or_path: str, files: list[str], revision: str | None, token: str | None) -> Path:

@@ -19,19 +19,18 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_model as load_weights_into
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
-from .config import LotteryConfig
-from .data import load_task_data
+from .config import PruneArguments, RunConfig
 from .errors import LotteryError
 from .masks import Mask, apply_mask, dense_mask, select_prunable
-from .model import load_model, load_model_config, load_tokenizer
 from .paths import IMP, RunPaths
 from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
 from .report import write_results
-from .runs import make_accelerator, open_run_dir, save_level, start_run_dir, tokenize_splits
+from .runs import load_task, make_accelerator, save_level, start_run_dir
 from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, save_weights
+from .tasks import PreparedData, TaskKind
 from .training import total_optimizer_steps, train
 
 
@@ -39,51 +38,51 @@ from .training import total_optimizer_steps, train
 class Run:
     """Everything a level needs, loaded and checked once before anything is written."""
 
-    config: LotteryConfig
+    config: RunConfig
     paths: RunPaths
     accelerator: Accelerator
+    kind: TaskKind
     model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
     tokenizer: object
-    train_data: object
-    eval_data: object
-    metric: str
+    data: PreparedData
     prunable: list[str]
     densities: list[float]
 
+    @property
+    def prune(self) -> PruneArguments:
+        return self.config.prune
+
     def branches(self) -> list[str]:
-        return [IMP, *self.config.control]
+        return [IMP, *self.prune.control]
 
 
-def prepare_run(config: LotteryConfig) -> Run:
-    """Check the config, run directory, model and data; write the config only when all of them are good."""
-    accelerator = make_accelerator(config)
-    paths = open_run_dir(config)
-    load_model_config(config.model_name_or_path, config.revision)  # a bad model id fails before data loading
-    data = load_task_data(config)
-    set_seed(config.seed)  # the new task head's initialisation is part of the rewind point
-    model = load_model(config.model_name_or_path, data.num_labels, data.label_names, config.revision)
-    tokenizer = load_tokenizer(config.model_name_or_path, model, config.revision)
-    prunable = select_prunable(model, config.include, config.exclude)
-    train_data, eval_data = tokenize_splits(data, tokenizer, config, accelerator)
-    steps = total_optimizer_steps(config, len(train_data), accelerator.num_processes)
-    if config.rewind_step is not None and config.rewind_step > steps:
-        raise LotteryError(f"--rewind-to {config.rewind_to} is past the end of level 0, which has {steps} steps")
-    start_run_dir(paths, config, model, tokenizer, accelerator)
+def prepare_run(config: RunConfig) -> Run:
+    """Check the config, model, run directory and data; write the config only when all of them are good."""
+    accelerator = make_accelerator(config.train)
+    task = load_task(config, accelerator)
+    densities = level_densities(config.prune)
+    accelerator.print(f"schedule: {describe_schedule(densities, config.prune)}")
+    prunable = select_prunable(task.model, config.prune.include, config.prune.exclude)
+    data = task.kind.prepare(task.data, task.tokenizer, config.data, accelerator)
+    steps = total_optimizer_steps(config.train, len(data.train), accelerator.num_processes)
+    rewind_step = config.prune.rewind_step
+    if rewind_step is not None and rewind_step > steps:
+        raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
+    start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     return Run(
-        config,
-        paths,
-        accelerator,
-        model,
-        tokenizer,
-        train_data,
-        eval_data,
-        data.metric,
-        prunable,
-        level_densities(config),
+        config, task.paths, accelerator, task.kind, task.model, task.tokenizer, data, prunable, densities
+    )  # fmt: skip
+
+
+def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
+    levels = len(densities) - 1
+    return (
+        f"{levels} pruning level{'s' if levels != 1 else ''} of {prune.prune_fraction:.0%} of the surviving weights, "
+        f"to {1 - densities[-1]:.1%} sparsity ({prune.scope} magnitude, rewind to {prune.rewind_to})"
     )
 
 
-def run_lottery(config: LotteryConfig) -> list[dict]:
+def run_lottery(config: RunConfig) -> list[dict]:
     """Run (or resume) every level of IMP and its controls; return one result row per level."""
     run = prepare_run(config)
     print_ = run.accelerator.print
@@ -94,17 +93,17 @@ def run_lottery(config: LotteryConfig) -> list[dict]:
             _train_level(run, branch, level)
     rows = []
     if run.accelerator.is_main_process:
-        rows = write_results(run.paths, run.branches(), len(run.densities) - 1, run.metric)
+        rows = write_results(run.paths, run.branches(), len(run.densities) - 1, run.data.metric.name)
     run.accelerator.wait_for_everyone()
     return rows
 
 
 def _train_level_0(run: Run) -> None:
-    paths, config = run.paths.level(IMP, 0), run.config
+    paths = run.paths.level(IMP, 0)
     if paths.is_done():
         load_weights_into(run.model, str(run.paths.rewind_point))
         return
-    rewind_step = config.rewind_step or 0
+    rewind_step = run.prune.rewind_step or 0
     model = copy.deepcopy(run.model)
 
     def save_rewind_point(step: int, trained: PreTrainedModel) -> None:
@@ -113,7 +112,7 @@ def _train_level_0(run: Run) -> None:
 
     mask = dense_mask(model, run.prunable)
     metrics = _train(run, model, mask, 0, "level 0 (dense)", save_rewind_point)
-    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
+    save_level(run.accelerator, paths, model, mask, metrics, run.data.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
 
@@ -128,25 +127,13 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
     metrics = _train(run, model, mask, level, f"level {level} ({branch}, sparsity {sparsity:.1%})")
-    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
+    save_level(run.accelerator, paths, model, mask, metrics, run.data.metric)
 
 
 def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> dict[str, float]:
-    seed = run.config.seed + level
+    seed = run.config.train.seed + level
     set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-    return train(
-        model,
-        mask,
-        run.train_data,
-        run.eval_data,
-        run.tokenizer,
-        run.config,
-        run.metric,
-        run.accelerator,
-        seed,
-        desc,
-        on_step,
-    )
+    return train(model, mask, run.data, run.config.train, run.accelerator, seed=seed, desc=desc, on_step=on_step)
 
 
 def _mask_for(run: Run, branch: str, level: int) -> Mask:
@@ -163,13 +150,12 @@ def _mask_for(run: Run, branch: str, level: int) -> Mask:
 
 def _compute_mask(run: Run, branch: str, level: int) -> Mask:
     """The level's mask, from files on disk only, so that a resumed run computes the same one."""
-    config = run.config
     if branch == IMP:
         previous = load_tensors(run.paths.level(IMP, level - 1).mask)
         trained = copy.deepcopy(run.model)
         load_weights_into(trained, str(run.paths.level(IMP, level - 1).weights))
         weights = {name: p for name, p in trained.named_parameters() if name in previous}
-        mask = magnitude_prune(weights, previous, keep_counts(previous, run.densities[level], config.scope))
+        mask = magnitude_prune(weights, previous, keep_counts(previous, run.densities[level], run.prune.scope))
         emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
         if emptied:
             run.accelerator.print(
@@ -185,14 +171,14 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
     previous_paths = run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)
     previous = load_tensors(previous_paths.mask)
     counts = {name: int(m.sum()) for name, m in ticket.items()}
-    return random_prune(previous, counts, torch.Generator().manual_seed(config.seed * 1000 + level))
+    return random_prune(previous, counts, torch.Generator().manual_seed(run.config.train.seed * 1000 + level))
 
 
 def _reinitialise(run: Run, model: PreTrainedModel) -> None:
     """Replace the prunable weights by a fresh random initialisation (same for every level)."""
     with torch.random.fork_rng():
-        torch.manual_seed(run.config.seed + 1)
-        fresh = AutoModelForSequenceClassification.from_config(model.config)
+        torch.manual_seed(run.config.train.seed + 1)
+        fresh = run.kind.auto_model.from_config(model.config)
     fresh_params = dict(fresh.named_parameters())
     with torch.no_grad():
         for name, param in model.named_parameters():

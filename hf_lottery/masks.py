@@ -3,7 +3,10 @@
 Which parameters are prunable is decided here, for any architecture, from module types rather
 than module paths: the weights of ``nn.Linear`` and GPT-2 style ``Conv1D`` layers inside the
 transformer body (``model.base_model``), so embeddings, LayerNorms, biases and the task head are
-left dense. ``named_parameters()`` lists a tied parameter once, so tied weights are pruned once.
+left dense. The word embeddings stay dense even where a language-model head's decoder (a Linear) is
+tied to them: ``named_parameters()`` lists a tied parameter once, under its body name, so the module
+type of the decoder would otherwise make them prunable. A pooler the task does not use is not built
+(transformers' masked-LM and token-classification models have none), so it is never pruned.
 """
 
 from __future__ import annotations
@@ -24,12 +27,26 @@ def default_prunable(model: nn.Module) -> list[str]:
     """Names of the Linear/Conv1D weights of the transformer body, head excluded."""
     body = getattr(model, "base_model", model)
     body_params = {id(p) for p in body.parameters()}
+    embeddings = {id(m.weight) for m in (_embeddings(model, "input"), _embeddings(model, "output")) if m is not None}
     owners = {
         id(module.weight)
         for module in model.modules()
         if isinstance(module, (nn.Linear, Conv1D)) and isinstance(getattr(module, "weight", None), nn.Parameter)
     }
-    return [name for name, param in model.named_parameters() if id(param) in owners and id(param) in body_params]
+    return [
+        name
+        for name, param in model.named_parameters()
+        if id(param) in owners and id(param) in body_params and id(param) not in embeddings
+    ]
+
+
+def _embeddings(model: nn.Module, which: str) -> nn.Module | None:
+    getter = getattr(model, f"get_{which}_embeddings", None)
+    try:
+        module = getter() if getter is not None else None
+    except NotImplementedError:
+        return None
+    return module if isinstance(getattr(module, "weight", None), nn.Parameter) else None
 
 
 def select_prunable(

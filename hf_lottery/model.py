@@ -1,4 +1,6 @@
-"""Loading a pretrained sequence classifier and its tokenizer by Hub id or local path, with one-line errors."""
+"""Finding a pretrained model's config and tokenizer by Hub id or local path, with one-line errors.
+
+The model itself, with its task head, is built by the run's task kind (``hf_lottery.tasks``)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,7 @@ from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
-from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from .errors import LotteryError
 
@@ -40,31 +41,7 @@ def load_model_config(name: str, revision: str | None = None):
                 "(offline?); pass the path of a local folder saved with save_pretrained"
             ) from None
         raise LotteryError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
-    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
-        raise LotteryError(
-            f"model {name!r} is a {config.model_type!r} model, which has no sequence-classification "
-            "head in transformers (AutoModelForSequenceClassification)"
-        )
     return config
-
-
-def load_model(
-    name: str, num_labels: int, label_names: list[str] | None = None, revision: str | None = None
-) -> PreTrainedModel:
-    """The pretrained body with a classification head for ``num_labels`` (a new head if the checkpoint has none)."""
-    config = load_model_config(name, revision)
-    trained_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-    if trained_head and config.num_labels != num_labels:
-        raise LotteryError(
-            f"model {name!r} already has a classification head for {config.num_labels} labels, "
-            f"but the data has {num_labels}; start from the base model instead"
-        )
-    kwargs = {"num_labels": num_labels}
-    if label_names:
-        kwargs["id2label"] = dict(enumerate(label_names))
-        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    model = AutoModelForSequenceClassification.from_pretrained(name, revision=revision, **kwargs)
-    return model
 
 
 def load_tokenizer(name: str, model: PreTrainedModel, revision: str | None = None):

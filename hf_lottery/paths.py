@@ -1,7 +1,7 @@
 """Every file name of a run directory, in one place.
 
     run_dir/
-      config.json                    the full LotteryConfig, written first
+      config.json                    the RunConfig (format_version 2), written first
       model/                         the model's config.json and tokenizer files (for export)
       rewind_point.safetensors       weights every level rewinds to (saved once)
       imp/level_0/ ... level_N/      the lottery ticket search; level 0 is the dense model

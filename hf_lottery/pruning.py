@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import torch
 
-from .config import LotteryConfig
+from .config import PruneArguments
 from .masks import Mask
 
 
-def level_densities(config: LotteryConfig) -> list[float]:
+def level_densities(config: PruneArguments) -> list[float]:
     """Density of the prunable weights at each level, level 0 (dense) first.
 
     Each level keeps (1 - prune_fraction) of the survivors; the last level keeps less so that

@@ -16,7 +16,8 @@ def collect_rows(paths: RunPaths, branches: list[str], max_level: int) -> list[d
 def format_table(rows: list[dict], metric: str) -> str:
     """A Markdown table: level, branch, sparsity, the main metric and its difference to dense."""
     dense = rows[0][metric]
-    extra = [k for k in rows[0] if k not in (metric, "steps", "sparsity", "branch", "level", "metric")]
+    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better")
+    extra = [k for k in rows[0] if k not in known]
     header = ["level", "run", "sparsity", metric, "vs dense", *extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -52,7 +53,8 @@ def plot(rows: list[dict], metric: str, path) -> None:
         if len(series) > 1:
             ax.plot([100 * r["sparsity"] for r in series], [r[metric] for r in series], style, label=label)
     ax.set_xlabel("sparsity of prunable weights (%)")
-    ax.set_ylabel(metric)
+    lower = rows[0].get("greater_is_better") is False
+    ax.set_ylabel(f"{metric} (lower is better)" if lower else metric)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

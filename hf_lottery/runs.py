@@ -1,4 +1,4 @@
-"""What every training command shares: the Accelerator, the run directory, tokenised data.
+"""What every training command shares: the Accelerator, the run directory, the task's model and data.
 
 A run directory is checked before anything is loaded and written only once the model and data are good, so
 bad input leaves nothing behind.
@@ -8,26 +8,54 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
-from datasets import Dataset
+from accelerate.utils import DistributedType, set_seed
 from transformers import PreTrainedModel
 
-from .config import TrainingConfig, load_run_config
-from .data import TaskData, tokenize
+from .config import RunConfig, TrainArguments
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
+from .model import load_model_config, load_tokenizer
 from .paths import LevelPaths, RunPaths
 from .storage import read_json, save_tensors, save_weights, write_folder, write_json, write_text
+from .tasks import Metric, TaskData, TaskKind, resolve_task_kind
 
 
-def make_accelerator(config: TrainingConfig) -> Accelerator:
+@dataclass
+class LoadedTask:
+    """A run's task kind, run directory, raw data, model and tokenizer, each checked as it was loaded."""
+
+    kind: TaskKind
+    paths: RunPaths
+    data: TaskData
+    model: PreTrainedModel
+    tokenizer: object
+
+
+def load_task(config: RunConfig, accelerator: Accelerator) -> LoadedTask:
+    """The model's config first (a bad model id fails before anything else), the task kind, the run
+    directory (checked, not yet written), the data, and then the model with the kind's head.
+    """
+    name, revision = config.model.model_name_or_path, config.model.revision
+    model_config = load_model_config(name, revision)
+    kind = resolve_task_kind(config.model, config.data, model_config)
+    paths = open_run_dir(config, kind)
+    accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
+    data = kind.load_data(config.data)
+    set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
+    model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)
+    tokenizer = load_tokenizer(name, model, revision)
+    return LoadedTask(kind, paths, data, model, tokenizer)
+
+
+def make_accelerator(args: TrainArguments) -> Accelerator:
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=not torch.accelerator.is_available(),  # so torchrun on a CPU machine means gloo processes, not copies
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
@@ -38,16 +66,20 @@ def make_accelerator(config: TrainingConfig) -> Accelerator:
     return accelerator
 
 
-def default_output_dir(config: TrainingConfig) -> Path:
-    model = Path(config.model_name_or_path.rstrip("/")).name
-    data = config.task or Path(config.train_file).stem
-    return Path("runs") / f"{model}-{data}-{config.run_hash()}"
+def default_output_dir(config: RunConfig) -> Path:
+    model = Path(config.model.model_name_or_path.rstrip("/")).name
+    data = config.data
+    if data.task or data.train_file:
+        name = data.task or Path(data.train_file).stem
+    else:
+        name = Path(data.dataset_name).name if data.dataset_name else "default-corpus"
+    return Path("runs") / f"{model}-{name}-{config.run_hash()}"
 
 
-def check_run_dir(paths: RunPaths, config: TrainingConfig) -> None:
+def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
     """Refuse a directory that holds another run, or anything that is not a run."""
     if paths.config.exists():
-        saved = json.loads(json.dumps(load_run_config(read_json(paths.config)).identity()))
+        saved = json.loads(json.dumps(RunConfig.from_dict(read_json(paths.config)).identity()))
         wanted = json.loads(json.dumps(config.identity()))
         changed = [k for k in sorted(wanted) if saved.get(k) != wanted[k]]
         if changed:
@@ -57,34 +89,39 @@ def check_run_dir(paths: RunPaths, config: TrainingConfig) -> None:
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
 
 
-def open_run_dir(config: TrainingConfig) -> RunPaths:
-    """The run directory (named by the config's hash unless given), refused if it holds something else."""
-    if config.output_dir is None:
-        config.output_dir = str(default_output_dir(config))
-    paths = RunPaths(Path(config.output_dir))
+def open_run_dir(config: RunConfig, kind: TaskKind) -> RunPaths:
+    """The run directory, refused if it holds something else; the config records the resolved task kind.
+
+    Without ``--output-dir`` the directory is named by the hash of the config as given (before the task kind
+    is inferred), so the same command finds the same directory.
+    """
+    if config.train.output_dir is None:
+        config.train.output_dir = str(default_output_dir(config))
+    config.model.task_kind = kind.name
+    paths = RunPaths(Path(config.train.output_dir))
     check_run_dir(paths, config)
     return paths
 
 
-def tokenize_splits(
-    data: TaskData, tokenizer, config: TrainingConfig, accelerator: Accelerator
-) -> tuple[Dataset, Dataset]:
-    with accelerator.main_process_first():
-        train = tokenize(data.train, tokenizer, config.max_length, data.is_regression)
-        validation = tokenize(data.validation, tokenizer, config.max_length, data.is_regression)
-    return train, validation
-
-
 def start_run_dir(
-    paths: RunPaths, config: TrainingConfig, model: PreTrainedModel, tokenizer, accelerator: Accelerator
+    paths: RunPaths,
+    config: RunConfig,
+    model: PreTrainedModel,
+    tokenizer,
+    accelerator: Accelerator,
+    base_facts: dict | None = None,
 ) -> None:
-    """Write the config and the model's config and tokenizer files (main process), once everything is checked."""
+    """Write the config and the model's config and tokenizer files (main process), once everything is checked.
+
+    ``base_facts`` joins the base model's name in ``model/base_model.json`` (for a fine-tuned ticket: the task
+    kind it was found for, and which of its weights the fine-tuning started from).
+    """
     if accelerator.is_main_process:
         if not paths.config.exists():
             write_text(paths.config, config.to_json())
         if not paths.model_files.exists():
-            base = {"name": config.model_name_or_path, "revision": config.revision,
-                    "commit": getattr(model.config, "_commit_hash", None)}  # fmt: skip
+            base = {"name": config.model.model_name_or_path, "revision": config.model.revision,
+                    "commit": getattr(model.config, "_commit_hash", None), **(base_facts or {})}  # fmt: skip
 
             def save_model_files(folder: Path) -> None:
                 model.config.save_pretrained(folder)
@@ -98,7 +135,7 @@ def start_run_dir(
 
 
 def save_level(
-    accelerator: Accelerator, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict, metric: str
+    accelerator: Accelerator, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict, metric: Metric
 ) -> None:
     """A level's files, ``metrics.json`` last: its presence means the level is complete."""
     if accelerator.is_main_process:
@@ -107,9 +144,10 @@ def save_level(
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
-        info = {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric}
+        info = {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
+                "greater_is_better": metric.greater_is_better}  # fmt: skip
         write_json(paths.metrics, {**metrics, **info})
         accelerator.print(
-            f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric} {metrics[metric]:.4f}"
+            f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
         )
     accelerator.wait_for_everyone()

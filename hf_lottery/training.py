@@ -14,18 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, PreTrainedModel, get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from .config import LotteryConfig
+from .config import TrainArguments
 from .masks import Mask
-from .metrics import compute_metrics
+from .tasks import PreparedData
 
 logger = get_logger(__name__)
 
@@ -106,12 +104,10 @@ class MaskEnforcer:
 def train(
     model: PreTrainedModel,
     mask: Mask,
-    train_data: Dataset,
-    eval_data: Dataset,
-    tokenizer,
-    config: LotteryConfig,
-    metric: str,
+    data: PreparedData,
+    args: TrainArguments,
     accelerator: Accelerator,
+    *,
     seed: int,
     desc: str,
     on_step: Callable[[int, PreTrainedModel], None] | None = None,
@@ -121,21 +117,20 @@ def train(
     ``on_step(step, model)`` is called after step 0 (before training) and after every optimizer step;
     the IMP driver saves the rewind point with it.
     """
-    collator = DataCollatorWithPadding(tokenizer)
     train_loader = DataLoader(
-        train_data,
-        batch_size=config.batch_size,
+        data.train,
+        batch_size=args.batch_size,
         shuffle=True,
-        collate_fn=collator,
+        collate_fn=data.train_collator(seed + accelerator.process_index),
         generator=torch.Generator().manual_seed(seed),
     )
-    eval_loader = DataLoader(eval_data, batch_size=config.eval_batch_size, collate_fn=collator)
-    optimizer = adamw(model.parameters(), config.learning_rate, config.weight_decay, accelerator.device)
-    total_steps = total_optimizer_steps(config, len(train_data), accelerator.num_processes)
+    eval_loader = DataLoader(data.validation, batch_size=args.eval_batch_size, collate_fn=data.eval_collator)
+    optimizer = adamw(model.parameters(), args.learning_rate, args.weight_decay, accelerator.device)
+    total_steps = total_optimizer_steps(args, len(data.train), accelerator.num_processes)
     # A prepared scheduler steps once per process on every optimizer step (accelerate's convention).
     scheduler = get_linear_schedule_with_warmup(
         optimizer,
-        num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
     enforcer = MaskEnforcer(model, mask)
@@ -146,6 +141,7 @@ def train(
     if on_step is not None:
         on_step(0, model)
 
+    metric = data.metric
     best: tuple[float, dict[str, float], dict[str, torch.Tensor]] | None = None
     step = 0
     progress = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
@@ -157,8 +153,8 @@ def train(
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     enforcer.mask_gradients()
-                    if config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(prepared.parameters(), config.max_grad_norm)
+                    if args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(prepared.parameters(), args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -169,17 +165,17 @@ def train(
             progress.set_postfix(loss=f"{loss.item():.4f}")
             if on_step is not None:
                 on_step(step, model)
-            if config.eval_steps and step % config.eval_steps == 0 and step < total_steps:
-                metrics = evaluate(prepared, eval_loader, metric, accelerator)
-                if best is None or metrics[metric] > best[0]:
+            if args.eval_steps and step % args.eval_steps == 0 and step < total_steps:
+                metrics = data.evaluate(prepared, eval_loader, accelerator)
+                if best is None or metric.better(metrics[metric.name], best[0]):
                     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    best = (metrics[metric], metrics, state)
+                    best = (metrics[metric.name], metrics, state)
             if step >= total_steps:
                 break
     progress.close()
-    metrics = evaluate(prepared, eval_loader, metric, accelerator)
-    if best is not None and best[0] > metrics[metric]:
-        logger.info(f"{desc}: keeping the weights of the best evaluation ({metric} {best[0]:.4f})")
+    metrics = data.evaluate(prepared, eval_loader, accelerator)
+    if best is not None and metric.better(best[0], metrics[metric.name]):
+        logger.info(f"{desc}: keeping the weights of the best evaluation ({metric.name} {best[0]:.4f})")
         model.load_state_dict(best[2])
         metrics = best[1]
     accelerator.free_memory()
@@ -198,22 +194,10 @@ def adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
-def total_optimizer_steps(config: LotteryConfig, num_examples: int, num_processes: int) -> int:
+def total_optimizer_steps(args: TrainArguments, num_examples: int, num_processes: int) -> int:
     """Optimizer steps per level: --max-steps, or --epochs over the global batch."""
-    if config.max_steps is not None:
-        return config.max_steps
-    batches_per_process = math.ceil(num_examples / (config.batch_size * num_processes))
-    steps_per_epoch = max(1, math.ceil(batches_per_process / config.gradient_accumulation_steps))
-    return max(1, math.ceil(config.epochs * steps_per_epoch))
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, metric: str, accelerator: Accelerator) -> dict[str, float]:
-    model.eval()
-    predictions, labels = [], []
-    for batch in loader:
-        logits = model(**batch).logits
-        logits, batch_labels = accelerator.gather_for_metrics((logits, batch["labels"]))
-        predictions.append(logits.float().cpu().numpy())
-        labels.append(batch_labels.cpu().numpy())
-    return compute_metrics(metric, np.concatenate(predictions), np.concatenate(labels))
+    if args.max_steps is not None:
+        return args.max_steps
+    batches_per_process = math.ceil(num_examples / (args.batch_size * num_processes))
+    steps_per_epoch = max(1, math.ceil(batches_per_process / args.gradient_accumulation_steps))
+    return max(1, math.ceil(args.epochs * steps_per_epoch))

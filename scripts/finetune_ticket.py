@@ -19,31 +19,30 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, DataCollatorWithPadding, get_linear_schedule_with_warmup
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 import hf_lottery
-from hf_lottery.config import FinetuneConfig
-from hf_lottery.data import load_task_data, tokenize
-from hf_lottery.finetune import fit_head
+from hf_lottery.config import DataArguments
+from hf_lottery.tasks import get_task_kind
 
 
 def training_function(args: argparse.Namespace) -> None:
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     set_seed(args.seed)
     # Data: local files (CSV/TSV/JSON lines) with a `sentence` and a `label` column, or a GLUE task.
-    config = FinetuneConfig(model_name_or_path=args.ticket, task=args.task, train_file=args.train_file,
-                            validation_file=args.validation_file)  # fmt: skip
-    data = load_task_data(config)
+    kind = get_task_kind("sequence-classification")
+    data = kind.load_data(
+        DataArguments(task=args.task, train_file=args.train_file, validation_file=args.validation_file)
+    )
     # The ticket: its trained weights (or its rewind point with --from-init) and its masks.
     model, masks = hf_lottery.load_ticket(args.ticket, weights="rewind" if args.from_init else "trained")
-    model = fit_head(model, data, args.seed)  # a new head if the task's labels differ from the ticket's
+    model = kind.transfer(model, data, args.seed)  # a new classification head where the ticket's does not fit
     tokenizer = AutoTokenizer.from_pretrained(args.ticket)
-    with accelerator.main_process_first():
-        train_set = tokenize(data.train, tokenizer, 128, data.is_regression)
-        eval_set = tokenize(data.validation, tokenizer, 128, data.is_regression)
-    collate = DataCollatorWithPadding(tokenizer)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
-    eval_loader = DataLoader(eval_set, batch_size=64, collate_fn=collate)
+    prepared = kind.prepare(data, tokenizer, DataArguments(max_length=128), accelerator)
+    train_loader = DataLoader(
+        prepared.train, batch_size=args.batch_size, shuffle=True, collate_fn=prepared.train_collator(args.seed)
+    )
+    eval_loader = DataLoader(prepared.validation, batch_size=64, collate_fn=prepared.eval_collator)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     steps = len(train_loader) * args.epochs  # the scheduler of a prepared optimizer counts every process's step

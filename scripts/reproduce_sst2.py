@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hf_lottery.config import LotteryConfig
+from hf_lottery.config import RunConfig
 from hf_lottery.lottery import run_lottery
 from hf_lottery.report import format_table
 
@@ -54,7 +54,8 @@ def main() -> None:
     glue = Path(args.glue_dir)
     if not (glue / "train.tsv").is_file():
         raise SystemExit(f"no SST-2 at {glue} (see ../shared/README.md); pass --glue-dir")
-    config = LotteryConfig(
+    config = RunConfig.build(
+        "prune",
         model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),
         validation_file=str(glue / "dev.tsv"), max_train_samples=300 if args.quick else args.train_samples,
         max_length=64, target_sparsity=None if args.quick else 0.9, levels=3 if args.quick else None,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_lottery.config import LotteryConfig
+from hf_lottery.config import RunConfig
 from hf_lottery.demo import DEMO_DATA
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -12,7 +12,7 @@ GLUE = SHARED / "data" / "glue"
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue is absent (see ../shared/README.md)")
 
 
-def make_config(model: Path, output_dir: Path, **overrides) -> LotteryConfig:
+def make_config(model: Path, output_dir: Path, **overrides) -> RunConfig:
     """A config that trains the tiny BERT on 64 toy rows: a level takes well under a second."""
     values = dict(
         model_name_or_path=str(model),
@@ -30,4 +30,4 @@ def make_config(model: Path, output_dir: Path, **overrides) -> LotteryConfig:
         output_dir=str(output_dir),
     )
     values.update(overrides)
-    return LotteryConfig(**values)
+    return RunConfig.build("prune", **values)

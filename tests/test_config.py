@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hf_lottery.config import LotteryConfig
+from hf_lottery.config import RunConfig
 from hf_lottery.errors import LotteryError
 
 BASE = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity=0.9)
@@ -19,32 +19,56 @@ BASE = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity
         ({"control": ["shuffle"]}, "unknown --control 'shuffle'"),
         ({"include": ["("]}, "is not a valid regex"),
         ({"target_sparsity": None}, "give --target-sparsity"),
-        ({"task": None}, "give --task"),
-        ({"train_file": "a.tsv"}, "give both --train-file and --validation-file"),
+        ({"mlm_probability": 1.0}, "--mlm-probability must be in (0, 1)"),
+        ({"dataset_name": "imdb", "train_file": "a", "validation_file": "b"}, "give --dataset-name or --train-file"),
+        ({"train_file": "a.tsv", "task": None}, "give both --train-file and --validation-file"),
         ({"batch_size": 0}, "--batch-size must be >= 1"),
     ],
 )
 def test_bad_values_are_refused(override, message):
     with pytest.raises(LotteryError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        LotteryConfig(**{**BASE, **override})
+        RunConfig.build("prune", **{**BASE, **override})
 
 
 def test_rewind_step_parsed():
-    assert LotteryConfig(**BASE).rewind_step is None
-    assert LotteryConfig(**BASE, rewind_to="step:100").rewind_step == 100
+    assert RunConfig.build(**BASE).prune.rewind_step is None
+    assert RunConfig.build(**BASE, rewind_to="step:100").prune.rewind_step == 100
 
 
 def test_run_hash_is_pinned_and_ignores_output_dir():
     # Pinned: a change here renames every existing run directory.
-    config = LotteryConfig(**BASE)
-    assert config.run_hash() == "3f52d210f3"
-    assert LotteryConfig(**BASE, output_dir="elsewhere").run_hash() == config.run_hash()
-    assert LotteryConfig(**BASE, prune_fraction=0.3).run_hash() != config.run_hash()
+    config = RunConfig.build(**BASE)
+    assert config.run_hash() == "3f52d210f3"  # the same as hf-lottery 0.1's flat config: old runs keep their names
+    assert RunConfig.build(**BASE, output_dir="elsewhere").run_hash() == config.run_hash()
+    assert RunConfig.build(**BASE, prune_fraction=0.3).run_hash() != config.run_hash()
 
 
 def test_json_round_trip_drops_unknown_keys():
-    config = LotteryConfig(**BASE, control=["reinit", "random-prune"])
+    config = RunConfig.build(**BASE, control=["reinit", "random-prune"])
     values = json.loads(config.to_json())
-    values["option_from_a_newer_version"] = 1
-    assert LotteryConfig.from_dict(values) == config
-    assert config.control == ["random-prune", "reinit"]  # canonical order: same run, same hash
+    assert values["format_version"] == 2 and values["prune"]["control"] == ["random-prune", "reinit"]
+    values["train"]["option_from_a_newer_version"] = 1
+    assert RunConfig.from_dict(values) == config
+    assert config.prune.control == ["random-prune", "reinit"]  # canonical order: same run, same hash
+
+
+def test_a_version_1_config_is_read_as_sequence_classification():
+    # config.json as hf-lottery 0.1 wrote it: flat, no format_version.
+    old = {**BASE, "learning_rate": 3e-5, "control": ["reinit"], "output_dir": "runs/x", "hf_lottery_command": "prune"}
+    config = RunConfig.from_dict(old)
+    assert config.model.task_kind == "sequence-classification"
+    assert (config.data.task, config.train.learning_rate, config.prune.control) == ("sst2", 3e-5, ["reinit"])
+    assert config.output_dir == "runs/x"
+
+
+def test_no_data_and_no_schedule_is_the_default_language_model_job():
+    config = RunConfig.build(model_name_or_path="bert-base-uncased")
+    assert config.prune.target_sparsity == 0.7 and not config.data.has_source
+    assert "--target-sparsity 0.7" in config.to_command()
+
+
+def test_command_reproduces_the_config():
+    config = RunConfig.build(**BASE, text_columns=["a", "b"], hub_private=True, scope="layer")
+    assert config.to_command() == (
+        "hf-lottery prune bert-base-uncased --task sst2 --text-columns a b --target-sparsity 0.9 --scope layer"
+    )

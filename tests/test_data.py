@@ -2,17 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from hf_lottery.config import LotteryConfig
-from hf_lottery.data import load_task_data
+from hf_lottery.config import DataArguments
 from hf_lottery.errors import LotteryError
+from hf_lottery.tasks import get_task_kind
 from tests.helpers import GLUE, needs_glue
 
 
 def load(train: Path, dev: Path | None = None, **kw):
-    config = LotteryConfig(
-        model_name_or_path="m", train_file=str(train), validation_file=str(dev or train), levels=1, **kw
-    )
-    return load_task_data(config)
+    args = DataArguments(train_file=str(train), validation_file=str(dev or train), **kw)
+    return get_task_kind("sequence-classification").load_data(args)
 
 
 @needs_glue
@@ -33,7 +31,7 @@ def load(train: Path, dev: Path | None = None, **kw):
 def test_real_glue_files_read_with_glue_row_counts(folder, kw, rows, metric):
     data = load(GLUE / folder / "train.tsv", GLUE / folder / "dev.tsv", **kw)
     assert (len(data.train.labels), len(data.validation.labels)) == rows
-    assert data.metric == metric and data.num_labels == 2
+    assert data.metric.name == metric and data.num_labels == 2
     assert set(data.train.labels) == {0, 1}
 
 

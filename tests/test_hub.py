@@ -112,8 +112,8 @@ def test_push_errors_are_one_line(run, hub_server, monkeypatch, capsys):
 
 
 def test_prune_push_to_hub(tiny_bert, tmp_path, alice, capsys):
-    args = ["prune", str(tiny_bert), "--train-file", str(make_config(tiny_bert, tmp_path).train_file),
-            "--validation-file", str(make_config(tiny_bert, tmp_path).validation_file), "--levels", "1",
+    args = ["prune", str(tiny_bert), "--train-file", str(make_config(tiny_bert, tmp_path).data.train_file),
+            "--validation-file", str(make_config(tiny_bert, tmp_path).data.validation_file), "--levels", "1",
             "--max-train-samples", "32", "--max-eval-samples", "16", "--max-steps", "2",
             "--output-dir", str(tmp_path / "run"), "--push-to-hub", "alice/from-prune"]  # fmt: skip
     assert main(args) == 0
@@ -123,8 +123,8 @@ def test_prune_push_to_hub(tiny_bert, tmp_path, alice, capsys):
 
 def test_push_to_hub_without_a_token_fails_before_training(tiny_bert, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    args = ["prune", str(tiny_bert), "--train-file", str(make_config(tiny_bert, tmp_path).train_file),
-            "--validation-file", str(make_config(tiny_bert, tmp_path).validation_file), "--levels", "1",
+    args = ["prune", str(tiny_bert), "--train-file", str(make_config(tiny_bert, tmp_path).data.train_file),
+            "--validation-file", str(make_config(tiny_bert, tmp_path).data.validation_file), "--levels", "1",
             "--output-dir", str(tmp_path / "run"), "--push-to-hub", "alice/never"]  # fmt: skip
     assert main(args) == 1
     assert "no Hugging Face token" in capsys.readouterr().err

@@ -24,8 +24,7 @@ class TrainSpy:
         self.calls = 0
         self.interrupt_call, self.interrupt_step, self.record_step = interrupt_call, interrupt_step, record_step
 
-    def __call__(self, model, mask, *args):
-        *rest, desc, on_step = args
+    def __call__(self, model, mask, *args, desc, on_step=None, **kwargs):
         self.calls += 1
         self.starts[desc] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -37,7 +36,7 @@ class TrainSpy:
             if self.calls == self.interrupt_call and step == self.interrupt_step:
                 raise KeyboardInterrupt
 
-        return self.real(model, mask, *rest, desc, step_hook)
+        return self.real(model, mask, *args, desc=desc, on_step=step_hook, **kwargs)
 
 
 def level_files(paths: RunPaths, branch: str, level: int):

@@ -6,7 +6,7 @@ from tests.helpers import make_config
 
 
 def densities(**kw):
-    return level_densities(make_config("m", "out", **kw))
+    return level_densities(make_config("m", "out", **kw).prune)
 
 
 def test_density_is_keep_fraction_to_the_level_and_target_is_hit_exactly():

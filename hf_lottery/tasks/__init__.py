@@ -1,0 +1,69 @@
+"""The task kinds hf-lottery knows, by name: the only table that maps a task to its model class.
+
+Adding a task kind is one module (a ``TaskKind`` subclass, see ``base.py``) and one line here.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig, PreTrainedModel
+
+from ..config import DataArguments, ModelArguments
+from ..errors import LotteryError
+from .base import Metric, PreparedData, TaskData, TaskKind
+from .sequence_classification import SequenceClassification
+
+TASK_KINDS: dict[str, type[TaskKind]] = {
+    SequenceClassification.name: SequenceClassification,
+}
+
+
+def get_task_kind(name: str) -> TaskKind:
+    kind = TASK_KINDS.get(name)
+    if kind is None:
+        raise LotteryError(f"unknown task kind {name!r}; choose from {', '.join(TASK_KINDS)}")
+    return kind()
+
+
+def kind_of_model(model: PreTrainedModel) -> str:
+    """The task kind whose head ``model`` carries (what a downloaded ticket was found for)."""
+    for name, kind in TASK_KINDS.items():
+        if kind.mapping_names.get(model.config.model_type) == type(model).__name__:
+            return name
+    raise LotteryError(f"{type(model).__name__} is a model of no task kind hf-lottery knows")
+
+
+def resolve_task_kind(model: ModelArguments, data: DataArguments, model_config: PretrainedConfig) -> TaskKind:
+    """The task kind of a run: ``--task-kind`` if given, else the kind the data points at, else the model's
+    own language-modelling objective (masked-LM for encoders, causal-LM for decoders).
+    """
+    name = model.model_name_or_path
+    if model.task_kind is not None:
+        kind = get_task_kind(model.task_kind)
+        kind.check_fits(model_config, name)
+        return kind
+    kinds = [k() for k in TASK_KINDS.values()]
+    claimed = [k for k in kinds if k.claims(data)]
+    if not claimed and data.has_source:
+        raise LotteryError("cannot tell the task kind from the data; set --task-kind")
+    candidates = claimed or [k for k in kinds if k.language_model]
+    fitting = [k for k in candidates if k.fits(model_config)]
+    if not fitting:
+        if not claimed:
+            raise LotteryError(
+                f"model {name!r} is a {model_config.model_type!r} model with no masked-LM or causal-LM head in "
+                "transformers, so it has no default task: give --task or --train-file/--validation-file"
+            )
+        candidates[0].check_fits(model_config, name)
+    return next((k for k in fitting if k.prefers(model_config)), fitting[0])
+
+
+__all__ = [
+    "TASK_KINDS",
+    "Metric",
+    "PreparedData",
+    "TaskData",
+    "TaskKind",
+    "get_task_kind",
+    "kind_of_model",
+    "resolve_task_kind",
+]

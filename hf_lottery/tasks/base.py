@@ -1,0 +1,147 @@
+"""What a task kind is: the one place that knows a head class, a data format, a metric and a card's task.
+
+The IMP driver, the trainer, export, ``load_ticket`` and ``finetune`` talk to a ``TaskKind`` only; none of
+them names a head class. A new task kind is one module with a subclass of ``TaskKind`` plus one line in
+``hf_lottery.tasks.TASK_KINDS``. A subclass sets the class attributes and implements:
+
+- ``claims(data)``: whether the data flags point at this kind (``--task``, a file suffix, ...), so that
+  ``--task-kind`` can be left out;
+- ``load_data(data)``: the raw splits, checked, with every problem one ``LotteryError`` line;
+- ``prepare(data, tokenizer, args, accelerator)``: tokenised splits, collators and the evaluation;
+- optionally ``load_model`` (checks on the checkpoint's own head) and ``transfer`` (the model of this kind
+  built from a ticket of any kind, for ``finetune``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import PretrainedConfig, PreTrainedModel
+
+from ..config import DataArguments
+from ..errors import LotteryError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The metric levels are compared by, and which way is better."""
+
+    name: str
+    greater_is_better: bool = True
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.greater_is_better else a < b
+
+
+@dataclass
+class TaskData:
+    """A task's raw splits before tokenisation (their type is the task kind's own), and how it is scored."""
+
+    train: Any
+    validation: Any
+    metric: Metric
+    source: str  # for people: "GLUE sst2", "train.tsv", "Salesforce/wikitext (wikitext-2-raw-v1)"
+    num_labels: int | None = None  # None for language modelling
+    label_names: list[str] | None = field(default=None)  # id -> name, when the labels are names
+
+
+Evaluate = Callable[[torch.nn.Module, DataLoader, Accelerator], dict[str, float]]
+
+
+@dataclass
+class PreparedData:
+    """Everything the training loop needs from a task: tokenised splits, collators and the evaluation.
+
+    ``train_collator(seed)`` builds the training collator of one level: a collator that draws random
+    numbers (masked-LM masking) takes them from its own generator seeded here, so a level is reproducible.
+    ``evaluate`` returns a dict that holds ``metric.name``; it gathers across processes itself.
+    """
+
+    train: Dataset
+    validation: Dataset
+    train_collator: Callable[[int], Callable]
+    eval_collator: Callable
+    metric: Metric
+    evaluate: Evaluate
+
+
+class TaskKind:
+    name: ClassVar[str]  # the registry key and the value of --task-kind
+    auto_model: ClassVar[type]  # the transformers Auto class of the head, e.g. AutoModelForMaskedLM
+    mapping_names: ClassVar[dict[str, str]]  # model_type -> class name of that Auto class
+    head_name: ClassVar[str]  # for messages: "a sequence-classification head"
+    pipeline_tag: ClassVar[str]  # the card's pipeline tag and model-index task type
+    language_model: ClassVar[bool] = False  # trains on plain text; the default corpus applies
+
+    def claims(self, data: DataArguments) -> bool:
+        raise NotImplementedError
+
+    def fits(self, model_config: PretrainedConfig) -> bool:
+        """Whether transformers has this kind's head for the model's architecture."""
+        return model_config.model_type in self.mapping_names
+
+    def prefers(self, model_config: PretrainedConfig) -> bool:
+        """Among the kinds the data allows, whether this is the model's natural one (an encoder's masked-LM)."""
+        return True
+
+    def check_fits(self, model_config: PretrainedConfig, name: str) -> None:
+        if not self.fits(model_config):
+            raise LotteryError(
+                f"model {name!r} is a {model_config.model_type!r} model, which has no {self.head_name} "
+                f"in transformers ({self.auto_model.__name__}); --task-kind {self.name} does not fit it"
+            )
+
+    def load_data(self, data: DataArguments) -> TaskData:
+        raise NotImplementedError
+
+    def describe_data(self, data: DataArguments) -> str:
+        """The data a run will use, for its first lines (before anything is downloaded)."""
+        if data.train_file is not None:
+            glue = f"GLUE {data.task}'s labels and metric on " if data.task else ""
+            return f"{glue}{data.train_file} and {data.validation_file}"
+        if data.task is not None:
+            return f"GLUE {data.task}"
+        if data.dataset_name is not None:
+            return data.dataset_name + (f" ({data.dataset_config})" if data.dataset_config else "")
+        raise LotteryError(f"task kind {self.name} needs data: give --train-file/--validation-file or --dataset-name")
+
+    def load_model(
+        self, name: str, *, revision: str | None, data: TaskData, model_config: PretrainedConfig, log: Callable
+    ) -> PreTrainedModel:
+        """The pretrained body with this kind's head (the checkpoint's own where it has one)."""
+        return self.auto_model.from_pretrained(name, revision=revision)
+
+    def prepare(self, data: TaskData, tokenizer, args: DataArguments, accelerator: Accelerator) -> PreparedData:
+        raise NotImplementedError
+
+    def head_config(self, config: PretrainedConfig, data: TaskData) -> PretrainedConfig:
+        """The model config of this kind's head for ``data`` (labels, for the classifiers)."""
+        return config
+
+    def transfer(self, model: PreTrainedModel, data: TaskData, seed: int) -> PreTrainedModel:
+        """A model of this kind carrying ``model``'s body, for ``finetune``: the model itself when its head
+        fits ``data``, else the body under a new head drawn from ``seed`` (the same seed gives the same head,
+        so the trained and the rewind-point weights of a ticket get the same one).
+        """
+        if self.keeps_head(model, data):
+            return model
+        set_seed(seed)
+        fresh = self.auto_model.from_config(self.head_config(copy.deepcopy(model.config), data))
+        body = {name for name, _ in model.base_model.named_parameters(prefix=model.base_model_prefix)}
+        params = {name for name, _ in model.named_parameters()}
+        fresh.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if k in body or k not in params}, strict=False
+        )
+        return fresh
+
+    def keeps_head(self, model: PreTrainedModel, data: TaskData) -> bool:
+        """Whether ``model`` already is this kind's model with the head ``data`` needs."""
+        return type(model).__name__ == self.mapping_names.get(model.config.model_type)
