@@ -204,11 +204,12 @@ class PruneArguments:
 class FinetuneArguments:
     from_init: bool | None = field(
         default=None,
-        metadata={"nargs": "?", "const": True} | _help(
+        metadata=_help(
             "Start from the ticket's rewind-point weights (true) or its trained weights (false). Default: the "
             "rewind point for a masked-LM ticket transferred to another task (Chen et al. 2020's transfer "
             "setting: the ticket is the mask plus the pretrained weights), the trained weights otherwise."
-        ),
+        )
+        | {"nargs": "?", "const": True},  # a bare --from-init means true
     )
     no_mask: bool = field(default=False, metadata=_help("Train a plain model (a repository with no masks), dense."))
 

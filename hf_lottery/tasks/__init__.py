@@ -10,10 +10,16 @@ from transformers import PretrainedConfig, PreTrainedModel
 from ..config import DataArguments, ModelArguments
 from ..errors import LotteryError
 from .base import Metric, PreparedData, TaskData, TaskKind
+from .causal_lm import CausalLM
+from .masked_lm import MaskedLM
 from .sequence_classification import SequenceClassification
+from .token_classification import TokenClassification
 
 TASK_KINDS: dict[str, type[TaskKind]] = {
     SequenceClassification.name: SequenceClassification,
+    TokenClassification.name: TokenClassification,
+    MaskedLM.name: MaskedLM,
+    CausalLM.name: CausalLM,
 }
 
 
