@@ -33,7 +33,7 @@ def render_card(
     value, dense, sparsity = facts["metric_value"], facts["dense_metric_value"], facts["sparsity"]
     data = config.data
     task = TASK_NAMES.get((data.task or "").lower())
-    dataset_id = "nyu-mll/glue" if data.task and not data.train_file else data.dataset_name
+    dataset_id, dataset_config = kind.dataset_ref(data)
     data_name = f"GLUE {task}" if task else (dataset_id or "validation")
     base = facts["base_model"]
     on_hub = not Path(base).exists()
@@ -49,7 +49,8 @@ def render_card(
             EvalResult(
                 task_type=kind.pipeline_tag, dataset_type=dataset_id or "custom",
                 dataset_name=data_name if dataset_id else "validation file",
-                dataset_config=data.task or data.dataset_config, dataset_split="validation",
+                dataset_config=dataset_config or data.task,
+                dataset_split="validation",
                 metric_type=metric.name, metric_value=round(value, 4),
                 metric_name=f"{metric.name} at {sparsity:.0%} sparsity",
             )

@@ -59,9 +59,8 @@ class Run:
 def prepare_run(config: RunConfig) -> Run:
     """Check the config, model, run directory and data; write the config only when all of them are good."""
     accelerator = make_accelerator(config.train)
-    task = load_task(config, accelerator)
     densities = level_densities(config.prune)
-    accelerator.print(f"schedule: {describe_schedule(densities, config.prune)}")
+    task = load_task(config, accelerator, plan=f"schedule: {describe_schedule(densities, config.prune)}")
     prunable = select_prunable(task.model, config.prune.include, config.prune.exclude)
     data = task.kind.prepare(task.data, task.tokenizer, config.data, accelerator)
     steps = total_optimizer_steps(config.train, len(data.train), accelerator.num_processes)

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from transformers import PreTrainedModel
 
-from .config import RunConfig, TrainArguments
+from .config import DataArguments, RunConfig, TrainArguments
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
 from .model import load_model_config, load_tokenizer
@@ -36,15 +36,25 @@ class LoadedTask:
     tokenizer: object
 
 
-def load_task(config: RunConfig, accelerator: Accelerator) -> LoadedTask:
+def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None = None) -> LoadedTask:
     """The model's config first (a bad model id fails before anything else), the task kind, the run
     directory (checked, not yet written), the data, and then the model with the kind's head.
+
+    The run's first lines say what it will do (the task kind, its data and ``plan``) before any download.
     """
     name, revision = config.model.model_name_or_path, config.model.revision
     model_config = load_model_config(name, revision)
     kind = resolve_task_kind(config.model, config.data, model_config)
+    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    if positions and config.data.max_length > positions:
+        if config.data.max_length != DataArguments.max_length:
+            limit = f"model {name!r} has {positions} positions"
+            raise LotteryError(f"--max-length {config.data.max_length} is too long: {limit}")
+        config.data.max_length = positions  # the default fits every model: as long as it allows
     paths = open_run_dir(config, kind)
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
+    if plan:
+        accelerator.print(plan)
     data = kind.load_data(config.data)
     set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
     model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)

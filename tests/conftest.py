@@ -28,8 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from hf_lottery.demo import build_tiny_bert  # noqa: E402
+from tests.helpers import EOS, SENTENCES  # noqa: E402
 from tests.hub_server import hub_server  # noqa: E402, F401  (the fixture)
 
 
@@ -47,3 +50,35 @@ def fresh_accelerator_state():
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture(scope="session")
+def text_files(tmp_path_factory) -> tuple[Path, Path]:
+    """40 training and 20 validation documents, with blank lines between some of them (skipped)."""
+    folder = tmp_path_factory.mktemp("text")
+    train, valid = folder / "train.txt", folder / "valid.txt"
+    train.write_text("\n\n".join(SENTENCES[:40]) + "\n", encoding="utf-8")
+    valid.write_text("\n".join(SENTENCES[40:]) + "\n\n", encoding="utf-8")
+    return train, valid
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with a word-level tokenizer trained on the demo sentences, saved like a Hub checkpoint."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=["[UNK]", EOS]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, bos_token=EOS, unk_token="[UNK]")
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    config = GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

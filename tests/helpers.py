@@ -9,6 +9,8 @@ from hf_lottery.demo import DEMO_DATA
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 GLUE = SHARED / "data" / "glue"
+EOS = "<|endoftext|>"
+SENTENCES = [line.split("\t")[0] for line in (DEMO_DATA / "train.tsv").read_text().splitlines()[1:61]]
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue is absent (see ../shared/README.md)")
 
 

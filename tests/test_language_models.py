@@ -10,10 +10,9 @@ import pytest
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
 
 from hf_lottery.config import DataArguments, ModelArguments, RunConfig
-from hf_lottery.demo import DEMO_DATA
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
@@ -22,41 +21,7 @@ from hf_lottery.tasks import TaskData, resolve_task_kind
 from hf_lottery.tasks.causal_lm import CausalLM
 from hf_lottery.tasks.masked_lm import MaskedLM
 from hf_lottery.tasks.text import PERPLEXITY, evaluate_perplexity, load_text
-
-EOS = "<|endoftext|>"
-SENTENCES = [line.split("\t")[0] for line in (DEMO_DATA / "train.tsv").read_text().splitlines()[1:61]]
-
-
-@pytest.fixture(scope="module")
-def text_files(tmp_path_factory) -> tuple[Path, Path]:
-    """40 training and 20 validation documents, with blank lines between some of them (skipped)."""
-    folder = tmp_path_factory.mktemp("text")
-    train, valid = folder / "train.txt", folder / "valid.txt"
-    train.write_text("\n\n".join(SENTENCES[:40]) + "\n", encoding="utf-8")
-    valid.write_text("\n".join(SENTENCES[40:]) + "\n\n", encoding="utf-8")
-    return train, valid
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory) -> Path:
-    """A 2-layer GPT-2 with a word-level tokenizer trained on the demo sentences, saved like a Hub checkpoint."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=["[UNK]", EOS]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, bos_token=EOS, unk_token="[UNK]")
-    eos = tokenizer.convert_tokens_to_ids(EOS)
-    config = GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+from tests.conftest import SENTENCES
 
 
 def data_args(text_files, **values) -> DataArguments:

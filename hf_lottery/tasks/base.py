@@ -113,6 +113,10 @@ class TaskKind:
             return data.dataset_name + (f" ({data.dataset_config})" if data.dataset_config else "")
         raise LotteryError(f"task kind {self.name} needs data: give --train-file/--validation-file or --dataset-name")
 
+    def dataset_ref(self, data: DataArguments) -> tuple[str | None, str | None]:
+        """The Hub id and configuration of the data, for the card's metadata; None for local files."""
+        return data.dataset_name, data.dataset_config
+
     def load_model(
         self, name: str, *, revision: str | None, data: TaskData, model_config: PretrainedConfig, log: Callable
     ) -> PreTrainedModel:

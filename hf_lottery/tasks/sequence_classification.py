@@ -71,6 +71,11 @@ class SequenceClassification(TaskKind):
             return suffix in TABLE_SUFFIXES or (suffix == ".txt" and data.label_column is not None)
         return data.dataset_name is not None and data.label_column is not None
 
+    def dataset_ref(self, data: DataArguments) -> tuple[str | None, str | None]:
+        if data.task is not None and data.train_file is None and data.dataset_name is None:
+            return "nyu-mll/glue", data.task
+        return super().dataset_ref(data)
+
     def load_data(self, data: DataArguments) -> TaskData:
         """Read and check both splits; nothing is tokenised yet (that needs the model's tokenizer)."""
         spec = None

@@ -50,6 +50,9 @@ class LanguageModelKind(TaskKind):
             return f"the default corpus {_corpus_label()}"
         return super().describe_data(data)
 
+    def dataset_ref(self, data: DataArguments) -> tuple[str | None, str | None]:
+        return DEFAULT_CORPUS if not data.has_source else super().dataset_ref(data)
+
     def load_data(self, data: DataArguments) -> TaskData:
         return load_text(data)
 
