@@ -1,5 +1,7 @@
 """Exporting a level of a finished run: what stock transformers and load_ticket get back, and the card."""
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -169,3 +171,27 @@ def test_load_ticket_for_sparse_inference_gives_the_same_logits(exported):
     fast, _ = load_ticket(folder, sparse_inference=True)
     assert torch.allclose(logits(fast), logits(dense), atol=1e-5)
     assert not any(p.requires_grad for p in fast.parameters())  # inference only
+
+
+def test_a_run_written_by_hf_lottery_0_1_resumes_and_exports(tiny_bert, tmp_path):
+    """config.json of 0.1 was flat, with no format version or task kind; its rows carried no metric direction."""
+    config = make_config(tiny_bert, tmp_path / "run", levels=1)
+    run_lottery(config)
+    paths = RunPaths(tmp_path / "run")
+    new_fields = {"task_kind", "dataset_name", "dataset_config", "mlm_probability"}
+    flat = {k: v for k, v in config.flat().items() if k not in new_fields}
+    paths.config.write_text(json.dumps({**flat, "hf_lottery_command": "prune"}))
+    for metrics in [paths.level("imp", 0).metrics, paths.level("imp", 1).metrics]:
+        metrics.write_text(json.dumps({k: v for k, v in read_json(metrics).items() if k != "greater_is_better"}))
+    weights = paths.level("imp", 1).weights
+    before = weights.stat().st_mtime_ns
+
+    rows = run_lottery(make_config(tiny_bert, tmp_path / "run", levels=1))  # the same command again
+    assert weights.stat().st_mtime_ns == before  # nothing was trained again
+    assert [r["level"] for r in rows] == [0, 1]
+    facts = export_ticket(tmp_path / "run", tmp_path / "ticket", level=1)
+    assert facts["task_kind"] == "sequence-classification" and facts["greater_is_better"] is True
+    ticket_json = tmp_path / "ticket" / "ticket.json"  # a 0.1 ticket's facts name no task kind
+    ticket_json.write_text(json.dumps({k: v for k, v in read_json(ticket_json).items() if k != "task_kind"}))
+    model, masks = load_ticket(tmp_path / "ticket")
+    assert type(model).__name__ == "BertForSequenceClassification" and masks
