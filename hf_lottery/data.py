@@ -70,19 +70,18 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, [{k: str(v) for k, v in row.items()} for row in rows]
 
 
-def load_hub_splits(
-    name: str, config_name: str | None, args: DataArguments, *, what: str = "data set", flag: str = "--dataset-name"
-) -> tuple[Dataset, Dataset]:
+def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> tuple[Dataset, Dataset]:
+    """Training and validation splits of a Hub data set (the first of validation/valid/dev/test)."""
     from datasets import load_dataset
 
-    label = f"{name}" + (f" ({config_name})" if config_name else "")
+    label = name + (f" ({config_name})" if config_name else "")
     try:
         loaded = load_dataset(name, config_name)
     except Exception as err:  # network, cache, hub and missing-config errors all end here
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LotteryError(
-            f"could not load the {what} {label} with datasets.load_dataset ({type(err).__name__}: {reason[:200]}); "
-            f"offline? pass local files with --train-file/--validation-file instead of {flag}"
+            f"could not load the data set {label} with datasets.load_dataset ({type(err).__name__}: {reason[:200]}); "
+            "offline? pass local files with --train-file/--validation-file instead of --dataset-name"
         ) from None
     if not isinstance(loaded, DatasetDict) or "train" not in loaded:
         raise LotteryError(f"{label} has no 'train' split")
