@@ -109,7 +109,14 @@ def _env(args: list[str]) -> None:
             lines.append(f"{package} not installed")
     import torch
 
+    from .config import TrainArguments
+    from .runs import resolve_launcher_settings
+
     lines.append(f"accelerator: {torch.accelerator.current_accelerator() or 'none (CPU)'}")
+    effective = TrainArguments()
+    sources = resolve_launcher_settings(effective)
+    lines.append("settings a run uses when its flags leave them out (flag > launcher environment > default):")
+    lines += [f"  {name}: {getattr(effective, name)} ({source})" for name, source in sources.items()]
     config_path = Path(default_config_file)
     if config_path.is_file():
         lines.append(f"accelerate config ({config_path}):")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ CONTROLS = ("random-prune", "reinit")
 FORMAT_VERSION = 2
 # The schedule of `hf-lottery prune MODEL` with no data and no schedule: Chen et al.'s universal masked-LM ticket.
 DEFAULT_LM_TARGET_SPARSITY = 0.7
+# Accelerator settings left unset (None) take the launcher's value, else these (resolved in runs.py). A resolved
+# default counts as a default in the run's name, as it did when these were plain defaults.
+LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 # Fields that do not change what a run computes: they are left out of the run's identity.
 NON_IDENTITY_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private"})
 
@@ -113,11 +117,23 @@ class TrainArguments:
     warmup_ratio: float = field(default=0.1, metadata=_help("Share of the steps with linear warm-up."))
     batch_size: int = field(default=32, metadata=_help("Examples per device per forward pass."))
     eval_batch_size: int = field(default=64, metadata=_help("Examples per device when evaluating."))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("Forward passes per optimizer step."))
+    gradient_accumulation_steps: int | None = field(
+        default=None,
+        metadata=_help(
+            "Forward passes per optimizer step. Default: what `accelerate launch` / `accelerate config` set "
+            "(ACCELERATE_GRADIENT_ACCUMULATION_STEPS), else 1."
+        ),
+    )
     epochs: float = field(default=3.0, metadata=_help("Training epochs per level (ignored with --max-steps)."))
     max_steps: int | None = field(default=None, metadata=_help("Optimizer steps per level; overrides --epochs."))
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 disables)."))
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("Autocast precision."))
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
+        default=None,
+        metadata=_help(
+            "Autocast precision. Default: what `accelerate launch` / `accelerate config` set "
+            "(ACCELERATE_MIXED_PRECISION), else no."
+        ),
+    )
     eval_steps: int | None = field(
         default=None, metadata=_help("Also evaluate every N optimizer steps and keep the best weights.")
     )
@@ -132,6 +148,14 @@ class TrainArguments:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise LotteryError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise LotteryError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        for name in ("weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise LotteryError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise LotteryError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -303,7 +327,7 @@ class RunConfig:
         flat mapping, so the run directories of hf-lottery 0.1 keep their names.
         """
         defaults = {f.name: _default(f) for name in COMMAND_SECTIONS[self.command] for f in _fields(name)}
-        changed = {k: v for k, v in self.identity().items() if v != defaults[k]}
+        changed = {k: v for k, v in self.identity().items() if v not in (defaults[k], LAUNCHER_DEFAULTS.get(k))}
         return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_command(self) -> str:
@@ -312,7 +336,10 @@ class RunConfig:
         for part in self.parts().values():
             for f in dataclasses.fields(part):
                 value = getattr(part, f.name)
-                if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value == _default(f):
+                if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value in (
+                    _default(f),
+                    LAUNCHER_DEFAULTS.get(f.name),
+                ):
                     continue
                 flag = "--" + f.name.replace("_", "-")
                 if isinstance(value, bool):

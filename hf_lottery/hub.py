@@ -86,6 +86,7 @@ def push_ticket(
     token: str | None = None,
 ) -> str:
     """Export one level of ``run_dir`` and upload it to ``repo_id`` in one commit; return the commit URL."""
+    base = _run_base_model(run_dir)  # a missing or unfinished run is the first thing to say
     token = require_token(token)
     api = HfApi(token=token)
     with hub_errors(repo_id, revision):
@@ -97,7 +98,6 @@ def push_ticket(
         except EntryNotFoundError:
             existing = None
         with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
-            base = _run_base_model(run_dir)
             folder = Path(tmp) / "repo"
             facts = export_ticket(
                 run_dir, folder, level, tolerance, repo_id, existing, base_model_license(base, token)

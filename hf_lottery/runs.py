@@ -7,16 +7,17 @@ bad input leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, GradientAccumulationPlugin, set_seed
 from transformers import PreTrainedModel
 
-from .config import DataArguments, RunConfig, TrainArguments
+from .config import LAUNCHER_DEFAULTS, DataArguments, RunConfig, TrainArguments
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
 from .model import load_model_config, load_tokenizer
@@ -62,10 +63,42 @@ def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None =
     return LoadedTask(kind, paths, data, model, tokenizer)
 
 
+# The Accelerator settings hf-lottery exposes: each flag's environment variable as `accelerate launch` and
+# `accelerate config` set it, and the value when neither the flag nor the launcher says anything.
+LAUNCHER_SETTINGS = {
+    "mixed_precision": "ACCELERATE_MIXED_PRECISION",
+    "gradient_accumulation_steps": "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+}
+
+
+def resolve_launcher_settings(args: TrainArguments) -> dict[str, str]:
+    """Fill each Accelerator setting left unset: the flag wins, then the launcher's environment, then the default.
+
+    The resolved values are written into ``args`` (so the run's config records what ran) and passed to
+    Accelerate explicitly, so an environment variable can never make Accelerate and the run's step count
+    disagree. Returns where each value came from, for ``hf-lottery env``.
+    """
+    sources = {}
+    for name, variable in LAUNCHER_SETTINGS.items():
+        if getattr(args, name) is not None:
+            sources[name] = "flag"
+            continue
+        raw, default = os.environ.get(variable, "").strip().lower(), LAUNCHER_DEFAULTS[name]
+        sources[name] = variable if raw else "default"
+        try:
+            setattr(args, name, (int(raw) if isinstance(default, int) else raw) if raw else default)
+        except ValueError:
+            raise LotteryError(f"{variable}={raw!r} in the environment is not a number") from None
+    TrainArguments.__post_init__(args)  # the launcher's values are checked like flags
+    return sources
+
+
 def make_accelerator(args: TrainArguments) -> Accelerator:
+    resolve_launcher_settings(args)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        # A plugin, not the number: Accelerate lets its environment variable override a plain number.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps),
         cpu=not torch.accelerator.is_available(),  # so torchrun on a CPU machine means gloo processes, not copies
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):

@@ -33,6 +33,12 @@ MASKS_FORMAT = "hf-lottery-masks"
 SPARSE_FORMAT = "hf-lottery-sparse"
 FORMAT_VERSION = "1"
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+# The safetensors dtype names a header may give (safetensors' own table is private).
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -74,6 +80,31 @@ def load_masks(path: Path) -> Mask:
     return {name: _unpack_checked(path, name, tensors[name], shapes[name]) for name in shapes}
 
 
+def read_sparse_header(path: Path) -> tuple[dict[str, torch.Tensor], Mask]:
+    """What ``load_sparse`` would return, as meta tensors (names, shapes, dtypes), from the header alone.
+
+    No tensor data is read and nothing is allocated, so a file can be checked against a model skeleton
+    before anything is built; the survivor counts and values are checked later, by ``load_sparse``.
+    """
+    tensors, shapes = _read_header(path, SPARSE_FORMAT)
+    state: dict[str, torch.Tensor] = {}
+    masks: Mask = {}
+    for name, shape in shapes.items():
+        values, packed = tensors.pop(f"{name}.values", None), tensors.pop(f"{name}.mask", None)
+        if values is None or packed is None:
+            raise LotteryError(f"{path.name}: {name} lacks its .values or .mask tensor")
+        _check_packed(path, name, packed, shape)
+        if values.dim() != 1 or values.numel() > math.prod(shape):
+            raise LotteryError(
+                f"{path.name}: {name} has values of shape {list(values.shape)}, expected 1-D, at most "
+                f"{math.prod(shape)} long"
+            )
+        state[name] = torch.empty(shape, dtype=values.dtype, device="meta")
+        masks[name] = torch.empty(shape, dtype=torch.bool, device="meta")
+    state.update(tensors)
+    return state, masks
+
+
 def load_sparse(path: Path) -> tuple[dict[str, torch.Tensor], Mask]:
     """The dense state dict (zeros where pruned) and the masks of a sparse file."""
     tensors, shapes = _read(path, SPARSE_FORMAT)
@@ -104,10 +135,31 @@ def _metadata(kind: str, shapes: dict[str, list[int]]) -> dict[str, str]:
 def _read(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
     try:
         with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
+            shapes = _shapes(path, kind, fh.metadata() or {})  # a foreign file is refused before reading data
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise LotteryError(f"{path.name}: not a readable safetensors file ({err})") from None
+    return tensors, shapes
+
+
+def _read_header(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
+    """Like ``_read``, but each tensor is an empty meta tensor of the stored dtype and shape."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            entries = {name: (fh.get_slice(name).get_dtype(), fh.get_slice(name).get_shape()) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise LotteryError(f"{path.name}: not a readable safetensors file ({err})") from None
+    shapes = _shapes(path, kind, metadata)
+    tensors = {}
+    for name, (dtype, shape) in entries.items():
+        if dtype not in _DTYPES:
+            raise LotteryError(f"{path.name}: {name} has dtype {dtype}, which hf-lottery does not read")
+        tensors[name] = torch.empty(shape, dtype=_DTYPES[dtype], device="meta")
+    return tensors, shapes
+
+
+def _shapes(path: Path, kind: str, metadata: dict[str, str]) -> dict[str, tuple[int, ...]]:
     if metadata.get("format") != kind:
         raise LotteryError(f"{path.name}: not an {kind} file (format: {metadata.get('format')!r})")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -116,16 +168,23 @@ def _read(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, tup
         shapes = {name: tuple(int(d) for d in shape) for name, shape in json.loads(metadata["shapes"]).items()}
     except (KeyError, TypeError, ValueError, AttributeError):
         raise LotteryError(f"{path.name}: its 'shapes' metadata is missing or malformed") from None
-    return tensors, shapes
+    if any(d < 0 for shape in shapes.values() for d in shape):
+        raise LotteryError(f"{path.name}: its 'shapes' metadata holds a negative dimension")
+    return shapes
 
 
-def _unpack_checked(path: Path, name: str, packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def _check_packed(path: Path, name: str, packed: torch.Tensor, shape: tuple[int, ...]) -> None:
     numel = math.prod(shape)
     if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != math.ceil(numel / 8):
         raise LotteryError(
             f"{path.name}: packed mask of {name} is {packed.dtype} of {packed.numel()} bytes, "
             f"expected uint8 of {math.ceil(numel / 8)} for shape {list(shape)}"
         )
+
+
+def _unpack_checked(path: Path, name: str, packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    _check_packed(path, name, packed, shape)
+    numel = math.prod(shape)
     bits = (packed.view(-1, 1) & _BITS).ne(0).flatten()
     if bits[numel:].any():
         raise LotteryError(f"{path.name}: packed mask of {name} has bits set past its {numel} elements")
