@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .api import find_ticket  # noqa: E402
 from .callback import MaskedTrainingCallback  # noqa: E402
 from .export import export_ticket  # noqa: E402
 from .hub import load_ticket, push_ticket  # noqa: E402
@@ -11,6 +12,7 @@ __all__ = [
     "MaskedTrainingCallback",
     "__version__",
     "export_ticket",
+    "find_ticket",
     "load_ticket",
     "push_ticket",
     "sparsify_for_inference",

@@ -258,6 +258,7 @@ SECTIONS: dict[str, type] = {
 COMMAND_SECTIONS = {
     "prune": ("model", "data", "train", "prune", "hub"),
     "finetune": ("model", "data", "train", "finetune", "hub"),
+    "api": ("model", "train", "prune"),  # find_ticket: the user's training function stands for data and training
 }
 
 
@@ -265,17 +266,20 @@ COMMAND_SECTIONS = {
 class RunConfig:
     """One command's configuration: its parts, the task kind it resolved to, and how it is saved and named."""
 
-    command: Literal["prune", "finetune"]
+    command: Literal["prune", "finetune", "api"]
     model: ModelArguments
-    data: DataArguments
-    train: TrainArguments
+    data: DataArguments = field(default_factory=DataArguments)
+    train: TrainArguments = field(default_factory=TrainArguments)
     hub: HubArguments = field(default_factory=HubArguments)
     prune: PruneArguments | None = None
     finetune: FinetuneArguments | None = None
+    run_config: dict[str, Any] | None = None  # find_ticket's stand-in for the user's training function
 
     def __post_init__(self) -> None:
         if not self.model.model_name_or_path:
             raise LotteryError(f"give a model: hf-lottery {self.command} MODEL_ID_OR_PATH ...")
+        if self.command == "api":
+            return
         if self.command == "prune":
             if self.prune is None:
                 raise LotteryError("a prune config needs its pruning arguments")
@@ -318,7 +322,8 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The values that decide what a run computes (everything but where it is written and pushed)."""
-        return {k: v for k, v in self.flat().items() if k not in NON_IDENTITY_FIELDS}
+        identity = {k: v for k, v in self.flat().items() if k not in NON_IDENTITY_FIELDS}
+        return identity if self.run_config is None else {**identity, "run_config": self.run_config}
 
     def run_hash(self) -> str:
         """Hash of the non-default identity values: adding an option with a default never renames runs.
@@ -332,6 +337,13 @@ class RunConfig:
 
     def to_command(self) -> str:
         """The ``hf-lottery`` command line that reproduces this run (non-default values only)."""
+        if self.command == "api":
+            options = {f.name: getattr(self.prune, f.name) for f in dataclasses.fields(self.prune)}
+            changed = ", ".join(f"{k}={v!r}" for k, v in options.items() if v != _default(_field("prune", k)))
+            return (
+                f"hf_lottery.find_ticket(model, train_fn, run_config={json.dumps(self.run_config, sort_keys=True)}, "
+                f"seed={self.train.seed}, {changed})  # model: {self.model.model_name_or_path}"
+            )
         parts = ["hf-lottery", self.command, shlex.quote(str(self.model.model_name_or_path))]
         for part in self.parts().values():
             for f in dataclasses.fields(part):
@@ -352,7 +364,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         parts = {name: dataclasses.asdict(part) for name, part in self.parts().items()}
-        return {"format_version": FORMAT_VERSION, "command": self.command, **parts}
+        extra = {"run_config": self.run_config} if self.run_config is not None else {}
+        return {"format_version": FORMAT_VERSION, "command": self.command, **parts, **extra}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -375,11 +388,17 @@ class RunConfig:
         for name in COMMAND_SECTIONS[command]:
             known = {f.name for f in _fields(name)}
             parts.append(SECTIONS[name](**{k: v for k, v in nested[name].items() if k in known}))
-        return cls.from_parts(command, parts)
+        config = cls.from_parts(command, parts)
+        config.run_config = values.get("run_config")
+        return config
 
 
 def _fields(section: str) -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(SECTIONS[section])
+
+
+def _field(section: str, name: str) -> dataclasses.Field:
+    return next(f for f in _fields(section) if f.name == name)
 
 
 def _default(f: dataclasses.Field) -> Any:

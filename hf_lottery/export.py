@@ -48,6 +48,10 @@ class FinishedRun:
 
     @property
     def kind(self) -> TaskKind:
+        if self.config.model.task_kind is None:
+            raise LotteryError(
+                f"{self.paths.root}: its model has a head of no task kind hf-lottery knows, so it cannot be exported"
+            )
         return get_task_kind(self.config.model.task_kind)
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from accelerate import Accelerator
@@ -30,23 +31,36 @@ from .report import write_results
 from .runs import load_task, make_accelerator, save_level, start_run_dir
 from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, save_weights
-from .tasks import PreparedData, TaskKind
+from .tasks import Metric
 from .training import total_optimizer_steps, train
+
+
+class TrainLevel(Protocol):
+    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them).
+
+    ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
+    optimizer step: level 0 saves the rewind point through it.
+    """
+
+    def __call__(self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, on_step=None) -> dict: ...
 
 
 @dataclass
 class Run:
-    """Everything a level needs, loaded and checked once before anything is written."""
+    """Everything a level needs, loaded and checked once before anything is written.
+
+    The CLI and the Python API (``find_ticket``) differ only in ``train_level``: hf-lottery's own loop on a
+    task's data, or the user's training function.
+    """
 
     config: RunConfig
     paths: RunPaths
     accelerator: Accelerator
-    kind: TaskKind
     model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
-    tokenizer: object
-    data: PreparedData
     prunable: list[str]
     densities: list[float]
+    metric: Metric
+    train_level: TrainLevel
 
     @property
     def prune(self) -> PruneArguments:
@@ -68,9 +82,13 @@ def prepare_run(config: RunConfig) -> Run:
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
-    return Run(
-        config, task.paths, accelerator, task.kind, task.model, task.tokenizer, data, prunable, densities
-    )  # fmt: skip
+
+    def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, on_step=None) -> dict:
+        seed = config.train.seed + level
+        set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
+        return train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, on_step=on_step)
+
+    return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
 
 
 def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
@@ -83,7 +101,11 @@ def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
 
 def run_lottery(config: RunConfig) -> list[dict]:
     """Run (or resume) every level of IMP and its controls; return one result row per level."""
-    run = prepare_run(config)
+    return run_levels(prepare_run(config))
+
+
+def run_levels(run: Run) -> list[dict]:
+    """Every level of IMP and its controls, each skipped when its files exist; one result row per level."""
     print_ = run.accelerator.print
     print_(f"run directory: {run.paths.root}")
     _train_level_0(run)
@@ -92,7 +114,7 @@ def run_lottery(config: RunConfig) -> list[dict]:
             _train_level(run, branch, level)
     rows = []
     if run.accelerator.is_main_process:
-        rows = write_results(run.paths, run.branches(), len(run.densities) - 1, run.data.metric.name)
+        rows = write_results(run.paths, run.branches(), len(run.densities) - 1, run.metric.name)
     run.accelerator.wait_for_everyone()
     return rows
 
@@ -110,8 +132,8 @@ def _train_level_0(run: Run) -> None:
             save_weights(run.paths.rewind_point, trained)
 
     mask = dense_mask(model, run.prunable)
-    metrics = _train(run, model, mask, 0, "level 0 (dense)", save_rewind_point)
-    save_level(run.accelerator, paths, model, mask, metrics, run.data.metric)
+    metrics = run.train_level(model, mask, level=0, desc="level 0 (dense)", on_step=save_rewind_point)
+    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
 
@@ -125,14 +147,8 @@ def _train_level(run: Run, branch: str, level: int) -> None:
         _reinitialise(run, model)
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
-    metrics = _train(run, model, mask, level, f"level {level} ({branch}, sparsity {sparsity:.1%})")
-    save_level(run.accelerator, paths, model, mask, metrics, run.data.metric)
-
-
-def _train(run: Run, model, mask: Mask, level: int, desc: str, on_step=None) -> dict[str, float]:
-    seed = run.config.train.seed + level
-    set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-    return train(model, mask, run.data, run.config.train, run.accelerator, seed=seed, desc=desc, on_step=on_step)
+    metrics = run.train_level(model, mask, level=level, desc=f"level {level} ({branch}, sparsity {sparsity:.1%})")
+    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
 
 
 def _mask_for(run: Run, branch: str, level: int) -> Mask:
@@ -177,7 +193,7 @@ def _reinitialise(run: Run, model: PreTrainedModel) -> None:
     """Replace the prunable weights by a fresh random initialisation (same for every level)."""
     with torch.random.fork_rng():
         torch.manual_seed(run.config.train.seed + 1)
-        fresh = run.kind.auto_model.from_config(model.config)
+        fresh = type(model)._from_config(model.config)
     fresh_params = dict(fresh.named_parameters())
     with torch.no_grad():
         for name, param in model.named_parameters():

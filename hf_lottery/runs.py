@@ -168,7 +168,8 @@ def start_run_dir(
 
             def save_model_files(folder: Path) -> None:
                 model.config.save_pretrained(folder)
-                tokenizer.save_pretrained(folder)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(folder)
                 write_json(folder / "base_model.json", base)
 
             write_folder(paths.model_files, save_model_files)

@@ -1,0 +1,148 @@
+"""IMP from Python, with your own training function: the same levels, controls, run directory and resuming as
+``hf-lottery prune``, so ``export``, ``push`` and ``load_ticket`` work on the result.
+
+    from hf_lottery import find_ticket
+
+    def train_fn(model, mask, level):          # train `model` in place; return its validation metric
+        ...                                    # any loop: Trainer (with MaskedTrainingCallback), accelerate, plain
+        return accuracy
+
+    rows = find_ticket(model, train_fn, run_config={"lr": 2e-5, "data": "sst2-v3"}, output_dir="runs/mine",
+                       target_sparsity=0.7, control=["random-prune"], tokenizer=tokenizer)
+
+A Python function cannot be hashed, so ``run_config`` stands for it: a JSON mapping of whatever decides what
+``train_fn`` computes. It is saved in the run's ``config.json`` and compared like the CLI's config when the
+run resumes: the same directory with another ``run_config`` is refused.
+
+While ``train_fn`` runs, gradient hooks zero the gradients of pruned weights (before clipping, on every
+micro-batch, before DDP's reduction), and afterwards every pruned weight must still be exactly zero: an
+optimizer carried over from a dense run (momentum) or weight decay of an unmasked copy would revive them,
+and a level trained on a different network than its mask says is refused rather than recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import PreTrainedModel
+
+from .config import ModelArguments, PruneArguments, RunConfig, TrainArguments
+from .errors import LotteryError
+from .lottery import Run, describe_schedule, run_levels
+from .masks import Mask, apply_mask, select_prunable
+from .paths import RunPaths
+from .pruning import level_densities
+from .runs import check_run_dir, start_run_dir
+from .tasks import Metric, kind_of_model
+
+TrainFn = Callable[[PreTrainedModel, Mask, int], "float | Mapping[str, float]"]
+
+
+def find_ticket(
+    model: PreTrainedModel,
+    train_fn: TrainFn,
+    *,
+    run_config: Mapping[str, Any],
+    output_dir: str | Path,
+    metric: str = "metric",
+    greater_is_better: bool = True,
+    tokenizer=None,
+    accelerator: Accelerator | None = None,
+    seed: int = 42,
+    **prune: Any,
+) -> list[dict]:
+    """Run (or resume) IMP with rewinding on ``model``, training each level with ``train_fn(model, mask, level)``.
+
+    ``train_fn`` trains the model it is given in place, with ``mask`` fixed, and returns the validation
+    ``metric`` (a number, or a mapping that holds ``metric`` and any other scores). ``prune`` takes the
+    pruning options of ``hf-lottery prune`` by their Python names (``target_sparsity``, ``levels``,
+    ``prune_fraction``, ``scope``, ``include``, ``exclude``, ``control``). The rewind point is ``model`` as
+    given (``rewind_to="pretrained"``). Returns one result row per level, dense first.
+    """
+    try:
+        json.dumps(dict(run_config))
+    except (TypeError, ValueError) as err:
+        raise LotteryError(f"run_config must be a JSON mapping (numbers, strings, lists): {err}") from None
+    prune_args = PruneArguments(**prune)
+    if prune_args.target_sparsity is None and prune_args.levels is None:
+        raise LotteryError("give target_sparsity (e.g. 0.7) or levels")
+    if prune_args.rewind_step is not None:
+        raise LotteryError("find_ticket rewinds to the model it is given; rewind_to='step:K' needs hf-lottery's loop")
+    config = RunConfig(
+        command="api",
+        model=ModelArguments(model_name_or_path=model.name_or_path or type(model).__name__, task_kind=_kind(model)),
+        train=TrainArguments(seed=seed, output_dir=str(output_dir)),
+        prune=prune_args,
+        run_config=dict(run_config),
+    )
+    accelerator = accelerator or Accelerator(cpu=not torch.accelerator.is_available())
+    paths = RunPaths(Path(output_dir))
+    check_run_dir(paths, config)
+    densities = level_densities(prune_args)
+    accelerator.print(f"schedule: {describe_schedule(densities, prune_args)}")
+    prunable = select_prunable(model, prune_args.include, prune_args.exclude)
+    set_seed(seed)
+    start_run_dir(paths, config, model, tokenizer, accelerator)
+    target = Metric(metric, greater_is_better)
+
+    def train_level(trained: PreTrainedModel, mask: Mask, *, level: int, desc: str, on_step=None) -> dict:
+        accelerator.print(desc)
+        set_seed(seed + level, device_specific=True)
+        if on_step is not None:
+            on_step(0, trained)  # the rewind point: the weights before any training
+        apply_mask(trained, mask)
+        with _gradients_masked(trained, mask):
+            result = train_fn(trained, mask, level)
+        _check_still_pruned(trained, mask, desc)
+        scores = dict(result) if isinstance(result, Mapping) else {metric: result}
+        if metric not in scores:
+            raise LotteryError(f"train_fn returned {sorted(scores)}, without the metric {metric!r}")
+        return {k: float(v) for k, v in scores.items()}
+
+    return run_levels(Run(config, paths, accelerator, model, prunable, densities, target, train_level))
+
+
+def _kind(model: PreTrainedModel) -> str | None:
+    """The task kind of the model's head, so that export and load_ticket can rebuild it (None: not exportable)."""
+    try:
+        return kind_of_model(model)
+    except LotteryError:
+        return None
+
+
+class _gradients_masked:
+    """Zero pruned gradients as they are computed: a hook per masked parameter, removed on exit."""
+
+    def __init__(self, model: PreTrainedModel, mask: Mask) -> None:
+        params = dict(model.named_parameters())
+        self.hooked = [(params[name], ~m) for name, m in mask.items() if not bool(m.all())]
+        self.handles: list = []
+
+    def __enter__(self) -> None:
+        for param, pruned in self.hooked:
+            pruned = pruned.to(param.device)
+            self.handles.append(param.register_hook(lambda grad, pruned=pruned: grad.masked_fill(pruned, 0)))
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+@torch.no_grad()
+def _check_still_pruned(model: PreTrainedModel, mask: Mask, desc: str) -> None:
+    params = dict(model.named_parameters())
+    revived = {name: int((params[name].detach().cpu()[~m] != 0).sum()) for name, m in mask.items()}
+    revived = {name: n for name, n in revived.items() if n}
+    if revived:
+        name, count = next(iter(revived.items()))
+        raise LotteryError(
+            f"{desc}: train_fn revived {sum(revived.values())} pruned weights ({count} of {name}); keep them at zero "
+            "(a fresh optimizer per level, or MaskedTrainingCallback with a Trainer)"
+        )
