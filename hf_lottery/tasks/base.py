@@ -77,7 +77,7 @@ class TaskKind:
     name: ClassVar[str]  # the registry key and the value of --task-kind
     auto_model: ClassVar[type]  # the transformers Auto class of the head, e.g. AutoModelForMaskedLM
     mapping_names: ClassVar[dict[str, str]]  # model_type -> class name of that Auto class
-    head_name: ClassVar[str]  # for messages: "a sequence-classification head"
+    head_name: ClassVar[str]  # for messages: "sequence-classification head"
     pipeline_tag: ClassVar[str]  # the card's pipeline tag and model-index task type
     language_model: ClassVar[bool] = False  # trains on plain text; the default corpus applies
 
@@ -149,3 +149,31 @@ class TaskKind:
     def keeps_head(self, model: PreTrainedModel, data: TaskData) -> bool:
         """Whether ``model`` already is this kind's model with the head ``data`` needs."""
         return type(model).__name__ == self.mapping_names.get(model.config.model_type)
+
+
+class ClassifierKind(TaskKind):
+    """A task kind whose head scores labels: one output per label, named in the model config's ``id2label``."""
+
+    labels_noun: ClassVar[str] = "labels"  # for messages: "tags" for token classification
+
+    def load_model(
+        self, name: str, *, revision: str | None, data: TaskData, model_config: PretrainedConfig, log: Callable
+    ) -> PreTrainedModel:
+        """The pretrained body with a head for the data's labels (a new one unless the checkpoint has this kind's)."""
+        trained_head = self.mapping_names.get(model_config.model_type) in (model_config.architectures or [])
+        if trained_head and model_config.num_labels != data.num_labels:
+            raise LotteryError(
+                f"model {name!r} already has a {self.head_name} for {model_config.num_labels} labels, "
+                f"but the data has {data.num_labels} {self.labels_noun}; start from the base model instead"
+            )
+        config = self.head_config(copy.deepcopy(model_config), data)
+        kwargs = {"num_labels": config.num_labels}
+        if data.label_names:
+            kwargs |= {"id2label": config.id2label, "label2id": config.label2id}
+        return self.auto_model.from_pretrained(name, revision=revision, **kwargs)
+
+    def head_config(self, config: PretrainedConfig, data: TaskData) -> PretrainedConfig:
+        labels = data.label_names or [str(i) for i in range(data.num_labels)]
+        config.num_labels = data.num_labels
+        config.id2label, config.label2id = dict(enumerate(labels)), {n: i for i, n in enumerate(labels)}
+        return config

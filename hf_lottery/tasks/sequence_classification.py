@@ -15,14 +15,14 @@ import torch
 from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from ..config import DataArguments
 from ..data import check_columns, load_hub_splits, read_table
 from ..errors import LotteryError
 from ..metrics import compute_metrics
-from .base import Metric, PreparedData, TaskData, TaskKind
+from .base import ClassifierKind, Metric, PreparedData, TaskData
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
@@ -56,7 +56,7 @@ class RawSplit:
     labels: list
 
 
-class SequenceClassification(TaskKind):
+class SequenceClassification(ClassifierKind):
     name = "sequence-classification"
     auto_model = AutoModelForSequenceClassification
     mapping_names = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
@@ -90,21 +90,6 @@ class SequenceClassification(TaskKind):
         assert spec is not None
         return _load_glue(data.task.lower(), spec, data)
 
-    def load_model(self, name, *, revision, data, model_config, log) -> PreTrainedModel:
-        trained_head = any(a.endswith("ForSequenceClassification") for a in model_config.architectures or [])
-        if trained_head and model_config.num_labels != data.num_labels:
-            raise LotteryError(
-                f"model {name!r} already has a classification head for {model_config.num_labels} labels, "
-                f"but the data has {data.num_labels}; start from the base model instead"
-            )
-        return self.auto_model.from_pretrained(name, revision=revision, **_label_kwargs(data))
-
-    def head_config(self, config: PretrainedConfig, data: TaskData) -> PretrainedConfig:
-        labels = data.label_names or [str(i) for i in range(data.num_labels)]
-        config.num_labels = data.num_labels
-        config.id2label, config.label2id = dict(enumerate(labels)), {n: i for i, n in enumerate(labels)}
-        return config
-
     def keeps_head(self, model: PreTrainedModel, data: TaskData) -> bool:
         return super().keeps_head(model, data) and model.config.num_labels == data.num_labels and not data.label_names
 
@@ -128,14 +113,6 @@ class SequenceClassification(TaskKind):
             return compute_metrics(metric, np.concatenate(predictions), np.concatenate(labels))
 
         return PreparedData(train, validation, lambda seed: collator, collator, data.metric, evaluate)
-
-
-def _label_kwargs(data: TaskData) -> dict:
-    kwargs: dict = {"num_labels": data.num_labels}
-    if data.label_names:
-        kwargs["id2label"] = dict(enumerate(data.label_names))
-        kwargs["label2id"] = {n: i for i, n in enumerate(data.label_names)}
-    return kwargs
 
 
 def _load_glue(task: str, spec: GlueTask, args: DataArguments) -> TaskData:

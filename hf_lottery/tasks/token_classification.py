@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 from transformers import (
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
-    PretrainedConfig,
     PreTrainedModel,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
@@ -31,7 +30,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATIO
 from ..config import DataArguments
 from ..data import check_columns, load_hub_splits
 from ..errors import LotteryError
-from .base import Metric, PreparedData, TaskData, TaskKind
+from .base import ClassifierKind, Metric, PreparedData, TaskData
 
 SUFFIXES = (".conll", ".conllu")
 CONLLU_TAG_COLUMNS = {"upos": 3, "xpos": 4}  # 0-based columns of ID FORM LEMMA UPOS XPOS FEATS HEAD ...
@@ -47,12 +46,13 @@ class TaggedSplit:
     tags: list[list[int]]
 
 
-class TokenClassification(TaskKind):
+class TokenClassification(ClassifierKind):
     name = "token-classification"
     auto_model = AutoModelForTokenClassification
     mapping_names = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
     head_name = "token-classification head"
     pipeline_tag = "token-classification"
+    labels_noun = "tags"
 
     def claims(self, data: DataArguments) -> bool:
         """Only CoNLL files say "tags" by themselves; a Hub data set needs ``--task-kind token-classification``."""
@@ -68,21 +68,6 @@ class TokenClassification(TaskKind):
             f"task kind {self.name} needs tagged data: give --train-file/--validation-file (.conll or .conllu) "
             "or --dataset-name"
         )
-
-    def load_model(self, name, *, revision, data, model_config, log) -> PreTrainedModel:
-        trained_head = any(a.endswith("ForTokenClassification") for a in model_config.architectures or [])
-        if trained_head and model_config.num_labels != data.num_labels:
-            raise LotteryError(
-                f"model {name!r} already has a token-classification head for {model_config.num_labels} labels, "
-                f"but the data has {data.num_labels} tags; start from the base model instead"
-            )
-        return self.auto_model.from_pretrained(name, revision=revision, **_label_kwargs(data))
-
-    def head_config(self, config: PretrainedConfig, data: TaskData) -> PretrainedConfig:
-        labels = data.label_names or [str(i) for i in range(data.num_labels)]
-        config.num_labels = data.num_labels
-        config.id2label, config.label2id = dict(enumerate(labels)), {n: i for i, n in enumerate(labels)}
-        return config
 
     def keeps_head(self, model: PreTrainedModel, data: TaskData) -> bool:
         """A token classifier keeps its head only for the same tags in the same order (ids mean names)."""
@@ -122,18 +107,6 @@ class TokenClassification(TaskKind):
             return tag_metrics(gold, pred, entity_level=entity_level)
 
         return PreparedData(train, validation, lambda seed: collator, collator, data.metric, evaluate)
-
-
-def _label_kwargs(data: TaskData) -> dict:
-    names = data.label_names or []
-    return {
-        "num_labels": data.num_labels,
-        "id2label": dict(enumerate(names)),
-        "label2id": {n: i for i, n in enumerate(names)},
-    }
-
-
-# --- reading -------------------------------------------------------------------------------------------------
 
 
 def read_tagged_file(
