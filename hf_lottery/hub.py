@@ -7,10 +7,11 @@ never printed or written by us. Every failure is one ``LotteryError`` line.
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -25,12 +26,12 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from .errors import LotteryError
 from .export import DEFAULT_TOLERANCE, FACTS_FILE, SPARSE_FILE, TICKET_FILE, export_ticket, model_state
 from .masks import Mask, check_mask
-from .sparse import load_sparse
+from .sparse import load_sparse, read_sparse_header
 from .tasks import get_task_kind
 
 
@@ -123,16 +124,27 @@ def load_ticket(
     token: str | None = None,
     trust_remote_code: bool = False,
     sparse_inference: bool = False,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[PreTrainedModel, Mask]:
-    """A ticket's model and masks, from a Hub repository or a local folder.
+    """A ticket's model (in eval mode, as ``from_pretrained`` gives it) and masks, from a Hub repository or a
+    local folder.
 
     ``weights="trained"`` gives the trained sparse model, ``"rewind"`` the rewind-point weights (the
     ticket's winning initialisation). Only ``config.json`` and one sparse file are downloaded; nothing is
-    unpickled, and repository code runs only with ``trust_remote_code=True``. ``sparse_inference=True``
-    returns the model ready for fast CPU inference (``sparsify_for_inference``: eval mode, no training).
+    unpickled, and repository code runs only with ``trust_remote_code=True``. ``dtype`` (e.g.
+    ``torch.bfloat16``; None keeps the file's) casts the floating tensors, ``device`` (None: CPU) places the
+    model. ``sparse_inference=True`` returns the model ready for fast CPU inference
+    (``sparsify_for_inference``: no training).
+
+    ``config.json`` is untrusted too: the model is first built on the meta device (no memory) and checked
+    against the sparse file's header, so a config claiming a far bigger model is refused before anything is
+    allocated; the real model is built only once config and file agree, so memory is bounded by the file.
     """
     if weights not in ("trained", "rewind"):
         raise LotteryError(f"weights must be 'trained' or 'rewind', got {weights!r}")
+    target_dtype, target_device = _target_dtype(dtype), _target_device(device)
     filename = SPARSE_FILE if weights == "trained" else TICKET_FILE
     folder = _fetch(str(repo_or_path), ["config.json", filename, FACTS_FILE], revision, token)
     if not (folder / filename).is_file():
@@ -140,20 +152,84 @@ def load_ticket(
     kind = get_task_kind(ticket_task_kind(folder))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = kind.auto_model.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise LotteryError(
             f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
         ) from None
-    state, masks = load_sparse(folder / filename)
-    _check_state(model, state, filename)
-    check_mask(masks, model, filename)
+    header, header_masks = read_sparse_header(folder / filename)
+    _check_layer_count(config, header, filename)
+    file_dtype = config.dtype or _floating_dtype(header)
+    try:
+        with torch.device("meta"), _meta_safe_creation_ops():
+            skeleton = _from_config(kind.auto_model, copy.deepcopy(config), file_dtype, trust_remote_code)
+    except (OSError, ValueError, TypeError, RuntimeError) as err:
+        raise LotteryError(
+            f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
+        ) from None
+    _check_state(skeleton, header, filename)
+    check_mask(header_masks, skeleton, filename)
+    del skeleton
+    state, masks = load_sparse(folder / filename)  # config and file agree: this is the file's own dense size
+    model = _from_config(kind.auto_model, config, target_dtype or file_dtype, trust_remote_code)
     model.load_state_dict(state, strict=False)  # tied aliases are filled by the tie, checked above
+    del state
+    model.to(target_device)
+    model.eval()
     if sparse_inference:
         from .inference import sparsify_for_inference
 
         sparsify_for_inference(model, masks=masks)
     return model, masks
+
+
+def _check_layer_count(config: PretrainedConfig, header: dict[str, torch.Tensor], filename: str) -> None:
+    """Bound the meta build's own cost (Python objects per layer): every layer holds at least one tensor."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int) and layers > len(header):
+        raise LotteryError(
+            f"{filename}: does not match config.json, which claims {layers} layers: the file holds only "
+            f"{len(header)} tensors"
+        )
+
+
+def _from_config(
+    auto_model: type, config: PretrainedConfig, dtype: torch.dtype | None, trust_remote_code: bool
+) -> PreTrainedModel:
+    """``from_config``, passing ``dtype`` only when given: ``dtype=None`` would overwrite the config's."""
+    extra = {"dtype": dtype} if dtype is not None else {}
+    return auto_model.from_config(config, trust_remote_code=trust_remote_code, **extra)
+
+
+def _meta_safe_creation_ops() -> AbstractContextManager:
+    """transformers' guard for remote code that reads scalars during ``__init__`` on the meta device."""
+    from transformers import initialization
+
+    return getattr(initialization, "meta_device_safe_creation_ops", nullcontext)()
+
+
+def _floating_dtype(state: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """The file's floating dtype when it holds one only, for a config.json that names none."""
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+def _target_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or dtype == "auto":
+        return None
+    value = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise LotteryError(f"dtype must be a floating torch dtype such as torch.bfloat16, got {dtype!r}")
+    return value
+
+
+def _target_device(device: str | torch.device | None) -> torch.device:
+    try:
+        target = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError):
+        raise LotteryError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda:0')") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise LotteryError(f"device {device!r}: CUDA is not available on this machine")
+    return target
 
 
 def ticket_task_kind(folder: Path) -> str:
