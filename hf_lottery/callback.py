@@ -17,6 +17,7 @@ a mask of the full tensor would mask nothing, silently: they are refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -69,7 +70,7 @@ class MaskedTrainingCallback(TrainerCallback):
     """
 
     def __init__(self, masks: Mask) -> None:
-        self.masks = {name: m for name, m in masks.items()}
+        self.masks = dict(masks)
         self._pruned: dict[str, torch.Tensor] = {}  # ~mask on the parameter's device, built once
         self._params: dict[str, nn.Parameter] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -128,7 +129,7 @@ class MaskedTrainingCallback(TrainerCallback):
         self._handles = []
 
 
-def _masking_hook(pruned: torch.Tensor):
+def _masking_hook(pruned: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     def hook(grad: torch.Tensor) -> torch.Tensor:
         return grad.masked_fill(pruned, 0)
 
