@@ -28,8 +28,13 @@ DEFAULT_LM_TARGET_SPARSITY = 0.7
 # Accelerator settings left unset (None) take the launcher's value, else these (resolved in runs.py). A resolved
 # default counts as a default in the run's name, as it did when these were plain defaults.
 LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
-# Fields that do not change what a run computes: they are left out of the run's identity.
-NON_IDENTITY_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private"})
+# How far an invocation goes: not what decides each level's result, so rerunning with a higher target, more
+# levels or another control extends the same run (run_log.jsonl records each invocation's reach).
+REACH_FIELDS = frozenset({"levels", "target_sparsity", "control"})
+# Where a run is written and pushed: neither changes what it computes, nor belongs in its command line.
+OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private"})
+# Fields left out of the run's identity (config.json holds the rest, and the run directory's name hashes it).
+NON_IDENTITY_FIELDS = REACH_FIELDS | OUTPUT_FIELDS
 
 
 def _help(text: str) -> dict[str, str]:
@@ -328,11 +333,18 @@ class RunConfig:
     def run_hash(self) -> str:
         """Hash of the non-default identity values: adding an option with a default never renames runs.
 
-        The values as given are hashed (a task kind left to inference is not part of the name), over one
-        flat mapping, so the run directories of hf-lottery 0.1 keep their names.
+        The values as given are hashed (a task kind left to inference is not part of the name), over one flat
+        mapping. How far a run goes is not part of it, so a longer run of the same config finds the same name.
         """
+        return self._hash(self.identity())
+
+    def legacy_run_hash(self) -> str:
+        """The name hf-lottery 0.1 gave this config's directory: its hash also covered the reach fields."""
+        return self._hash({k: v for k, v in self.flat().items() if k not in OUTPUT_FIELDS})
+
+    def _hash(self, values: dict[str, Any]) -> str:
         defaults = {f.name: _default(f) for name in COMMAND_SECTIONS[self.command] for f in _fields(name)}
-        changed = {k: v for k, v in self.identity().items() if v not in (defaults[k], LAUNCHER_DEFAULTS.get(k))}
+        changed = {k: v for k, v in values.items() if v not in (defaults[k], LAUNCHER_DEFAULTS.get(k))}
         return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_command(self) -> str:
@@ -348,7 +360,7 @@ class RunConfig:
         for part in self.parts().values():
             for f in dataclasses.fields(part):
                 value = getattr(part, f.name)
-                if f.name in ("model_name_or_path", *NON_IDENTITY_FIELDS) or value in (
+                if f.name in ("model_name_or_path", *OUTPUT_FIELDS) or value in (
                     _default(f),
                     LAUNCHER_DEFAULTS.get(f.name),
                 ):

@@ -18,7 +18,7 @@ from . import __version__
 from .card import render_card
 from .config import RunConfig
 from .errors import LotteryError
-from .paths import IMP, RunPaths
+from .paths import IMP, LevelPaths, RunPaths
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
 from .tasks import Metric, TaskKind, get_task_kind
@@ -58,22 +58,29 @@ class FinishedRun:
     def metric(self) -> Metric:
         return row_metric(self.rows[0])
 
-    def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[int, str]:
-        """The IMP level to ship and why: a number, or ``best``, the sparsest level within tolerance of dense."""
-        imp = {r["level"]: r for r in self.rows if r["branch"] == IMP}
+    def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[dict, str]:
+        """The IMP level to ship and why: a number (a trunk level before a clipped one of the same number), or
+        ``best``, the sparsest level within tolerance of dense. Returns its result row.
+        """
+        imp = [r for r in self.rows if r["branch"] == IMP]
         if level != "best":
-            if int(level) not in imp:
-                raise LotteryError(f"the run has no level {level}; its levels are 0..{max(imp)}")
-            return int(level), f"chosen by hand (`--level {level}`)."
+            matches = sorted((r for r in imp if r["level"] == int(level)), key=lambda r: "_to_" in r.get("path", ""))
+            if not matches:
+                raise LotteryError(f"the run has no level {level}; its levels are 0..{max(r['level'] for r in imp)}")
+            return matches[0], f"chosen by hand (`--level {level}`)."
         metric = self.metric
         dense = imp[0][metric.name]
-        within = [n for n, r in imp.items() if within_tolerance(r[metric.name], dense, metric, tolerance)]
-        best = max(within, key=lambda n: imp[n]["sparsity"])
+        within = [r for r in imp if within_tolerance(r[metric.name], dense, metric, tolerance)]
+        best = max(within, key=lambda r: r["sparsity"])
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         return best, (
             f"the sparsest level whose {metric.name} is {how} the dense model's "
-            f"({imp[best][metric.name]:.4f} vs {dense:.4f}): the winning ticket."
+            f"({best[metric.name]:.4f} vs {dense:.4f}): the winning ticket."
         )
+
+    def level_paths(self, row: dict) -> LevelPaths:
+        """The folder of a result row (rows of hf-lottery 0.1 name none: theirs were all on the trunk)."""
+        return LevelPaths(self.paths.root / row.get("path", f"{row['branch']}/level_{row['level']}"))
 
     def load_model(self, weights: Path) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(self.paths.model_files)
@@ -81,8 +88,7 @@ class FinishedRun:
         load_weights_into(model, str(weights))
         return model
 
-    def facts(self, level: int, reason: str) -> dict:
-        row = next(r for r in self.rows if r["branch"] == IMP and r["level"] == level)
+    def facts(self, row: dict, reason: str) -> dict:
         base = read_json(self.paths.model_files / "base_model.json")
         c, metric = self.config, self.metric
         prune = dataclasses.asdict(c.prune) if c.prune else {}
@@ -91,8 +97,9 @@ class FinishedRun:
             "base_model_commit": base["commit"], "task_kind": c.model.task_kind, "task": c.data.task,
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
-            "level": level, "level_reason": reason, "sparsity": row["sparsity"], "metric_value": row[metric.name],
-            "dense_metric_value": self.rows[0][metric.name], "levels": self.rows, "command": c.to_command(),
+            "level": row["level"], "level_reason": reason, "sparsity": row["sparsity"],
+            "metric_value": row[metric.name], "dense_metric_value": self.rows[0][metric.name], "levels": self.rows,
+            "command": row.get("command") or c.to_command(),
             "finetuned_from": base["name"] if c.command == "finetune" else None,
             "transferred_from_task_kind": base.get("task_kind") if c.command == "finetune" else None,
             "from_init": base.get("from_init"),
@@ -138,7 +145,7 @@ def export_ticket(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise LotteryError(f"{out_dir} exists and is not empty")
     chosen, reason = run.choose_level(level, tolerance)
-    level_paths = run.paths.level(IMP, chosen)
+    level_paths = run.level_paths(chosen)
     masks = load_tensors(level_paths.mask)
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)

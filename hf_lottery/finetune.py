@@ -64,7 +64,7 @@ def run_finetune(config: RunConfig) -> list[dict]:
         desc = f"finetune ({1 - density(mask):.1%} sparse)"
         metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc)
         save_level(accelerator, level, model, mask, metrics, prepared.metric)
-    rows = write_results(paths, [IMP], 0, prepared.metric.name) if accelerator.is_main_process else []
+    rows = write_results(paths, prepared.metric.name) if accelerator.is_main_process else []
     accelerator.wait_for_everyone()
     return rows
 

@@ -25,8 +25,8 @@ from transformers import PreTrainedModel
 from .config import PruneArguments, RunConfig
 from .errors import LotteryError
 from .masks import Mask, apply_mask, dense_mask, select_prunable
-from .paths import IMP, RunPaths
-from .pruning import keep_counts, level_densities, magnitude_prune, random_prune
+from .paths import IMP, LevelPaths, RunPaths
+from .pruning import keep_counts, last_level_clipped, level_densities, magnitude_prune, random_prune
 from .report import write_results
 from .runs import load_task, make_accelerator, save_level, start_run_dir
 from .sparse import pack_mask, unpack_mask
@@ -68,6 +68,11 @@ class Run:
 
     def branches(self) -> list[str]:
         return [IMP, *self.prune.control]
+
+    def level_paths(self, branch: str, level: int) -> LevelPaths:
+        """Where a level of this invocation lives: on the trunk, or off it when it is clipped to the target."""
+        clipped = level == len(self.densities) - 1 and last_level_clipped(self.densities, self.prune)
+        return self.paths.level(branch, level, self.prune.target_sparsity if clipped else None)
 
 
 def prepare_run(config: RunConfig) -> Run:
@@ -114,7 +119,7 @@ def run_levels(run: Run) -> list[dict]:
             _train_level(run, branch, level)
     rows = []
     if run.accelerator.is_main_process:
-        rows = write_results(run.paths, run.branches(), len(run.densities) - 1, run.metric.name)
+        rows = write_results(run.paths, run.metric.name)
     run.accelerator.wait_for_everyone()
     return rows
 
@@ -133,12 +138,12 @@ def _train_level_0(run: Run) -> None:
 
     mask = dense_mask(model, run.prunable)
     metrics = run.train_level(model, mask, level=0, desc="level 0 (dense)", on_step=save_rewind_point)
-    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
+    save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
 
 def _train_level(run: Run, branch: str, level: int) -> None:
-    paths = run.paths.level(branch, level)
+    paths = run.level_paths(branch, level)
     if paths.is_done():
         return
     mask = _mask_for(run, branch, level)
@@ -148,7 +153,7 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
     metrics = run.train_level(model, mask, level=level, desc=f"level {level} ({branch}, sparsity {sparsity:.1%})")
-    save_level(run.accelerator, paths, model, mask, metrics, run.metric)
+    save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
 
 
 def _mask_for(run: Run, branch: str, level: int) -> Mask:
@@ -165,7 +170,7 @@ def _mask_for(run: Run, branch: str, level: int) -> Mask:
 
 def _compute_mask(run: Run, branch: str, level: int) -> Mask:
     """The level's mask, from files on disk only, so that a resumed run computes the same one."""
-    if branch == IMP:
+    if branch == IMP:  # pruned from the trunk level before, never from a clipped one
         previous = load_tensors(run.paths.level(IMP, level - 1).mask)
         trained = copy.deepcopy(run.model)
         load_weights_into(trained, str(run.paths.level(IMP, level - 1).weights))
@@ -179,7 +184,7 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
                 "(an untrained pooler, say); --scope layer or --exclude keeps them"
             )
         return mask
-    ticket = load_tensors(run.paths.level(IMP, level).mask)
+    ticket = load_tensors(run.level_paths(IMP, level).mask)
     if branch == "reinit":
         return ticket
     # random-prune: the ticket's per-tensor survivor counts, drawn at random inside the previous random mask.

@@ -4,7 +4,9 @@
       config.json                    the RunConfig (format_version 2), written first
       model/                         the model's config.json and tokenizer files (for export)
       rewind_point.safetensors       weights every level rewinds to (saved once)
-      imp/level_0/ ... level_N/      the lottery ticket search; level 0 is the dense model
+      run_log.jsonl                  one line per invocation: its reach (levels, target, controls) and command
+      imp/level_0/ ... level_N/      the lottery ticket search (the trunk); level 0 is the dense model
+      imp/level_N_to_70.00/          a level clipped to hit --target-sparsity exactly: off the trunk, never a parent
       random-prune/level_1/ ...      controls, when asked for
       reinit/level_1/ ...
       results.json, results.md, sparsity_vs_metric.png
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from .config import CONTROLS
 
 IMP = "imp"
 
@@ -31,7 +35,16 @@ class LevelPaths:
 
     @property
     def number(self) -> int:
-        return int(self.root.name.removeprefix("level_"))
+        return int(self.root.name.removeprefix("level_").split("_")[0])
+
+    @property
+    def clipped(self) -> bool:
+        return "_to_" in self.root.name
+
+    @property
+    def name(self) -> str:
+        """The folder relative to the run directory, e.g. ``imp/level_3`` (recorded in the results)."""
+        return f"{self.branch}/{self.root.name}"
 
     @property
     def mask(self) -> Path:
@@ -81,5 +94,21 @@ class RunPaths:
     def plot(self) -> Path:
         return self.root / "sparsity_vs_metric.png"
 
-    def level(self, branch: str, level: int) -> LevelPaths:
-        return LevelPaths(self.root / branch / f"level_{level}")
+    @property
+    def run_log(self) -> Path:
+        return self.root / "run_log.jsonl"
+
+    def level(self, branch: str, level: int, clipped_to: float | None = None) -> LevelPaths:
+        """A trunk level, or with ``clipped_to`` (a target sparsity) the level clipped to hit it."""
+        suffix = "" if clipped_to is None else f"_to_{100 * clipped_to:.2f}"
+        return LevelPaths(self.root / branch / f"level_{level}{suffix}")
+
+    def finished_levels(self) -> list[LevelPaths]:
+        """Every complete level on disk, of IMP and every control, in table order (level, sparsity, branch)."""
+        found = []
+        for index, branch in enumerate((IMP, *CONTROLS)):
+            for folder in (self.root / branch).glob("level_*"):
+                level = LevelPaths(folder)
+                if level.is_done():
+                    found.append((level.number, not level.clipped, index, level))  # a clipped N is below trunk N
+        return [level for *_, level in sorted(found, key=lambda item: item[:3])]

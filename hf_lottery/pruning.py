@@ -36,6 +36,12 @@ def level_densities(config: PruneArguments) -> list[float]:
     return densities
 
 
+def last_level_clipped(densities: list[float], config: PruneArguments) -> bool:
+    """Whether the last level prunes less than the fraction, to hit the target exactly (then it is off the trunk)."""
+    trunk = (1.0 - config.prune_fraction) ** (len(densities) - 1)
+    return len(densities) > 1 and abs(densities[-1] - trunk) > 1e-9
+
+
 def keep_counts(mask: Mask, density: float, scope: str) -> dict[str, int] | int:
     """How many weights survive at ``density``: one total (global scope) or one count per tensor."""
     if scope == "layer":

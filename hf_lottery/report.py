@@ -6,24 +6,22 @@ from .paths import IMP, RunPaths
 from .storage import atomic_path, read_json, write_json, write_text
 
 
-def collect_rows(paths: RunPaths, branches: list[str], max_level: int) -> list[dict]:
-    rows = [read_json(paths.level(IMP, 0).metrics)]
-    for level in range(1, max_level + 1):
-        rows += [read_json(paths.level(branch, level).metrics) for branch in branches]
-    return rows
+def collect_rows(paths: RunPaths) -> list[dict]:
+    """Every finished level on disk, dense first: those of earlier invocations and controls added later too."""
+    return [{**read_json(level.metrics), "path": level.name} for level in paths.finished_levels()]
 
 
 def format_table(rows: list[dict], metric: str) -> str:
     """A Markdown table: level, branch, sparsity, the main metric and its difference to dense."""
     dense = rows[0][metric]
-    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better")
+    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command")
     extra = [k for k in rows[0] if k not in known]
     header = ["level", "run", "sparsity", metric, "vs dense", *extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
             str(row["level"]),
-            row["branch"] if row["level"] else ("dense" if row["sparsity"] == 0 else "fine-tuned ticket"),
+            _run_name(row),
             f"{row['sparsity']:.1%}",
             f"{row[metric]:.4f}",
             f"{row[metric] - dense:+.4f}",
@@ -31,6 +29,12 @@ def format_table(rows: list[dict], metric: str) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _run_name(row: dict) -> str:
+    if not row["level"]:
+        return "dense" if row["sparsity"] == 0 else "fine-tuned ticket"
+    return row["branch"] + (" (clipped)" if "_to_" in row.get("path", "") else "")
 
 
 def plot(rows: list[dict], metric: str, path) -> None:
@@ -49,7 +53,7 @@ def plot(rows: list[dict], metric: str, path) -> None:
         "reinit": ("^:", "random reinit"),
     }
     for branch, (style, label) in styles.items():
-        series = [dense] + [r for r in rows if r["branch"] == branch and r["level"] > 0]
+        series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
         if len(series) > 1:
             ax.plot([100 * r["sparsity"] for r in series], [r[metric] for r in series], style, label=label)
     ax.set_xlabel("sparsity of prunable weights (%)")
@@ -63,8 +67,12 @@ def plot(rows: list[dict], metric: str, path) -> None:
     plt.close(fig)
 
 
-def write_results(paths: RunPaths, branches: list[str], max_level: int, metric: str) -> list[dict]:
-    rows = collect_rows(paths, branches, max_level)
+def _sparsity(row: dict) -> float:
+    return row["sparsity"]
+
+
+def write_results(paths: RunPaths, metric: str) -> list[dict]:
+    rows = collect_rows(paths)
     write_json(paths.results_json, rows)
     write_text(paths.results_table, format_table(rows, metric))
     plot(rows, metric, paths.plot)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, GradientAccumulationPlugin, set_seed
 from transformers import PreTrainedModel
 
-from .config import LAUNCHER_DEFAULTS, DataArguments, RunConfig, TrainArguments
+from .config import CONTROLS, LAUNCHER_DEFAULTS, REACH_FIELDS, DataArguments, RunConfig, TrainArguments
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
 from .model import load_model_config, load_tokenizer
-from .paths import LevelPaths, RunPaths
+from .paths import IMP, LevelPaths, RunPaths
+from .pruning import last_level_clipped, level_densities
 from .storage import read_json, save_tensors, save_weights, write_folder, write_json, write_text
 from .tasks import Metric, TaskData, TaskKind, resolve_task_kind
 
@@ -116,7 +118,9 @@ def default_output_dir(config: RunConfig) -> Path:
         name = data.task or Path(data.train_file).stem
     else:
         name = Path(data.dataset_name).name if data.dataset_name else "default-corpus"
-    return Path("runs") / f"{model}-{name}-{config.run_hash()}"
+    folder = Path("runs") / f"{model}-{name}-{config.run_hash()}"
+    legacy = folder.with_name(f"{model}-{name}-{config.legacy_run_hash()}")  # named by hf-lottery 0.1
+    return legacy if not folder.exists() and legacy.is_dir() else folder
 
 
 def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
@@ -160,8 +164,15 @@ def start_run_dir(
     kind it was found for, and which of its weights the fine-tuning started from).
     """
     if accelerator.is_main_process:
+        if paths.config.exists() and read_json(paths.config).get("format_version", 1) == 1:
+            _migrate_version_1(paths, RunConfig.from_dict(read_json(paths.config)))
         if not paths.config.exists():
             write_text(paths.config, config.to_json())
+        if config.prune is not None:  # each invocation's reach: how far it went and how
+            reach = {k: getattr(config.prune, k) for k in sorted(REACH_FIELDS)}
+            with open(paths.run_log, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **reach,
+                                      "command": config.to_command()}) + "\n")  # fmt: skip
         if not paths.model_files.exists():
             base = {"name": config.model.model_name_or_path, "revision": config.model.revision,
                     "commit": getattr(model.config, "_commit_hash", None), **(base_facts or {})}  # fmt: skip
@@ -176,6 +187,22 @@ def start_run_dir(
         for stale in paths.root.rglob(".*.tmp-*"):  # left by a killed run; never mistaken for a result
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     accelerator.wait_for_everyone()
+
+
+def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
+    """A run directory of hf-lottery 0.1 in today's layout: its clipped last level moves off the trunk.
+
+    0.1 stored a level clipped to hit --target-sparsity as an ordinary level, which an extended run would
+    prune from. Folders are renamed before config.json is rewritten, so a kill in between repeats the move.
+    """
+    densities = level_densities(old.prune) if old.prune is not None else [1.0]
+    if old.prune is not None and last_level_clipped(densities, old.prune):
+        last = len(densities) - 1
+        for branch in (IMP, *CONTROLS):
+            trunk, clipped = paths.level(branch, last), paths.level(branch, last, old.prune.target_sparsity)
+            if trunk.root.exists() and not clipped.root.exists():
+                trunk.root.rename(clipped.root)
+    write_text(paths.config, old.to_json())
 
 
 def save_level(

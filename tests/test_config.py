@@ -38,9 +38,13 @@ def test_rewind_step_parsed():
 def test_run_hash_is_pinned_and_ignores_output_dir():
     # Pinned: a change here renames every existing run directory.
     config = RunConfig.build(**BASE)
-    assert config.run_hash() == "3f52d210f3"  # the same as hf-lottery 0.1's flat config: old runs keep their names
+    assert config.run_hash() == "c422d34eec"
+    assert config.legacy_run_hash() == "3f52d210f3"  # hf-lottery 0.1's name for it: found as a fallback
     assert RunConfig.build(**BASE, output_dir="elsewhere").run_hash() == config.run_hash()
     assert RunConfig.build(**BASE, prune_fraction=0.3).run_hash() != config.run_hash()
+    # How far a run goes is not part of its identity: a longer run of the same config has the same name.
+    longer = RunConfig.build(**{**BASE, "target_sparsity": 0.95}, levels=20, control=["reinit"])
+    assert longer.run_hash() == config.run_hash() and longer.identity() == config.identity()
 
 
 def test_json_round_trip_drops_unknown_keys():
