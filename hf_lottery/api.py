@@ -35,7 +35,7 @@ from transformers import PreTrainedModel
 from .config import ModelArguments, PruneArguments, RunConfig, TrainArguments
 from .errors import LotteryError
 from .lottery import Run, describe_schedule, run_levels
-from .masks import Mask, apply_mask, select_prunable
+from .masks import Mask, apply_mask, select_prunable, zero_pruned_gradient
 from .paths import RunPaths
 from .pruning import level_densities
 from .runs import check_run_dir, start_run_dir
@@ -127,7 +127,7 @@ class _gradients_masked:
     def __enter__(self) -> None:
         for param, pruned in self.hooked:
             pruned = pruned.to(param.device)
-            self.handles.append(param.register_hook(lambda grad, pruned=pruned: grad.masked_fill(pruned, 0)))
+            self.handles.append(param.register_hook(zero_pruned_gradient(pruned)))
 
     def __exit__(self, *exc: object) -> None:
         for handle in self.handles:

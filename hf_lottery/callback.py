@@ -17,7 +17,6 @@ a mask of the full tensor would mask nothing, silently: they are refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .errors import LotteryError
-from .masks import Mask, check_mask
+from .masks import Mask, check_mask, zero_pruned_gradient
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP/DataParallel and torch.compile
 
@@ -90,7 +89,7 @@ class MaskedTrainingCallback(TrainerCallback):
         self._bind(model)
         self._remove_hooks()  # a previous train() that raised left its hooks
         for name, param in self._params.items():
-            self._handles.append(param.register_hook(_masking_hook(self._pruned[name])))
+            self._handles.append(param.register_hook(zero_pruned_gradient(self._pruned[name])))
         self._mask_weights()
 
     def on_optimizer_step(
@@ -127,13 +126,6 @@ class MaskedTrainingCallback(TrainerCallback):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-
-
-def _masking_hook(pruned: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        return grad.masked_fill(pruned, 0)
-
-    return hook
 
 
 def _unwrapped_name(name: str, names: set[str]) -> str:

@@ -12,7 +12,7 @@ type of the decoder would otherwise make them prunable. A pooler the task does n
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -114,3 +114,16 @@ def apply_mask(model: nn.Module, mask: Mask) -> None:
     params = dict(model.named_parameters())
     for name, m in mask.items():
         params[name].mul_(m.to(params[name].device))
+
+
+def zero_pruned_gradient(pruned: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``Tensor.register_hook`` hook that zeroes the gradient where ``pruned`` is True.
+
+    On a parameter it runs on every backward, before the gradient is accumulated into ``.grad``: before DDP's
+    reducer reads it and before any clipping. ``masked_fill`` turns an inf or NaN at a pruned position into 0.
+    """
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return grad.masked_fill(pruned, 0)
+
+    return hook
