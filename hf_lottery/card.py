@@ -15,7 +15,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import __version__
 from .config import RunConfig
+from .controls import CONTROLS
 from .report import format_table
+from .strategies import get_strategy
 from .tasks import Metric, get_task_kind
 
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
@@ -91,9 +93,16 @@ def render_card(
         command=facts["command"],
         version=__version__,
         prune_fraction=prune.prune_fraction if prune else None,
-        scope=prune.scope if prune else None,
+        strategy=get_strategy(prune.scope).description if prune else None,
+        controls_sentence=_controls_sentence(rows),
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _controls_sentence(rows: list[dict]) -> str:
+    """What the controls in the table are, in the registry's words; nothing when the run had none."""
+    present = [CONTROLS[name].description for name in CONTROLS if any(r["branch"] == name for r in rows)]
+    return f" The controls ({'; '.join(present)}) show whether the ticket wins." if present else ""
 
 
 def _show(metric: Metric, value: float) -> str:
@@ -123,8 +132,7 @@ def _prune_description(config: RunConfig, facts: dict) -> str:
             )
         return text
     prune = config.prune
-    scope = "one global magnitude threshold" if prune.scope == "global" else "the same fraction in each tensor"
     return (
-        f"Each level removed {prune.prune_fraction:.0%} of the surviving weights by magnitude ({scope}), "
-        "rewound the survivors and trained again."
+        f"Each level removed {prune.prune_fraction:.0%} of the surviving weights "
+        f"({get_strategy(prune.scope).description}), rewound the survivors and trained again."
     )

@@ -19,7 +19,6 @@ from typing import Any, Literal, Self
 
 from .errors import LotteryError
 
-CONTROLS = ("random-prune", "reinit")
 # Version of the run directory layout written in config.json. 1: the flat config of hf-lottery 0.1 (no
 # version key), classification only. 2: the config split by concern, with the task kind.
 FORMAT_VERSION = 2
@@ -176,8 +175,12 @@ class PruneArguments:
     prune_fraction: float = field(
         default=0.2, metadata=_help("Share of the still-alive weights removed per level, in (0, 1).")
     )
-    scope: Literal["global", "layer"] = field(
-        default="global", metadata=_help("One magnitude threshold over all prunable tensors, or per tensor.")
+    scope: str = field(
+        default="global",
+        metadata=_help(
+            "The pruning strategy: global (one magnitude threshold over all prunable tensors) or layer (the "
+            "same fraction in each tensor)."
+        ),
     )
     include: list[str] | None = field(
         default=None,
@@ -206,10 +209,14 @@ class PruneArguments:
             raise LotteryError(f"--levels must be >= 0, got {self.levels}")
         if not 0.0 < self.prune_fraction < 1.0:
             raise LotteryError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction}")
+        from .controls import CONTROLS  # the registries import this module
+        from .strategies import get_strategy
+
+        get_strategy(self.scope)  # an unknown name is one line
         bad = [c for c in self.control if c not in CONTROLS]
         if bad:
             raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")
-        self.control = sorted(set(self.control), key=CONTROLS.index)
+        self.control = sorted(set(self.control), key=list(CONTROLS).index)
         _ = self.rewind_step  # validates the format
         for flag in ("include", "exclude"):
             for pattern in getattr(self, flag) or []:

@@ -16,21 +16,22 @@ import copy
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_model as load_weights_into
 from transformers import PreTrainedModel
 
 from .config import PruneArguments, RunConfig
+from .controls import CONTROLS
 from .errors import LotteryError
 from .masks import Mask, apply_mask, dense_mask, select_prunable
 from .paths import IMP, LevelPaths, RunPaths
-from .pruning import keep_counts, last_level_clipped, level_densities, magnitude_prune, random_prune
+from .pruning import last_level_clipped, level_densities
 from .report import write_results
 from .runs import load_task, make_accelerator, save_level, start_run_dir
 from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, save_weights
+from .strategies import get_strategy
 from .tasks import Metric
 from .training import total_optimizer_steps, train
 
@@ -148,8 +149,8 @@ def _train_level(run: Run, branch: str, level: int) -> None:
         return
     mask = _mask_for(run, branch, level)
     model = copy.deepcopy(run.model)  # the rewind point
-    if branch == "reinit":
-        _reinitialise(run, model)
+    if branch != IMP:
+        CONTROLS[branch]().start(model, run.prunable, seed=run.config.train.seed)
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
     metrics = run.train_level(model, mask, level=level, desc=f"level {level} ({branch}, sparsity {sparsity:.1%})")
@@ -175,7 +176,7 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
         trained = copy.deepcopy(run.model)
         load_weights_into(trained, str(run.paths.level(IMP, level - 1).weights))
         weights = {name: p for name, p in trained.named_parameters() if name in previous}
-        mask = magnitude_prune(weights, previous, keep_counts(previous, run.densities[level], run.prune.scope))
+        mask = get_strategy(run.prune.scope).prune(weights, previous, run.densities[level])
         emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
         if emptied:
             run.accelerator.print(
@@ -185,22 +186,5 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
             )
         return mask
     ticket = load_tensors(run.level_paths(IMP, level).mask)
-    if branch == "reinit":
-        return ticket
-    # random-prune: the ticket's per-tensor survivor counts, drawn at random inside the previous random mask.
-    previous_paths = run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)
-    previous = load_tensors(previous_paths.mask)
-    counts = {name: int(m.sum()) for name, m in ticket.items()}
-    return random_prune(previous, counts, torch.Generator().manual_seed(run.config.train.seed * 1000 + level))
-
-
-def _reinitialise(run: Run, model: PreTrainedModel) -> None:
-    """Replace the prunable weights by a fresh random initialisation (same for every level)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(run.config.train.seed + 1)
-        fresh = type(model)._from_config(model.config)
-    fresh_params = dict(fresh.named_parameters())
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in run.prunable:
-                param.copy_(fresh_params[name])
+    previous = load_tensors((run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)).mask)
+    return CONTROLS[branch]().mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)

@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CONTROLS
-
 IMP = "imp"
 
 
@@ -105,6 +103,8 @@ class RunPaths:
 
     def finished_levels(self) -> list[LevelPaths]:
         """Every complete level on disk, of IMP and every control, in table order (level, sparsity, branch)."""
+        from .controls import CONTROLS
+
         found = []
         for index, branch in enumerate((IMP, *CONTROLS)):
             for folder in (self.root / branch).glob("level_*"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .controls import CONTROLS
 from .paths import IMP, RunPaths
 from .storage import atomic_path, read_json, write_json, write_text
 
@@ -47,11 +48,7 @@ def plot(rows: list[dict], metric: str, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     dense = rows[0]
     ax.axhline(dense[metric], color="grey", linestyle="--", label=f"dense ({dense[metric]:.3f})")
-    styles = {
-        IMP: ("o-", "IMP ticket (rewound)"),
-        "random-prune": ("s--", "random pruning"),
-        "reinit": ("^:", "random reinit"),
-    }
+    styles = {IMP: ("o-", "IMP ticket (rewound)"), **{name: (c.style, c.label) for name, c in CONTROLS.items()}}
     for branch, (style, label) in styles.items():
         series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
         if len(series) > 1:

@@ -18,7 +18,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, GradientAccumulationPlugin, set_seed
 from transformers import PreTrainedModel
 
-from .config import CONTROLS, LAUNCHER_DEFAULTS, REACH_FIELDS, DataArguments, RunConfig, TrainArguments
+from .config import LAUNCHER_DEFAULTS, REACH_FIELDS, DataArguments, RunConfig, TrainArguments
+from .controls import CONTROLS
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
 from .model import load_model_config, load_tokenizer
