@@ -30,8 +30,9 @@ LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 # How far an invocation goes: not what decides each level's result, so rerunning with a higher target, more
 # levels or another control extends the same run (run_log.jsonl records each invocation's reach).
 REACH_FIELDS = frozenset({"levels", "target_sparsity", "control"})
-# Where a run is written and pushed: neither changes what it computes, nor belongs in its command line.
-OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private"})
+# Where a run is written and pushed, and whether it runs at all: none changes what it computes, nor belongs in
+# its command line.
+OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run"})
 # Fields left out of the run's identity (config.json holds the rest, and the run directory's name hashes it).
 NON_IDENTITY_FIELDS = REACH_FIELDS | OUTPUT_FIELDS
 
@@ -200,6 +201,13 @@ class PruneArguments:
     )
     control: list[str] = field(
         default_factory=list, metadata=_help("Control runs beside IMP: random-prune and/or reinit.")
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata=_help(
+            "Print the levels, their sparsities, optimizer steps per level and in all, and the disk the run "
+            "will write; then exit, writing nothing."
+        ),
     )
 
     def __post_init__(self) -> None:

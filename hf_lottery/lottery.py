@@ -87,6 +87,9 @@ def prepare_run(config: RunConfig) -> Run:
     rewind_step = config.prune.rewind_step
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
+    if config.prune.dry_run:
+        accelerator.print(plan_table(densities, config.prune, steps, task.model, prunable))
+        raise DryRun
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
 
     def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, on_step=None) -> dict:
@@ -95,6 +98,29 @@ def prepare_run(config: RunConfig) -> Run:
         return train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, on_step=on_step)
 
     return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
+
+
+class DryRun(Exception):
+    """``--dry-run``: the plan is printed; nothing is trained or written."""
+
+
+def plan_table(densities: list[float], prune: PruneArguments, steps: int, model: PreTrainedModel, prunable) -> str:
+    """The levels a run will train, their optimizer steps and the bytes it will write (weights and masks)."""
+    params = dict(model.named_parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    mask_bytes = sum(params[name].numel() for name in prunable)  # a bool per prunable weight
+    branches = 1 + len(prune.control)
+    trainings = 1 + branches * (len(densities) - 1)
+    lines = ["| level | sparsity | runs | optimizer steps |", "|---|---|---|---|", f"| 0 | 0.0% | dense | {steps} |"]
+    for level, density in enumerate(densities[1:], 1):
+        runs = ", ".join(["imp", *prune.control])
+        lines.append(f"| {level} | {1 - density:.1%} | {runs} | {branches * steps} |")
+    disk = trainings * (weight_bytes + mask_bytes) + weight_bytes  # every level's files, and the rewind point
+    lines.append(
+        f"{trainings} trainings, {trainings * steps} optimizer steps in all; about {disk / 1e9:.2f} GB of weights "
+        "and masks on disk"
+    )
+    return "\n".join(lines)
 
 
 def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
@@ -106,8 +132,12 @@ def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
 
 
 def run_lottery(config: RunConfig) -> list[dict]:
-    """Run (or resume) every level of IMP and its controls; return one result row per level."""
-    return run_levels(prepare_run(config))
+    """Run (or resume) every level of IMP and its controls; return one result row per level (none for a dry run)."""
+    try:
+        run = prepare_run(config)
+    except DryRun:
+        return []
+    return run_levels(run)
 
 
 def run_levels(run: Run) -> list[dict]:

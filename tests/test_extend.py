@@ -109,3 +109,17 @@ def test_a_version_1_run_keeps_its_name_and_its_clipped_level_moves_off_the_trun
     moved = paths.root / "imp" / "level_2_to_70.00" / "weights.safetensors"
     assert moved.stat().st_mtime_ns == weights and not (paths.root / "imp" / "level_2").exists()
     assert read_json(paths.config)["format_version"] == 2 and [r["level"] for r in rows] == [0, 1, 2]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys):
+    from hf_lottery.cli import main
+    from hf_lottery.demo import DEMO_DATA
+
+    out = tmp_path / "run"
+    files = ["--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file", str(DEMO_DATA / "dev.tsv")]
+    args = [*files, "--levels", "2", "--prune-fraction", "0.5", "--control", "reinit", "--max-steps", "3"]
+    assert main(["prune", str(tiny_bert), *args, "--dry-run", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | 0.0% | dense | 3 |" in printed and "| 2 | 75.0% | imp, reinit | 6 |" in printed
+    assert "5 trainings, 15 optimizer steps in all" in printed and "GB of weights and masks on disk" in printed
+    assert not out.exists()
