@@ -32,7 +32,7 @@ LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 REACH_FIELDS = frozenset({"levels", "target_sparsity", "control"})
 # Where a run is written and pushed, and whether it runs at all: none changes what it computes, nor belongs in
 # its command line.
-OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run"})
+OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to"})
 # Fields left out of the run's identity (config.json holds the rest, and the run directory's name hashes it).
 NON_IDENTITY_FIELDS = REACH_FIELDS | OUTPUT_FIELDS
 
@@ -143,6 +143,13 @@ class TrainArguments:
         default=None, metadata=_help("Also evaluate every N optimizer steps and keep the best weights.")
     )
     seed: int = field(default=42, metadata=_help("Seed of the head init, data order and controls."))
+    report_to: str = field(
+        default="none",
+        metadata=_help(
+            "tensorboard, wandb, all or none: loss, learning rate and evaluation metrics of every step, tagged "
+            "by branch and level, through Accelerate's trackers (TensorBoard files go to the run directory)."
+        ),
+    )
     output_dir: str | None = field(
         default=None, metadata=_help("Run directory (default: runs/<model>-<data>-<config hash>).")
     )
@@ -159,6 +166,8 @@ class TrainArguments:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise LotteryError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.report_to not in ("tensorboard", "wandb", "all", "none"):
+            raise LotteryError(f"--report-to must be tensorboard, wandb, all or none, got {self.report_to!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise LotteryError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 

@@ -21,13 +21,14 @@ from .masks import Mask, dense_mask, density, select_prunable
 from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
-from .runs import make_accelerator, open_run_dir, save_level, start_run_dir
+from .runs import default_output_dir, make_accelerator, open_run_dir, save_level, start_run_dir
 from .storage import save_weights
 from .tasks import kind_of_model, resolve_task_kind
 from .training import train
 
 
 def run_finetune(config: RunConfig) -> list[dict]:
+    config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
     accelerator = make_accelerator(config.train)
     name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed
     kind = resolve_task_kind(config.model, config.data, load_model_config(name, revision))
@@ -57,13 +58,15 @@ def run_finetune(config: RunConfig) -> list[dict]:
     tokenizer = load_tokenizer(name, model, revision)
     prepared = kind.prepare(data, tokenizer, config.data, accelerator)
     start_run_dir(paths, config, model, tokenizer, accelerator, base)
+    accelerator.init_trackers("hf-lottery", config={k: str(v) for k, v in config.flat().items()})
     level = paths.level(IMP, 0)
     if not level.is_done():
         if accelerator.is_main_process:
             save_weights(paths.rewind_point, rewind)
         desc = f"finetune ({1 - density(mask):.1%} sparse)"
-        metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc)
+        metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name)
         save_level(accelerator, level, model, mask, metrics, prepared.metric)
+    accelerator.end_training()
     rows = write_results(paths, prepared.metric.name) if accelerator.is_main_process else []
     accelerator.wait_for_everyone()
     return rows

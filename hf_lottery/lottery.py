@@ -28,7 +28,7 @@ from .masks import Mask, apply_mask, dense_mask, select_prunable
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .report import write_results
-from .runs import load_task, make_accelerator, save_level, start_run_dir
+from .runs import default_output_dir, load_task, make_accelerator, save_level, start_run_dir
 from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, save_weights
 from .strategies import get_strategy
@@ -43,7 +43,9 @@ class TrainLevel(Protocol):
     optimizer step: level 0 saves the rewind point through it.
     """
 
-    def __call__(self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, on_step=None) -> dict: ...
+    def __call__(
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None
+    ) -> dict: ...
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Run:
 
 def prepare_run(config: RunConfig) -> Run:
     """Check the config, model, run directory and data; write the config only when all of them are good."""
+    config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
     accelerator = make_accelerator(config.train)
     densities = level_densities(config.prune)
     task = load_task(config, accelerator, plan=f"schedule: {describe_schedule(densities, config.prune)}")
@@ -91,13 +94,19 @@ def prepare_run(config: RunConfig) -> Run:
         accelerator.print(plan_table(densities, config.prune, steps, task.model, prunable))
         raise DryRun
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
+    accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
-    def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, on_step=None) -> dict:
+    def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None) -> dict:
         seed = config.train.seed + level
         set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-        return train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, on_step=on_step)
+        return train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step)
 
     return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
+
+
+def _tracker_config(config: RunConfig) -> dict:
+    """The run's values as trackers take them (scalars; lists as text)."""
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config.flat().items()}
 
 
 class DryRun(Exception):
@@ -148,6 +157,7 @@ def run_levels(run: Run) -> list[dict]:
     for level in range(1, len(run.densities)):
         for branch in run.branches():
             _train_level(run, branch, level)
+    run.accelerator.end_training()  # closes the trackers' files
     rows = []
     if run.accelerator.is_main_process:
         rows = write_results(run.paths, run.metric.name)
@@ -168,7 +178,7 @@ def _train_level_0(run: Run) -> None:
             save_weights(run.paths.rewind_point, trained)
 
     mask = dense_mask(model, run.prunable)
-    metrics = run.train_level(model, mask, level=0, desc="level 0 (dense)", on_step=save_rewind_point)
+    metrics = run.train_level(model, mask, level=0, desc="level 0 (dense)", tag=paths.name, on_step=save_rewind_point)
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
@@ -183,7 +193,8 @@ def _train_level(run: Run, branch: str, level: int) -> None:
         CONTROLS[branch]().start(model, run.prunable, seed=run.config.train.seed)
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
-    metrics = run.train_level(model, mask, level=level, desc=f"level {level} ({branch}, sparsity {sparsity:.1%})")
+    desc = f"level {level} ({branch}, sparsity {sparsity:.1%})"
+    metrics = run.train_level(model, mask, level=level, desc=desc, tag=paths.name)
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
 
 

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, GradientAccumulationPlugin, set_seed
+from accelerate.utils import (
+    DistributedType,
+    GradientAccumulationPlugin,
+    is_tensorboard_available,
+    is_wandb_available,
+    set_seed,
+)
 from transformers import PreTrainedModel
 
 from .config import LAUNCHER_DEFAULTS, REACH_FIELDS, DataArguments, RunConfig, TrainArguments
@@ -96,9 +102,19 @@ def resolve_launcher_settings(args: TrainArguments) -> dict[str, str]:
     return sources
 
 
+TRACKER_PACKAGES = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+
+
 def make_accelerator(args: TrainArguments) -> Accelerator:
     resolve_launcher_settings(args)
+    available = TRACKER_PACKAGES.get(args.report_to)
+    if available is not None and not available():
+        raise LotteryError(
+            f"--report-to {args.report_to} needs the {args.report_to} package: pip install {args.report_to}"
+        )
     accelerator = Accelerator(
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,  # TensorBoard's event files go to the run directory
         mixed_precision=args.mixed_precision,
         # A plugin, not the number: Accelerate lets its environment variable override a plain number.
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps),
@@ -219,7 +235,10 @@ def save_level(
         info = {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
                 "greater_is_better": metric.greater_is_better}  # fmt: skip
         write_json(paths.metrics, {**metrics, **info})
-        accelerator.print(
+        line = (
             f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
         )
+        accelerator.print(line)
+        with open(paths.root.parent.parent / "training.log", "a", encoding="utf-8") as log:  # a batch job's record
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}, {metrics.get('steps', 0)} steps\n")
     accelerator.wait_for_everyone()

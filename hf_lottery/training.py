@@ -110,12 +110,14 @@ def train(
     *,
     seed: int,
     desc: str,
+    tag: str = "train",
     on_step: Callable[[int, PreTrainedModel], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with ``mask`` fixed; return the validation metrics of the weights it keeps.
 
     ``on_step(step, model)`` is called after step 0 (before training) and after every optimizer step;
-    the IMP driver saves the rewind point with it.
+    the IMP driver saves the rewind point with it. With trackers on the accelerator, loss, learning rate and
+    evaluations are logged under ``tag`` (the level's folder, e.g. ``imp/level_3``) by optimizer step.
     """
     train_loader = DataLoader(
         data.train,
@@ -163,10 +165,13 @@ def train(
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.4f}")
+            if accelerator.trackers:
+                accelerator.log({f"{tag}/loss": loss.item(), f"{tag}/learning_rate": scheduler.get_last_lr()[0]}, step)
             if on_step is not None:
                 on_step(step, model)
             if args.eval_steps and step % args.eval_steps == 0 and step < total_steps:
                 metrics = data.evaluate(prepared, eval_loader, accelerator)
+                accelerator.log({f"{tag}/eval_{k}": v for k, v in metrics.items()}, step)
                 if best is None or metric.better(metrics[metric.name], best[0]):
                     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                     best = (metrics[metric.name], metrics, state)
@@ -174,6 +179,7 @@ def train(
                 break
     progress.close()
     metrics = data.evaluate(prepared, eval_loader, accelerator)
+    accelerator.log({f"{tag}/eval_{k}": v for k, v in metrics.items()}, step)
     if best is not None and metric.better(best[0], metrics[metric.name]):
         logger.info(f"{desc}: keeping the weights of the best evaluation ({metric.name} {best[0]:.4f})")
         model.load_state_dict(best[2])

@@ -123,3 +123,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys)
     assert "| 0 | 0.0% | dense | 3 |" in printed and "| 2 | 75.0% | imp, reinit | 6 |" in printed
     assert "5 trainings, 15 optimizer steps in all" in printed and "GB of weights and masks on disk" in printed
     assert not out.exists()
+
+
+def test_trackers_get_every_step_and_a_log_file_every_level(tiny_bert, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hf_lottery.cli import main
+
+    out = RunPaths(tmp_path / "run")
+    run_lottery(make_config(tiny_bert, out.root, levels=1, prune_fraction=0.5, report_to="tensorboard"))
+    events = sorted(out.root.rglob("events.out.tfevents*"))
+    assert events, "no TensorBoard event file in the run directory"
+    tags = set()
+    for event_file in events:
+        tags |= set(EventAccumulator(str(event_file)).Reload().Tags()["scalars"])
+    assert {"imp/level_0/loss", "imp/level_1/learning_rate", "imp/level_1/eval_accuracy"} <= tags
+    lines = (out.root / "training.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1].split(":")[0] for line in lines] == ["level 0 (imp)", "level 1 (imp)"]
+
+    capsys.readouterr()
+    args = ["prune", str(tiny_bert), "--task", "sst2", "--levels", "1", "--report-to", "wandb"]
+    assert main([*args, "--output-dir", str(tmp_path / "w")]) == 1  # wandb is not installed here
+    assert "needs the wandb package: pip install wandb" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
