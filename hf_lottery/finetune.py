@@ -21,7 +21,7 @@ from .masks import Mask, dense_mask, density, select_prunable
 from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
-from .runs import default_output_dir, make_accelerator, open_run_dir, save_level, start_run_dir
+from .runs import default_output_dir, finish_trackers, make_accelerator, open_run_dir, save_level, start_run_dir
 from .storage import save_weights
 from .tasks import kind_of_model, resolve_task_kind
 from .training import train
@@ -66,7 +66,7 @@ def run_finetune(config: RunConfig) -> list[dict]:
         desc = f"finetune ({1 - density(mask):.1%} sparse)"
         metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name)
         save_level(accelerator, level, model, mask, metrics, prepared.metric)
-    accelerator.end_training()
+    finish_trackers(accelerator)
     rows = write_results(paths, prepared.metric.name) if accelerator.is_main_process else []
     accelerator.wait_for_everyone()
     return rows

@@ -28,7 +28,7 @@ from .masks import Mask, apply_mask, dense_mask, select_prunable
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .report import write_results
-from .runs import default_output_dir, load_task, make_accelerator, save_level, start_run_dir
+from .runs import default_output_dir, finish_trackers, load_task, make_accelerator, save_level, start_run_dir
 from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, save_weights
 from .strategies import get_strategy
@@ -157,7 +157,7 @@ def run_levels(run: Run) -> list[dict]:
     for level in range(1, len(run.densities)):
         for branch in run.branches():
             _train_level(run, branch, level)
-    run.accelerator.end_training()  # closes the trackers' files
+    finish_trackers(run.accelerator)
     rows = []
     if run.accelerator.is_main_process:
         rows = write_results(run.paths, run.metric.name)

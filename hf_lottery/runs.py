@@ -80,6 +80,13 @@ LAUNCHER_SETTINGS = {
 }
 
 
+def finish_trackers(accelerator: Accelerator) -> None:
+    """Close the trackers' files (``Accelerator.end_training`` would also tear down the process group)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers = []
+
+
 def resolve_launcher_settings(args: TrainArguments) -> dict[str, str]:
     """Fill each Accelerator setting left unset: the flag wins, then the launcher's environment, then the default.
 
