@@ -29,7 +29,12 @@ DEFAULT_LM_TARGET_SPARSITY = 0.7
 LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 # How far an invocation goes: not what decides each level's result, so rerunning with a higher target, more
 # levels or another control extends the same run (run_log.jsonl records each invocation's reach).
-REACH_FIELDS = frozenset({"levels", "target_sparsity", "control"})
+# The cheaper ticket methods (one-shot, early-bird) are branches over the same level 0 and rewind point, so they
+# are reach too; early-bird's settings are checked against its own branch folder instead (methods/early_bird.py).
+REACH_FIELDS = frozenset(
+    {"levels", "target_sparsity", "control", "one_shot", "early_bird", "early_bird_every", "early_bird_window",
+     "early_bird_threshold"}
+)  # fmt: skip
 # Where a run is written and pushed, and whether it runs at all: none changes what it computes, nor belongs in
 # its command line.
 OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to"})
@@ -211,6 +216,34 @@ class PruneArguments:
     control: list[str] = field(
         default_factory=list, metadata=_help("Control runs beside IMP: random-prune and/or reinit.")
     )
+    one_shot: list[float] = field(
+        default_factory=list,
+        metadata=_help(
+            "One-shot pruning (a branch beside IMP): for each of these sparsities, prune the dense level-0 weights "
+            "straight to it, rewind and train once. Adding it to a finished run trains only its own levels."
+        ),
+    )
+    early_bird: list[float] = field(
+        default_factory=list,
+        metadata=_help(
+            "Early-bird IMP to these sparsities (a branch beside IMP): each search level stops as soon as its next "
+            "mask stops changing, and the masks at these sparsities are then trained fully from the rewind point."
+        ),
+    )
+    early_bird_every: int = field(
+        default=10, metadata=_help("Early-bird: draw the next level's mask every N optimizer steps.")
+    )
+    early_bird_window: int = field(
+        default=5,
+        metadata=_help("Early-bird: stop once W mask distances in a row are below the threshold (You et al.: 5)."),
+    )
+    early_bird_threshold: float = field(
+        default=0.1,
+        metadata=_help(
+            "Early-bird: the mask distance below which the mask counts as settled, in (0, 1): the share of the "
+            "level's surviving weights whose mask bit changed since the last check (You et al.: 0.1)."
+        ),
+    )
     dry_run: bool = field(
         default=False,
         metadata=_help(
@@ -235,6 +268,14 @@ class PruneArguments:
             raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")
         self.control = sorted(set(self.control), key=list(CONTROLS).index)
         _ = self.rewind_step  # validates the format
+        for flag in ("one_shot", "early_bird"):
+            bad_sparsity = [s for s in getattr(self, flag) if not 0.0 < s < 1.0]
+            if bad_sparsity:
+                raise LotteryError(f"--{flag.replace('_', '-')} sparsities must be in (0, 1), got {bad_sparsity[0]}")
+            setattr(self, flag, sorted(set(getattr(self, flag))))
+        _positive(self, "early_bird_every", "early_bird_window")
+        if not 0.0 < self.early_bird_threshold < 1.0:
+            raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")
         for flag in ("include", "exclude"):
             for pattern in getattr(self, flag) or []:
                 try:
@@ -313,10 +354,18 @@ class RunConfig:
             if self.prune is None:
                 raise LotteryError("a prune config needs its pruning arguments")
             schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
+            if not schedule and (self.prune.one_shot or self.prune.early_bird):
+                self.prune.levels, schedule = 0, True  # only the cheap methods: IMP trains the dense level 0
             if not schedule and self.data.has_source:
                 raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
             if not schedule:  # the one-command default job: announced in the run's first lines
                 self.prune.target_sparsity = DEFAULT_LM_TARGET_SPARSITY
+            early_bird = self.prune.early_bird_every * self.prune.early_bird_window
+            if self.prune.early_bird and self.train.max_steps is not None and self.train.max_steps < early_bird:
+                raise LotteryError(
+                    f"--early-bird needs at least --early-bird-every x --early-bird-window = {early_bird} steps per "
+                    f"level, but --max-steps is {self.train.max_steps}"
+                )
         elif self.finetune is None:
             self.finetune = FinetuneArguments()
 

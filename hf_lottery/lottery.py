@@ -17,21 +17,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 from safetensors.torch import load_model as load_weights_into
 from transformers import PreTrainedModel
 
 from .config import PruneArguments, RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
-from .masks import Mask, apply_mask, dense_mask, select_prunable
+from .levels import prune, shared_mask, train_from_rewind, trained_weights
+from .masks import Mask, dense_mask, select_prunable
+from .methods import METHODS, Method
+from .methods.early_bird import level_of
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .report import write_results
 from .runs import default_output_dir, finish_trackers, load_task, make_accelerator, save_level, start_run_dir
-from .sparse import pack_mask, unpack_mask
 from .storage import load_tensors, save_weights
-from .strategies import get_strategy
 from .tasks import Metric
 from .training import total_optimizer_steps, train
 
@@ -70,7 +71,12 @@ class Run:
         return self.config.prune
 
     def branches(self) -> list[str]:
+        """IMP and its controls, trained level by level."""
         return [IMP, *self.prune.control]
+
+    def methods(self) -> list[Method]:
+        """The cheaper ticket methods this invocation asks for, each a branch over level 0."""
+        return [method() for method in METHODS.values() if method.asked(self.prune)]
 
     def level_paths(self, branch: str, level: int) -> LevelPaths:
         """Where a level of this invocation lives: on the trunk, or off it when it is clipped to the target."""
@@ -93,6 +99,9 @@ def prepare_run(config: RunConfig) -> Run:
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config.prune, steps, task.model, prunable))
         raise DryRun
+    for method in METHODS.values():
+        if method.asked(config.prune):
+            method().check(task.paths, config.prune)
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
@@ -124,10 +133,19 @@ def plan_table(densities: list[float], prune: PruneArguments, steps: int, model:
     for level, density in enumerate(densities[1:], 1):
         runs = ", ".join(["imp", *prune.control])
         lines.append(f"| {level} | {1 - density:.1%} | {runs} | {branches * steps} |")
+    for sparsity in prune.one_shot:
+        lines.append(f"| 1 | {sparsity:.1%} | one-shot | {steps} |")
+    for sparsity in prune.early_bird:
+        lines.append(f"| - | {sparsity:.1%} | early-bird | {steps} |")
+    trainings += len(prune.one_shot) + len(prune.early_bird)
     disk = trainings * (weight_bytes + mask_bytes) + weight_bytes  # every level's files, and the rewind point
+    search = ""
+    if prune.early_bird:
+        levels = level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
+        search = f", plus at most {levels * steps} in {levels} early-bird search levels (stopped once masks settle)"
     lines.append(
-        f"{trainings} trainings, {trainings * steps} optimizer steps in all; about {disk / 1e9:.2f} GB of weights "
-        "and masks on disk"
+        f"{trainings} trainings, {trainings * steps} optimizer steps in all{search}; about {disk / 1e9:.2f} GB of "
+        "weights and masks on disk"
     )
     return "\n".join(lines)
 
@@ -157,6 +175,8 @@ def run_levels(run: Run) -> list[dict]:
     for level in range(1, len(run.densities)):
         for branch in run.branches():
             _train_level(run, branch, level)
+    for method in run.methods():
+        method.train(run)
     finish_trackers(run.accelerator)
     rows = []
     if run.accelerator.is_main_process:
@@ -187,45 +207,24 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     paths = run.level_paths(branch, level)
     if paths.is_done():
         return
-    mask = _mask_for(run, branch, level)
-    model = copy.deepcopy(run.model)  # the rewind point
+    mask = shared_mask(run.accelerator, lambda: _compute_mask(run, branch, level))
+    start = None
     if branch != IMP:
-        CONTROLS[branch]().start(model, run.prunable, seed=run.config.train.seed)
-    apply_mask(model, mask)
-    sparsity = 1.0 - run.densities[level]
-    desc = f"level {level} ({branch}, sparsity {sparsity:.1%})"
-    metrics = run.train_level(model, mask, level=level, desc=desc, tag=paths.name)
-    save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
+        control = CONTROLS[branch]()
 
+        def start(model: PreTrainedModel) -> None:
+            control.start(model, run.prunable, seed=run.config.train.seed)
 
-def _mask_for(run: Run, branch: str, level: int) -> Mask:
-    """The level's mask: computed once, on the main process, and broadcast, so every rank holds the same."""
-    mask = _compute_mask(run, branch, level) if run.accelerator.is_main_process else None
-    if run.accelerator.num_processes == 1:
-        return mask
-    shapes = {name: tuple(m.shape) for name, m in mask.items()} if mask is not None else None
-    payload = [shapes, {name: pack_mask(m) for name, m in mask.items()} if mask is not None else None]
-    broadcast_object_list(payload, from_process=0)
-    shapes, packed = payload
-    return {name: unpack_mask(packed[name].cpu(), shape) for name, shape in shapes.items()}
+    desc = f"level {level} ({branch}, sparsity {1.0 - run.densities[level]:.1%})"
+    train_from_rewind(run, paths, mask, level=level, desc=desc, start=start)
 
 
 def _compute_mask(run: Run, branch: str, level: int) -> Mask:
     """The level's mask, from files on disk only, so that a resumed run computes the same one."""
     if branch == IMP:  # pruned from the trunk level before, never from a clipped one
         previous = load_tensors(run.paths.level(IMP, level - 1).mask)
-        trained = copy.deepcopy(run.model)
-        load_weights_into(trained, str(run.paths.level(IMP, level - 1).weights))
-        weights = {name: p for name, p in trained.named_parameters() if name in previous}
-        mask = get_strategy(run.prune.scope).prune(weights, previous, run.densities[level])
-        emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
-        if emptied:
-            run.accelerator.print(
-                f"warning: level {level} removed every weight of {', '.join(emptied[:3])}"
-                f"{' and more' if len(emptied) > 3 else ''}: their magnitudes are far below the rest "
-                "(an untrained pooler, say); --scope layer or --exclude keeps them"
-            )
-        return mask
+        weights = trained_weights(run, run.paths.level(IMP, level - 1))
+        return prune(run, weights, previous, run.densities[level], what=f"level {level}")
     ticket = load_tensors(run.level_paths(IMP, level).mask)
     previous = load_tensors((run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)).mask)
     return CONTROLS[branch]().mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)

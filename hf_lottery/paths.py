@@ -9,6 +9,8 @@
       imp/level_N_to_70.00/          a level clipped to hit --target-sparsity exactly: off the trunk, never a parent
       random-prune/level_1/ ...      controls, when asked for
       reinit/level_1/ ...
+      one-shot/level_1_to_90.00/     a cheaper ticket method's levels (hf_lottery/methods/), over the same level 0
+      early-bird/...                 (its search levels and settings: see methods/early_bird.py)
       results.json, results.md, sparsity_vs_metric.png
 
 A level folder holds mask.safetensors, weights.safetensors (trained), sparsity.json and
@@ -38,6 +40,11 @@ class LevelPaths:
     @property
     def clipped(self) -> bool:
         return "_to_" in self.root.name
+
+    @property
+    def clipped_to(self) -> float | None:
+        """The target sparsity a clipped level hits (its folder says it in percent)."""
+        return float(self.root.name.split("_to_")[1]) / 100 if self.clipped else None
 
     @property
     def name(self) -> str:
@@ -102,13 +109,20 @@ class RunPaths:
         return LevelPaths(self.root / branch / f"level_{level}{suffix}")
 
     def finished_levels(self) -> list[LevelPaths]:
-        """Every complete level on disk, of IMP and every control, in table order (level, sparsity, branch)."""
+        """Every complete level on disk, of IMP, every control and every method, in table order (level, sparsity,
+        branch)."""
         from .controls import CONTROLS
+        from .methods import METHODS
 
         found = []
         for index, branch in enumerate((IMP, *CONTROLS)):
             for folder in (self.root / branch).glob("level_*"):
                 level = LevelPaths(folder)
                 if level.is_done():
-                    found.append((level.number, not level.clipped, index, level))  # a clipped N is below trunk N
-        return [level for *_, level in sorted(found, key=lambda item: item[:3])]
+                    found.append(((0, level.number, not level.clipped, index), level))  # a clipped N is below trunk N
+        for index, branch in enumerate(METHODS, 1):  # each method's levels after IMP's, by sparsity
+            for folder in (self.root / branch).glob("level_*"):
+                level = LevelPaths(folder)
+                if level.is_done():
+                    found.append(((index, level.clipped_to or 0.0, 0, 0), level))
+        return [level for _, level in sorted(found, key=lambda item: item[0])]

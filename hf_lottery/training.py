@@ -111,12 +111,15 @@ def train(
     seed: int,
     desc: str,
     tag: str = "train",
-    on_step: Callable[[int, PreTrainedModel], None] | None = None,
+    on_step: Callable[[int, PreTrainedModel], bool | None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with ``mask`` fixed; return the validation metrics of the weights it keeps.
 
     ``on_step(step, model)`` is called after step 0 (before training) and after every optimizer step;
-    the IMP driver saves the rewind point with it. With trackers on the accelerator, loss, learning rate and
+    the IMP driver saves the rewind point with it. When it returns True the level stops there, unevaluated
+    (an early-bird search level: only its mask is wanted), and only ``steps`` is returned.
+
+    With trackers on the accelerator, loss, learning rate and
     evaluations are logged under ``tag`` (the level's folder, e.g. ``imp/level_3``) by optimizer step.
     """
     train_loader = DataLoader(
@@ -140,14 +143,13 @@ def train(
     prepared, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
-    if on_step is not None:
-        on_step(0, model)
+    stopped = on_step is not None and bool(on_step(0, model))
 
     metric = data.metric
     best: tuple[float, dict[str, float], dict[str, torch.Tensor]] | None = None
     step = 0
     progress = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
-    while step < total_steps:
+    while step < total_steps and not stopped:
         for batch in train_loader:
             prepared.train()
             with accelerator.accumulate(prepared):
@@ -167,8 +169,9 @@ def train(
             progress.set_postfix(loss=f"{loss.item():.4f}")
             if accelerator.trackers:
                 accelerator.log({f"{tag}/loss": loss.item(), f"{tag}/learning_rate": scheduler.get_last_lr()[0]}, step)
-            if on_step is not None:
-                on_step(step, model)
+            if on_step is not None and on_step(step, model):
+                stopped = True
+                break
             if args.eval_steps and step % args.eval_steps == 0 and step < total_steps:
                 metrics = data.evaluate(prepared, eval_loader, accelerator)
                 accelerator.log({f"{tag}/eval_{k}": v for k, v in metrics.items()}, step)
@@ -178,6 +181,9 @@ def train(
             if step >= total_steps:
                 break
     progress.close()
+    if stopped:
+        accelerator.free_memory()
+        return {"steps": step}
     metrics = data.evaluate(prepared, eval_loader, accelerator)
     accelerator.log({f"{tag}/eval_{k}": v for k, v in metrics.items()}, step)
     if best is not None and metric.better(best[0], metrics[metric.name]):

@@ -1,0 +1,17 @@
+"""The cheaper ticket methods, by name: the only table that maps a branch name to a method.
+
+Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one line here.
+"""
+
+from __future__ import annotations
+
+from .base import Method
+from .early_bird import EarlyBird
+from .one_shot import OneShot
+
+METHODS: dict[str, type[Method]] = {
+    OneShot.name: OneShot,
+    EarlyBird.name: EarlyBird,
+}
+
+__all__ = ["METHODS", "Method"]

@@ -1,0 +1,50 @@
+"""What a ticket method is: another way than IMP's trunk to reach a mask, trained as a branch over the same dense
+level 0 and rewind point, so adding one to a finished run trains only its own levels.
+
+A new method is one module with a subclass of ``Method`` plus one line in ``hf_lottery.methods.METHODS``.
+A subclass sets ``name`` (its branch folder), ``label`` and ``style`` (the plot's legend and matplotlib
+format), ``description`` and ``citation`` (the card's words), and implements:
+
+- ``asked(prune)``: whether the run's pruning arguments ask for it (its flags);
+- ``check(paths, prune)``: refuse, in one line and before anything is written, what the run directory
+  cannot take (settings that differ from those its finished levels were found with);
+- ``train(run)``: train its levels that are not finished, each saved with ``levels.train_from_rewind``
+  into ``run.paths.level(name, n, clipped_to=sparsity)``;
+- ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
+  to find the mask of its level ``level`` (the results' total steps column);
+- ``results_section(paths)``: optionally, Markdown (and figures) for ``results.md`` about how it searched.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from ..config import PruneArguments
+from ..paths import RunPaths
+
+if TYPE_CHECKING:
+    from ..lottery import Run
+
+
+class Method:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    style: ClassVar[str]
+    description: ClassVar[str]  # for the card: "one-shot magnitude pruning of the dense fine-tuned weights"
+    citation: ClassVar[str]  # for the card: where the method comes from
+
+    @staticmethod
+    def asked(prune: PruneArguments) -> bool:
+        raise NotImplementedError
+
+    def check(self, paths: RunPaths, prune: PruneArguments) -> None:
+        """Nothing to refuse by default."""
+
+    def train(self, run: Run) -> None:
+        raise NotImplementedError
+
+    def search_steps(self, paths: RunPaths, level: int) -> int:
+        return 0
+
+    def results_section(self, paths: RunPaths) -> str:
+        return ""

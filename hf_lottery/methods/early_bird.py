@@ -1,0 +1,215 @@
+"""Early-bird tickets (You et al. 2020; EarlyBERT, Chen et al. 2021): the mask of the next level settles long
+before a level's training ends, so IMP's search levels stop there.
+
+Each search level trains its mask from the rewind point and, every ``--early-bird-every`` optimizer steps,
+draws the next level's mask from the live weights (the run's strategy, no copy of the model). The distance
+between two successive draws is the share of the level's surviving weights whose bit changed; once
+``--early-bird-window`` distances in a row are below ``--early-bird-threshold`` the level stops, and the
+mask drawn there is the next level's. A level that never settles trains to its end.
+
+A stopped level's metric would not be comparable, so search levels are search-only: the masks at the asked
+sparsities are drawn at the stop of the search level that crosses them (as a clipped IMP level is) and trained
+fully from the rewind point; only those enter the table. Level 1's mask comes from the fully trained dense
+level 0, which every branch shares.
+
+    early-bird/settings.json        every, window, threshold: the search depends on them
+    early-bird/search_K/            mask.safetensors (what level K trained), search.json (stop step, distances)
+    early-bird/level_K_to_S/        a trained level at sparsity S, drawn at the stop of search level K-1
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import PruneArguments
+from ..errors import LotteryError
+from ..levels import prunable_weights, prune, shared_flag, shared_mask, train_from_rewind, trained_weights
+from ..masks import Mask, apply_mask
+from ..paths import IMP, RunPaths
+from ..storage import atomic_path, load_tensors, read_json, save_tensors, write_json
+from ..strategies import get_strategy
+from .base import Method
+
+if TYPE_CHECKING:
+    from ..lottery import Run
+
+SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
+RECORD = "search.json"
+DISTANCE_PLOT = "early_bird_distances.png"
+
+
+def mask_distance(a: Mask, b: Mask, alive: int) -> float:
+    """The share of ``alive`` weights whose mask bit differs between ``a`` and ``b`` (normalised Hamming)."""
+    return sum(int((a[name] ^ b[name]).sum()) for name in a) / max(alive, 1)
+
+
+class EarlyBird(Method):
+    name = "early-bird"
+    label = "early-bird IMP"
+    style = "v-."
+    citation = "You et al. 2020; Chen et al. 2021"
+    description = (
+        "early-bird IMP: each search level stopped once its next mask settled, the mask at the target trained fully"
+    )
+
+    @staticmethod
+    def asked(prune: PruneArguments) -> bool:
+        return bool(prune.early_bird)
+
+    def settings_file(self, paths: RunPaths) -> Path:
+        return paths.root / self.name / "settings.json"
+
+    def check(self, paths: RunPaths, prune: PruneArguments) -> None:
+        file = self.settings_file(paths)
+        if not file.exists():
+            return
+        found = read_json(file)
+        changed = [k for k in SETTINGS if found.get(k) != getattr(prune, k)]
+        if changed:
+            was = ", ".join(f"--{k.replace('_', '-')} {found.get(k)}" for k in changed)
+            raise LotteryError(
+                f"{paths.root}'s early-bird levels were searched with {was}; give the same values or another "
+                "--output-dir"
+            )
+
+    def search_folder(self, paths: RunPaths, level: int) -> Path:
+        return paths.root / self.name / f"search_{level}"
+
+    def search_steps(self, paths: RunPaths, level: int) -> int:
+        """Steps of the search levels before ``level`` (search level K-1 drew the mask of level K)."""
+        return sum(read_json(self.search_folder(paths, k) / RECORD)["stopped_at"] for k in range(1, level))
+
+    def results_section(self, paths: RunPaths) -> str:
+        return _results_section(paths)
+
+    def train(self, run: Run) -> None:
+        if run.accelerator.is_main_process and not self.settings_file(run.paths).exists():
+            write_json(self.settings_file(run.paths), {k: getattr(run.prune, k) for k in SETTINGS})
+        keep = 1.0 - run.prune.prune_fraction
+        targets = run.prune.early_bird
+        for level in range(level_of(targets[-1], keep)):  # search level L draws the masks of level L + 1
+            crossed = [t for t in targets if level_of(t, keep) == level + 1]
+            if level == 0:  # level 0 is IMP's, trained fully: its weights give level 1's masks
+                dense = run.paths.level(IMP, 0)
+                if run.accelerator.is_main_process and self._missing(run, 1, crossed):
+                    self._draw(run, trained_weights(run, dense), load_tensors(dense.mask), 1, crossed)
+                run.accelerator.wait_for_everyone()
+            elif self._missing(run, level + 1, crossed) or not (self.search_folder(run.paths, level) / RECORD).exists():
+                self._search(run, level, crossed)
+        for target in targets:
+            paths = run.paths.level(self.name, level_of(target, keep), clipped_to=target)
+            if not paths.is_done():
+                mask = shared_mask(run.accelerator, lambda: load_tensors(paths.mask))  # noqa: B023 (called at once)
+                train_from_rewind(run, paths, mask, level=paths.number, desc=f"early-bird to {target:.1%}")
+
+    def _outputs(self, run: Run, level: int, crossed: list[float]) -> dict[float | None, Path]:
+        """The masks drawn for ``level``: the search level's (key None) and those of the targets it crosses."""
+        out: dict[float | None, Path] = {None: self.search_folder(run.paths, level) / "mask.safetensors"}
+        return out | {t: run.paths.level(self.name, level, clipped_to=t).mask for t in crossed}
+
+    def _missing(self, run: Run, level: int, crossed: list[float]) -> bool:
+        return not all(path.exists() for path in self._outputs(run, level, crossed).values())
+
+    def _draw(self, run: Run, weights: dict, previous: Mask, level: int, crossed: list[float]) -> None:
+        """Save the masks of ``level`` drawn from ``weights`` (those of search level ``level - 1`` where it stopped)."""
+        keep = 1.0 - run.prune.prune_fraction
+        for target, path in self._outputs(run, level, crossed).items():
+            if not path.exists():
+                density = keep**level if target is None else 1.0 - target
+                save_tensors(path, prune(run, weights, previous, density, what=f"early-bird level {level}"))
+
+    def _search(self, run: Run, level: int, crossed: list[float]) -> None:
+        """Train search level ``level`` until the next mask settles; save what it drew and where it stopped."""
+        folder = self.search_folder(run.paths, level)
+        prune_args, strategy = run.prune, get_strategy(run.prune.scope)
+        mask = shared_mask(run.accelerator, lambda: load_tensors(folder / "mask.safetensors"))
+        alive = sum(int(m.sum()) for m in mask.values())
+        next_density = (1.0 - prune_args.prune_fraction) ** (level + 1)
+        model = copy.deepcopy(run.model)
+        apply_mask(model, mask)
+        weights = prunable_weights(model, run.prunable)  # the live parameters: each check reads them in place
+        seen: dict = {"mask": None, "below": 0, "distances": [], "settled": False}
+
+        def check(step: int, _model) -> bool:
+            if step % prune_args.early_bird_every:
+                return False
+            settled = None
+            if run.accelerator.is_main_process:
+                drawn = strategy.prune(weights, mask, next_density)
+                if seen["mask"] is not None:
+                    distance = mask_distance(drawn, seen["mask"], alive)
+                    seen["distances"].append([step, distance])
+                    seen["below"] = seen["below"] + 1 if distance < prune_args.early_bird_threshold else 0
+                seen["mask"] = drawn
+                settled = seen["below"] >= prune_args.early_bird_window
+            seen["settled"] = shared_flag(run.accelerator, settled)
+            return seen["settled"]
+
+        desc = f"early-bird search level {level} (sparsity {1.0 - (1.0 - prune_args.prune_fraction) ** level:.1%})"
+        result = run.train_level(model, mask, level=level, desc=desc, tag=f"{self.name}/search_{level}", on_step=check)
+        if run.accelerator.is_main_process:
+            self._draw(run, weights, mask, level + 1, crossed)
+            write_json(
+                folder / RECORD,
+                {"level": level, "sparsity": 1.0 - alive / sum(m.numel() for m in mask.values()),
+                 "stopped_at": result["steps"], "settled": seen["settled"],
+                 "distances": seen["distances"]},
+            )  # fmt: skip
+        run.accelerator.wait_for_everyone()
+
+
+def level_of(target: float, keep: float) -> int:
+    """The level whose geometric sparsity first reaches ``target``: its mask is drawn at the stop of the one before."""
+    level = 1
+    while 1.0 - keep**level < target - 1e-12:
+        level += 1
+    return level
+
+
+def _search_records(paths: RunPaths) -> list[dict]:
+    folders = (paths.root / EarlyBird.name).glob("search_*")
+    return sorted((read_json(f / RECORD) for f in folders if (f / RECORD).exists()), key=lambda r: r["level"])
+
+
+def _results_section(paths: RunPaths) -> str:
+    """The search levels: where each stopped, of how many steps, and the mask distances it saw (and a plot)."""
+    records = _search_records(paths)
+    if not records:
+        return ""
+    lines = [
+        "## Early-bird search",
+        "",
+        "Search levels are stopped once the next mask settles; they are not evaluated (search only).",
+        "",
+        "| search level | sparsity | stopped at step | settled | last mask distances |",
+        "|---|---|---|---|---|",
+    ]
+    for r in records:
+        last = ", ".join(f"{d:.3f}" for _, d in r["distances"][-5:])
+        lines.append(f"| {r['level']} | {r['sparsity']:.1%} | {r['stopped_at']} | {'yes' if r['settled'] else 'no'} "
+                     f"| {last} |")  # fmt: skip
+    _plot_distances(records, paths.root / DISTANCE_PLOT)
+    return "\n".join([*lines, "", f"![mask distances]({DISTANCE_PLOT})", ""])
+
+
+def _plot_distances(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for r in records:
+        if r["distances"]:
+            steps, distances = zip(*r["distances"], strict=True)
+            ax.plot(steps, distances, ".-", label=f"search level {r['level']} ({r['sparsity']:.0%})")
+    ax.set_xlabel("optimizer step of the search level")
+    ax.set_ylabel("mask distance to the last check")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

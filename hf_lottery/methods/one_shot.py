@@ -1,0 +1,45 @@
+"""One-shot magnitude pruning (OMP, as BERT-Tickets reports beside IMP): the dense level-0 weights pruned straight
+to each target, rewound and trained once. A sparsity sweep costs one training per target instead of a level per
+pruning step, and shows what the iterations of IMP buy.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ..config import PruneArguments
+from ..levels import prune, shared_mask, train_from_rewind, trained_weights
+from ..masks import Mask
+from ..paths import IMP, LevelPaths
+from ..storage import load_tensors
+from .base import Method
+
+if TYPE_CHECKING:
+    from ..lottery import Run
+
+
+class OneShot(Method):
+    name = "one-shot"
+    label = "one-shot (OMP)"
+    style = "D-."
+    citation = "Chen et al. 2020 report it beside IMP"
+    description = "one-shot magnitude pruning of the dense fine-tuned weights to the target, then rewound and trained"
+
+    @staticmethod
+    def asked(prune: PruneArguments) -> bool:
+        return bool(prune.one_shot)
+
+    def train(self, run: Run) -> None:
+        dense = run.paths.level(IMP, 0)
+        for sparsity in run.prune.one_shot:
+            paths = run.paths.level(self.name, 1, clipped_to=sparsity)
+            if paths.is_done():
+                continue
+            mask = shared_mask(run.accelerator, partial(self._draw, run, dense, sparsity))
+            train_from_rewind(run, paths, mask, level=1, desc=f"one-shot to {sparsity:.1%}")
+
+    @staticmethod
+    def _draw(run: Run, dense: LevelPaths, sparsity: float) -> Mask:
+        weights = trained_weights(run, dense)
+        return prune(run, weights, load_tensors(dense.mask), 1.0 - sparsity, what=f"one-shot to {sparsity:.1%}")
