@@ -16,6 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from . import __version__
 from .config import RunConfig
 from .controls import CONTROLS
+from .methods import METHODS
 from .report import format_table
 from .strategies import get_strategy
 from .tasks import Metric, get_task_kind
@@ -81,6 +82,7 @@ def render_card(
         summary=summary,
         base_model=base,
         base_model_url=f"https://huggingface.co/{base}" if on_hub else base,
+        method=_method(facts),
         prune_description=_prune_description(config, facts),
         level=facts["level"],
         sparsity_pct=f"{sparsity:.1%}",
@@ -132,7 +134,22 @@ def _prune_description(config: RunConfig, facts: dict) -> str:
             )
         return text
     prune = config.prune
-    return (
+    imp = (
         f"Each level removed {prune.prune_fraction:.0%} of the surviving weights "
         f"({get_strategy(prune.scope).description}), rewound the survivors and trained again."
     )
+    if facts.get("branch") not in METHODS:
+        return imp
+    return (
+        f"Its mask was drawn with {get_strategy(prune.scope).description}. The table's total steps count every "
+        f"optimizer step a row cost, level 0 and the search for its mask included. The run's IMP levels: "
+        f"{imp[0].lower()}{imp[1:]}"
+    )
+
+
+def _method(facts: dict) -> str:
+    """How the shipped ticket was found, in the words of its method (IMP unless a cheaper method found it)."""
+    method = METHODS.get(facts.get("branch", ""))
+    if method is None:
+        return "iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Chen et al. 2020)"
+    return f"{method.description} ({method.citation})"

@@ -42,12 +42,14 @@ def _prune(args: list[str]) -> RunConfig:
 
 
 def _level(value: str) -> int | str:
-    if value == "best":
+    if value == "best" or "/" in value:  # "best", or a level's folder as the results name it
         return value
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--level takes a level number or 'best', not {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--level takes a level number, a level's folder (one-shot/level_1_to_90.00) or 'best', not {value!r}"
+        ) from None
 
 
 def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
@@ -58,7 +60,8 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
         "--level",
         type=_level,
         default="best",
-        help="level number, or 'best': the sparsest level within --tolerance of dense (default)",
+        help="an IMP level number, a level's folder as results.md names it (one-shot/level_1_to_90.00), or "
+        "'best': the sparsest ticket within --tolerance of dense, of IMP or a cheaper method the run has (default)",
     )
     parser.add_argument(
         "--tolerance",

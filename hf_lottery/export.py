@@ -18,6 +18,7 @@ from . import __version__
 from .card import render_card
 from .config import RunConfig
 from .errors import LotteryError
+from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
@@ -59,10 +60,18 @@ class FinishedRun:
         return row_metric(self.rows[0])
 
     def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[dict, str]:
-        """The IMP level to ship and why: a number (a trunk level before a clipped one of the same number), or
-        ``best``, the sparsest level within tolerance of dense. Returns its result row.
+        """The level to ship and why: an IMP level number (a trunk level before a clipped one of the same number),
+        a level's folder (``one-shot/level_1_to_90.00``), or ``best``: the sparsest ticket within tolerance of
+        dense, of IMP or a cheaper method (the better one at equal sparsity; controls are never shipped).
+        Returns its result row.
         """
         imp = [r for r in self.rows if r["branch"] == IMP]
+        if isinstance(level, str) and "/" in level:
+            row = next((r for r in self.rows if r.get("path") == level.strip("/")), None)
+            if row is None:
+                names = ", ".join(r["path"] for r in self.rows if "path" in r)
+                raise LotteryError(f"the run has no level {level!r}; its levels are {names}")
+            return row, f"chosen by hand (`--level {level}`)."
         if level != "best":
             matches = sorted((r for r in imp if r["level"] == int(level)), key=lambda r: "_to_" in r.get("path", ""))
             if not matches:
@@ -70,8 +79,10 @@ class FinishedRun:
             return matches[0], f"chosen by hand (`--level {level}`)."
         metric = self.metric
         dense = imp[0][metric.name]
-        within = [r for r in imp if within_tolerance(r[metric.name], dense, metric, tolerance)]
-        best = max(within, key=lambda r: r["sparsity"])
+        tickets = [r for r in self.rows if r["branch"] == IMP or r["branch"] in METHODS]
+        within = [r for r in tickets if within_tolerance(r[metric.name], dense, metric, tolerance)]
+        sign = 1 if metric.greater_is_better else -1
+        best = max(within, key=lambda r: (round(r["sparsity"], 6), sign * r[metric.name]))
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         return best, (
             f"the sparsest level whose {metric.name} is {how} the dense model's "
@@ -97,7 +108,7 @@ class FinishedRun:
             "base_model_commit": base["commit"], "task_kind": c.model.task_kind, "task": c.data.task,
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
-            "level": row["level"], "level_reason": reason, "sparsity": row["sparsity"],
+            "level": row["level"], "branch": row["branch"], "level_reason": reason, "sparsity": row["sparsity"],
             "metric_value": row[metric.name], "dense_metric_value": self.rows[0][metric.name], "levels": self.rows,
             "command": row.get("command") or c.to_command(),
             "finetuned_from": base["name"] if c.command == "finetune" else None,

@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 from .controls import CONTROLS
+from .methods import METHODS
 from .paths import IMP, RunPaths
 from .storage import atomic_path, read_json, write_json, write_text
 
 
 def collect_rows(paths: RunPaths) -> list[dict]:
-    """Every finished level on disk, dense first: those of earlier invocations and controls added later too."""
-    return [{**read_json(level.metrics), "path": level.name} for level in paths.finished_levels()]
+    """Every finished level on disk, dense first: those of earlier invocations and controls added later too.
+
+    Each row gets ``total_steps``: the optimizer steps spent to produce it, its own training plus level 0 and
+    whatever found its mask (the IMP trunk levels before it, or a method's search), which is what the cheaper
+    methods are compared by.
+    """
+    rows = [{**read_json(level.metrics), "path": level.name} for level in paths.finished_levels()]
+    trunk = {r["level"]: r.get("steps", 0) for r in rows if r["branch"] == IMP and "_to_" not in r["path"]}
+    for row in rows:
+        before = 0
+        if row["level"] > 0:
+            before = trunk.get(0, 0)
+            if row["branch"] in METHODS:
+                before += METHODS[row["branch"]]().search_steps(paths, row["level"])
+            else:
+                before += sum(trunk.get(n, 0) for n in range(1, row["level"]))
+        row["total_steps"] = before + row.get("steps", 0)
+    return rows
 
 
 def format_table(rows: list[dict], metric: str) -> str:
     """A Markdown table: level, branch, sparsity, the main metric and its difference to dense."""
     dense = rows[0][metric]
-    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command")
+    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command",
+             "total_steps")  # fmt: skip
     extra = [k for k in rows[0] if k not in known]
-    header = ["level", "run", "sparsity", metric, "vs dense", *extra]
+    header = ["level", "run", "sparsity", metric, "vs dense", *extra, "total steps"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -27,6 +45,7 @@ def format_table(rows: list[dict], metric: str) -> str:
             f"{row[metric]:.4f}",
             f"{row[metric] - dense:+.4f}",
             *(f"{row[k]:.4f}" for k in extra),
+            str(row.get("total_steps", "")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -35,7 +54,8 @@ def format_table(rows: list[dict], metric: str) -> str:
 def _run_name(row: dict) -> str:
     if not row["level"]:
         return "dense" if row["sparsity"] == 0 else "fine-tuned ticket"
-    return row["branch"] + (" (clipped)" if "_to_" in row.get("path", "") else "")
+    clipped = "_to_" in row.get("path", "") and row["branch"] not in METHODS  # a method's levels all hit targets
+    return row["branch"] + (" (clipped)" if clipped else "")
 
 
 def plot(rows: list[dict], metric: str, path) -> None:
@@ -48,7 +68,8 @@ def plot(rows: list[dict], metric: str, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     dense = rows[0]
     ax.axhline(dense[metric], color="grey", linestyle="--", label=f"dense ({dense[metric]:.3f})")
-    styles = {IMP: ("o-", "IMP ticket (rewound)"), **{name: (c.style, c.label) for name, c in CONTROLS.items()}}
+    styles = {IMP: ("o-", "IMP ticket (rewound)")}
+    styles |= {name: (kind.style, kind.label) for name, kind in (CONTROLS | METHODS).items()}
     for branch, (style, label) in styles.items():
         series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
         if len(series) > 1:
@@ -71,6 +92,7 @@ def _sparsity(row: dict) -> float:
 def write_results(paths: RunPaths, metric: str) -> list[dict]:
     rows = collect_rows(paths)
     write_json(paths.results_json, rows)
-    write_text(paths.results_table, format_table(rows, metric))
+    sections = [section for method in METHODS.values() if (section := method().results_section(paths))]
+    write_text(paths.results_table, "\n".join([format_table(rows, metric), *sections]))
     plot(rows, metric, paths.plot)
     return rows
