@@ -19,9 +19,17 @@ pytestmark = pytest.mark.multiprocess
 REPO = Path(__file__).resolve().parent.parent
 
 
-def launch(model: Path, out: Path, processes: int, batch: int, record: Path | None = None, stop_after: int = -1):
+def launch(
+    model: Path,
+    out: Path,
+    processes: int,
+    batch: int,
+    record: Path | None = None,
+    stop_after: int = -1,
+    schedule: tuple[str, ...] = ("--levels", "2", "--control", "random-prune"),
+):
     args = ["prune", str(model), "--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file",
-            str(DEMO_DATA / "dev.tsv"), "--levels", "2", "--control", "random-prune", "--max-train-samples", "96",
+            str(DEMO_DATA / "dev.tsv"), *schedule, "--max-train-samples", "96",
             "--max-eval-samples", "40", "--batch-size", str(batch), "--epochs", "2", "--learning-rate", "1e-3",
             "--seed", "0", "--output-dir", str(out)]  # fmt: skip
     env = {**os.environ, "MP_STOP_AFTER": str(stop_after), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -60,7 +68,7 @@ def two_processes(no_dropout_bert, tmp_path_factory):
 def test_every_rank_trains_with_the_same_masks(two_processes):
     root, _ = two_processes
     rank0, rank1 = load_file(root / "masks_rank0.safetensors"), load_file(root / "masks_rank1.safetensors")
-    assert set(rank0) == set(rank1) and any(k.startswith("random-prune/2/") for k in rank0)
+    assert set(rank0) == set(rank1) and any(k.startswith("level 2 (random-prune") for k in rank0)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
 
 
@@ -107,3 +115,24 @@ def test_a_stopped_multi_process_run_resumes_to_the_same_result(two_processes, n
         for name in ("mask.safetensors", "weights.safetensors"):
             a, b = files(tmp_path / "run", branch, 2, name), files(root / "run", branch, 2, name)
             assert all(torch.equal(a[k], b[k]) for k in a), f"{branch} {name}"
+
+
+def test_one_shot_and_early_bird_draw_the_same_masks_and_stop_at_the_same_step_on_every_rank(no_dropout_bert, tmp_path):
+    schedule = ("--levels", "1", "--prune-fraction", "0.5", "--one-shot", "0.6", "--early-bird", "0.6", "0.85",
+                "--early-bird-every", "1", "--early-bird-window", "2", "--early-bird-threshold", "0.5")  # fmt: skip
+    done = launch(no_dropout_bert, tmp_path / "run", 2, 8, record=tmp_path, schedule=schedule)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "masks_rank0.safetensors"), load_file(tmp_path / "masks_rank1.safetensors")
+    assert set(rank0) == set(rank1)
+    assert any(k.startswith("one-shot to 60.0%|") for k in rank0) and any(
+        k.startswith("early-bird search") for k in rank0
+    )
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    steps0, steps1 = (read_json(tmp_path / f"steps_rank{r}.json") for r in (0, 1))
+    searches = {desc: n for desc, n in steps0.items() if desc.startswith("early-bird search")}
+    assert searches and all(n < steps0["level 0 (dense)"] for n in searches.values())  # stopped early
+    assert steps0 == steps1
+    for branch, folder in (("one-shot", "level_1_to_60.00"), ("early-bird", "level_2_to_60.00"),
+                           ("early-bird", "level_3_to_85.00")):  # fmt: skip
+        sparsity = read_json(tmp_path / "run" / branch / folder / "metrics.json")["sparsity"]
+        assert abs(sparsity - float(folder.split("_to_")[1]) / 100) < 1e-3

@@ -1,0 +1,155 @@
+"""The cheaper ticket methods (one-shot, early-bird) on a tiny BERT: what they prune, what they cost, how they
+resume, extend a finished run, export and refuse bad settings."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_lottery import export_ticket
+from hf_lottery.cli import main
+from hf_lottery.demo import DEMO_DATA
+from hf_lottery.lottery import run_lottery
+from hf_lottery.paths import RunPaths
+from hf_lottery.storage import read_json
+from hf_lottery.strategies import get_strategy
+from tests.helpers import make_config
+
+EARLY_BIRD = dict(early_bird_every=1, early_bird_window=2, early_bird_threshold=0.5)  # settles at step 2
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("methods") / "run"
+    config = make_config(tiny_bert, out, levels=1, one_shot=[0.5, 0.8], early_bird=[0.6, 0.8], max_steps=6,
+                         **EARLY_BIRD)  # fmt: skip
+    return RunPaths(out), run_lottery(config)
+
+
+def by_path(rows: list[dict]) -> dict[str, dict]:
+    return {r["path"]: r for r in rows}
+
+
+def test_one_shot_prunes_the_dense_fine_tuned_weights_straight_to_each_target(run):
+    paths, rows = run
+    dense = paths.level("imp", 0)
+    weights, previous = load_file(dense.weights), load_file(dense.mask)
+    for sparsity in (0.5, 0.8):
+        level = paths.level("one-shot", 1, clipped_to=sparsity)
+        expected = get_strategy("global").prune({k: weights[k] for k in previous}, previous, 1.0 - sparsity)
+        mask = load_file(level.mask)
+        assert all(torch.equal(mask[k], expected[k]) for k in expected)
+        assert abs(read_json(level.metrics)["sparsity"] - sparsity) < 1e-3
+        trained = load_file(level.weights)
+        assert all((trained[k][~m] == 0).all() for k, m in mask.items())
+    # with a prune fraction of 0.5, IMP's level 1 is the one-shot ticket at 50%: same mask
+    imp, one_shot = load_file(paths.level("imp", 1).mask), load_file(paths.level("one-shot", 1, 0.5).mask)
+    assert all(torch.equal(imp[k], one_shot[k]) for k in imp)
+
+
+def test_early_bird_stops_each_search_level_once_the_mask_settles_and_trains_the_targets_fully(run):
+    paths, rows = run
+    searches = [read_json(paths.root / "early-bird" / f"search_{n}" / "search.json") for n in (1, 2)]
+    assert [s["stopped_at"] for s in searches] == [2, 2] and all(s["settled"] for s in searches)
+    assert [step for step, _ in searches[0]["distances"]] == [1, 2]
+    assert all(d < 0.5 for s in searches for _, d in s["distances"])
+    rows = by_path(rows)
+    # with half the weights pruned per level, 60% is first reached by level 2 (75%) and 80% by level 3 (87.5%):
+    # their masks are drawn where search levels 1 and 2 stopped
+    for path, sparsity, searched in (("early-bird/level_2_to_60.00", 0.6, 2), ("early-bird/level_3_to_80.00", 0.8, 4)):
+        assert abs(rows[path]["sparsity"] - sparsity) < 1e-3
+        assert rows[path]["steps"] == 6  # trained fully
+        assert rows[path]["total_steps"] == 6 + searched + 6  # level 0, the search levels before it, its own
+    table = (paths.root / "results.md").read_text()
+    assert "## Early-bird search" in table and "| 1 | 50.0% | 2 | yes |" in table and "| 2 | 75.0% | 2 | yes |" in table
+    assert (paths.root / "early_bird_distances.png").stat().st_size > 0
+
+
+def test_total_steps_count_what_each_ticket_cost(run):
+    _, rows = run
+    rows = by_path(rows)
+    assert rows["imp/level_0"]["total_steps"] == 6
+    assert rows["imp/level_1"]["total_steps"] == 12
+    assert rows["one-shot/level_1_to_80.00"]["total_steps"] == 12
+
+
+def test_methods_added_to_a_finished_run_train_only_their_own_levels(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    run_lottery(make_config(tiny_bert, out, levels=2, max_steps=4))
+    imp = sorted((out / "imp").rglob("*.safetensors"))
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in imp}
+    rows = run_lottery(make_config(tiny_bert, out, levels=2, max_steps=4, one_shot=[0.9], early_bird=[0.9],
+                                   early_bird_every=1, early_bird_window=2))  # fmt: skip
+    assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in imp} == before
+    trained = [line.split(" ", 1)[1] for line in (out / "training.log").read_text().splitlines()]
+    assert len(trained) == 5 and all("(one-shot)" in t or "(early-bird)" in t for t in trained[3:])
+    assert [r["path"] for r in rows] == ["imp/level_0", "imp/level_1", "imp/level_2", "one-shot/level_1_to_90.00",
+                                         "early-bird/level_4_to_90.00"]  # fmt: skip
+    assert len((out / "run_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_killed_run_with_one_shot_and_early_bird_resumes_to_the_uninterrupted_result(tiny_bert, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "hf_lottery", "prune", str(tiny_bert), "--train-file", str(DEMO_DATA / "train.tsv"),
+            "--validation-file", str(DEMO_DATA / "dev.tsv"), "--levels", "1", "--prune-fraction", "0.5",
+            "--one-shot", "0.7", "--early-bird", "0.6", "0.85", "--early-bird-every", "2", "--early-bird-window", "2",
+            "--early-bird-threshold", "0.9", "--max-train-samples", "64", "--max-eval-samples", "16",
+            "--batch-size", "8", "--max-steps", "30", "--seed", "0"]  # fmt: skip
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen([*args, "--output-dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (killed / "early-bird" / "search_1" / "search.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "early-bird" / "level_3_to_85.00" / "metrics.json").exists(), "killed too late"
+    for out in (killed, whole):
+        subprocess.run([*args, "--output-dir", str(out)], env=env, check=True, capture_output=True, timeout=300)
+    for level in ("one-shot/level_1_to_70.00", "early-bird/level_2_to_60.00", "early-bird/level_3_to_85.00"):
+        for name in ("mask.safetensors", "weights.safetensors"):
+            a, b = load_file(killed / level / name), load_file(whole / level / name)
+            assert all(torch.equal(a[k], b[k]) for k in b), f"{level} {name} differs"
+    for search in ("search_1", "search_2"):
+        assert read_json(killed / "early-bird" / search / "search.json") == read_json(
+            whole / "early-bird" / search / "search.json"
+        )
+    assert (killed / "results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_a_run_searched_with_other_early_bird_settings_is_refused(run, tiny_bert, capsys):
+    paths, _ = run
+    config_before = paths.config.read_text()
+    files = ["--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file", str(DEMO_DATA / "dev.tsv")]
+    args = [*files, "--max-train-samples", "64", "--max-eval-samples", "32", "--max-length", "32", "--levels", "1",
+            "--prune-fraction", "0.5", "--learning-rate", "1e-3", "--batch-size", "16", "--epochs", "1",
+            "--seed", "0", "--max-steps", "6", "--early-bird", "0.6", "--early-bird-every", "2",
+            "--early-bird-window", "2", "--output-dir", str(paths.root)]  # fmt: skip
+    assert main(["prune", str(tiny_bert), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "searched with --early-bird-every 1" in err
+    assert paths.config.read_text() == config_before
+
+
+def test_a_one_shot_ticket_exports_with_a_card_that_describes_its_method(run, tmp_path):
+    paths, _ = run
+    facts = export_ticket(paths.root, tmp_path / "repo", level="one-shot/level_1_to_80.00", repo_id="me/ticket")
+    assert facts["branch"] == "one-shot" and abs(facts["sparsity"] - 0.8) < 1e-3
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "one-shot magnitude pruning" in card and "by iterative magnitude pruning" not in card
+    assert "total steps" in card
+    masks = load_file(paths.level("one-shot", 1, 0.8).mask)
+    shipped = load_file(tmp_path / "repo" / "model.safetensors")
+    assert all((shipped[k][~m] == 0).all() for k, m in masks.items())
+
+
+def test_best_chooses_among_imp_and_the_methods_but_never_a_control(run, tmp_path):
+    paths, rows = run
+    facts = export_ticket(paths.root, tmp_path / "best", level="best", tolerance=1.0)  # every level qualifies
+    assert facts["sparsity"] == max(r["sparsity"] for r in rows if r["branch"] != "random-prune")
+    assert facts["branch"] in ("one-shot", "early-bird")
