@@ -62,16 +62,20 @@ def find_ticket(
     ``train_fn`` trains the model it is given in place, with ``mask`` fixed, and returns the validation
     ``metric`` (a number, or a mapping that holds ``metric`` and any other scores). ``prune`` takes the
     pruning options of ``hf-lottery prune`` by their Python names (``target_sparsity``, ``levels``,
-    ``prune_fraction``, ``scope``, ``include``, ``exclude``, ``control``). The rewind point is ``model`` as
-    given (``rewind_to="pretrained"``). Returns one result row per level, dense first.
+    ``prune_fraction``, ``scope``, ``include``, ``exclude``, ``control``, ``one_shot``). The rewind point is
+    ``model`` as given (``rewind_to="pretrained"``). Returns one result row per level, dense first.
     """
     try:
         json.dumps(dict(run_config))
     except (TypeError, ValueError) as err:
         raise LotteryError(f"run_config must be a JSON mapping (numbers, strings, lists): {err}") from None
     prune_args = PruneArguments(**prune)
+    if prune_args.early_bird:
+        raise LotteryError("early_bird stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
     if prune_args.target_sparsity is None and prune_args.levels is None:
-        raise LotteryError("give target_sparsity (e.g. 0.7) or levels")
+        if not prune_args.one_shot:
+            raise LotteryError("give target_sparsity (e.g. 0.7), levels or one_shot")
+        prune_args.levels = 0  # one-shot only: IMP trains the dense level 0
     if prune_args.rewind_step is not None:
         raise LotteryError("find_ticket rewinds to the model it is given; rewind_to='step:K' needs hf-lottery's loop")
     config = RunConfig(

@@ -97,8 +97,28 @@ def test_bad_arguments_are_one_line(tiny_bert, tmp_path):
         find_ticket(model, TrainFn(), run_config={"fn": print}, output_dir=tmp_path / "a", levels=1)
     with pytest.raises(LotteryError, match="give target_sparsity"):
         find_ticket(model, TrainFn(), run_config={}, output_dir=tmp_path / "b")
+    with pytest.raises(LotteryError, match="early_bird stops levels mid-training"):
+        find_ticket(model, TrainFn(), run_config={}, output_dir=tmp_path / "e", levels=1, early_bird=[0.5])
     with pytest.raises(LotteryError, match="rewind_to='step:K'"):
         find_ticket(model, TrainFn(), run_config={}, output_dir=tmp_path / "c", levels=1, rewind_to="step:3")
     with pytest.raises(LotteryError, match="without the metric 'accuracy'"):
         find_ticket(model, lambda m, k, n: {"f1": 1.0}, run_config={}, output_dir=tmp_path / "d", levels=1,
                     metric="accuracy")  # fmt: skip
+
+
+def test_find_ticket_runs_one_shot_targets_from_the_dense_level(tiny_bert, tmp_path):
+    train_fn = TrainFn()
+    rows = find_ticket(
+        make_model(tiny_bert),
+        train_fn,
+        run_config={},
+        output_dir=tmp_path / "run",
+        metric="accuracy",
+        one_shot=[0.5, 0.8],
+    )
+    assert [(r["branch"], round(r["sparsity"], 3)) for r in rows] == [
+        ("imp", 0.0),
+        ("one-shot", 0.5),
+        ("one-shot", 0.8),
+    ]
+    assert train_fn.calls == [0, 1, 1] and all(train_fn.pruned_grads_zero)
