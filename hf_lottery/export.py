@@ -21,7 +21,7 @@ from .errors import LotteryError
 from .paths import IMP, LevelPaths, RunPaths
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
-from .tasks import Metric, TaskKind, get_task_kind
+from .tasks import TEST_PREFIX, Metric, TaskKind, get_task_kind
 
 # "Matches dense": within one point of a higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a
 # lower-is-better one (perplexity, loss), at most this share above dense (0.01: 1% higher perplexity).
@@ -61,6 +61,9 @@ class FinishedRun:
     def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[dict, str]:
         """The IMP level to ship and why: a number (a trunk level before a clipped one of the same number), or
         ``best``, the sparsest level within tolerance of dense. Returns its result row.
+
+        ``best`` compares validation scores only: the test scores (``test_*``) are never read here, so they stay
+        an estimate of the chosen level that the choice did not flatter.
         """
         imp = [r for r in self.rows if r["branch"] == IMP]
         if level != "best":
@@ -74,7 +77,7 @@ class FinishedRun:
         best = max(within, key=lambda r: r["sparsity"])
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         return best, (
-            f"the sparsest level whose {metric.name} is {how} the dense model's "
+            f"the sparsest level whose validation {metric.name} is {how} the dense model's "
             f"({best[metric.name]:.4f} vs {dense:.4f}): the winning ticket."
         )
 
@@ -99,6 +102,9 @@ class FinishedRun:
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
             "level": row["level"], "level_reason": reason, "sparsity": row["sparsity"],
             "metric_value": row[metric.name], "dense_metric_value": self.rows[0][metric.name], "levels": self.rows,
+            "test_file": c.data.test_file, "test_split": c.data.test_split,
+            "test_metric_value": row.get(TEST_PREFIX + metric.name),
+            "dense_test_metric_value": self.rows[0].get(TEST_PREFIX + metric.name),
             "command": row.get("command") or c.to_command(),
             "finetuned_from": base["name"] if c.command == "finetune" else None,
             "transferred_from_task_kind": base.get("task_kind") if c.command == "finetune" else None,
