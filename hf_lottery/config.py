@@ -100,8 +100,8 @@ class DataArguments:
     test_file: str | None = field(
         default=None,
         metadata=_help(
-            "Local test file, same format and columns: every level is also scored on it, and it never chooses "
-            "a level, so its scores are held out (choosing on validation flatters the chosen level)."
+            "Local test file, same format, text and label columns: every level is also scored on it, and it "
+            "never chooses a level, so its scores are held out (choosing on validation flatters the chosen level)."
         ),
     )
     test_split: str | None = field(
