@@ -19,7 +19,7 @@ from .controls import CONTROLS
 from .methods import METHODS
 from .report import format_table
 from .strategies import get_strategy
-from .tasks import Metric, get_task_kind
+from .tasks import TEST_PREFIX, Metric, get_task_kind
 
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
 SECTION = re.compile(r"<!-- hf-lottery:start.*?<!-- hf-lottery:end -->", re.DOTALL)
@@ -40,6 +40,13 @@ def render_card(
     data_name = f"GLUE {task}" if task else (dataset_id or "validation")
     base = facts["base_model"]
     on_hub = not Path(base).exists()
+    test_value = facts.get("test_metric_value")
+    at = f"{metric.name} at {sparsity:.0%} sparsity"
+    scores = [(data_name if dataset_id else "validation file", "validation", value, at)]
+    if test_value is not None:
+        scores.append(
+            (data_name if dataset_id else "test file", data.test_split or "test", test_value, f"{at}, held out")
+        )
     card_data = ModelCardData(
         base_model=base if on_hub else None,
         library_name="transformers",
@@ -51,12 +58,10 @@ def render_card(
         eval_results=[
             EvalResult(
                 task_type=kind.pipeline_tag, dataset_type=dataset_id or "custom",
-                dataset_name=data_name if dataset_id else "validation file",
-                dataset_config=dataset_config or data.task,
-                dataset_split="validation",
-                metric_type=metric.name, metric_value=round(value, 4),
-                metric_name=f"{metric.name} at {sparsity:.0%} sparsity",
+                dataset_name=name, dataset_config=dataset_config or data.task, dataset_split=split,
+                metric_type=metric.name, metric_value=round(score, 4), metric_name=label,
             )
+            for name, split, score, label in scores
         ],
     )  # fmt: skip
     prune = config.prune
@@ -67,6 +72,9 @@ def render_card(
         f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} vs "
         f"{_show(metric, dense)} dense"
     )
+    if test_value is not None:
+        dense_test = facts["dense_test_metric_value"]
+        summary += f"; held-out test {_show(metric, test_value)} vs {_show(metric, dense_test)} dense"
     rewind = "the pretrained weights"
     if prune is not None and prune.rewind_step is not None:
         rewind = f"the weights after step {prune.rewind_step}"
@@ -74,6 +82,8 @@ def render_card(
         summary = (
             f"A {sparsity:.0%}-sparse lottery ticket fine-tuned on {data_name}: {metric.name} {_show(metric, value)}"
         )
+        if test_value is not None:
+            summary += f", held-out test {_show(metric, test_value)}"
         rewind = "the rewind point of the ticket it was fine-tuned from"
     card = ModelCard.from_template(
         card_data,
@@ -97,6 +107,7 @@ def render_card(
         prune_fraction=prune.prune_fraction if prune else None,
         strategy=get_strategy(prune.scope).description if prune else None,
         controls_sentence=_controls_sentence(rows),
+        test_sentence=_test_sentence(config, rows, metric),
     )
     return str(card) if existing is None else merge_cards(existing, card)
 
@@ -105,6 +116,18 @@ def _controls_sentence(rows: list[dict]) -> str:
     """What the controls in the table are, in the registry's words; nothing when the run had none."""
     present = [CONTROLS[name].description for name in CONTROLS if any(r["branch"] == name for r in rows)]
     return f" The controls ({'; '.join(present)}) show whether the ticket wins." if present else ""
+
+
+def _test_sentence(config: RunConfig, rows: list[dict], metric: Metric) -> str:
+    """What the test columns are, when the run has them: the scores that choosing a level did not see."""
+    if TEST_PREFIX + metric.name not in rows[0]:
+        return ""
+    data = config.data
+    source = f"the {data.test_split!r} split" if data.test_split else f"the test file {Path(data.test_file).name}"
+    return (
+        f" The test columns score every level on {source}, which was never used to choose a level: levels are "
+        f"compared on validation, which flatters the one chosen, so the test {metric.name} is the estimate to quote."
+    )
 
 
 def _show(metric: Metric, value: float) -> str:

@@ -15,6 +15,7 @@ import math
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Self
 
 from .errors import LotteryError
@@ -73,6 +74,13 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    """Where the data comes from and how much of it is used.
+
+    The test split (``test_file``/``test_split``) is part of a run's identity like the rest of the data: its
+    scores go into every level's ``metrics.json``, so a run directory never holds levels scored on different
+    test data, or on none. Left unset it hashes as a default, so runs without one keep their names.
+    """
+
     task: str | None = field(
         default=None,
         metadata=_help(
@@ -91,13 +99,31 @@ class DataArguments:
             "classification), .txt with one document per line (language modelling)."
         ),
     )
-    validation_file: str | None = field(default=None, metadata=_help("Local validation file, same format."))
+    validation_file: str | None = field(
+        default=None, metadata=_help("Local validation file, same format: the level to ship is chosen on it.")
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata=_help(
+            "Local test file, same format, text and label columns: every level is also scored on it, and it "
+            "never chooses a level, so its scores are held out (choosing on validation flatters the chosen level)."
+        ),
+    )
+    test_split: str | None = field(
+        default=None,
+        metadata=_help(
+            "Split of --dataset-name scored like --test-file (e.g. test). GLUE's test splits (--task) have "
+            "no labels: give a labelled local copy with --train-file/--validation-file/--test-file instead."
+        ),
+    )
     text_columns: list[str] | None = field(
         default=None, metadata=_help("Text columns: one or two for classification, one for token lists or text.")
     )
     label_column: str | None = field(default=None, metadata=_help("Label (or tag) column of the data."))
     max_train_samples: int | None = field(default=None, metadata=_help("Use only the first N training rows."))
-    max_eval_samples: int | None = field(default=None, metadata=_help("Use only the first N validation rows."))
+    max_eval_samples: int | None = field(
+        default=None, metadata=_help("Use only the first N validation rows (and test rows).")
+    )
     max_length: int = field(
         default=128, metadata=_help("Tokens per example after truncation (block length for causal-LM).")
     )
@@ -108,11 +134,28 @@ class DataArguments:
             raise LotteryError("give both --train-file and --validation-file")
         if self.dataset_name is not None and self.train_file is not None:
             raise LotteryError("give --dataset-name or --train-file/--validation-file, not both")
+        self._check_test()
         if self.text_columns is not None and len(self.text_columns) not in (1, 2):
             raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
         _positive(self, "max_length", "max_train_samples", "max_eval_samples")
         if not 0.0 < self.mlm_probability < 1.0:
             raise LotteryError(f"--mlm-probability must be in (0, 1), got {self.mlm_probability}")
+
+    def _check_test(self) -> None:
+        """A test split needs the source it belongs to, and must be data the run never trains or chooses on."""
+        if self.test_split is not None and self.dataset_name is None:
+            raise LotteryError(
+                "--test-split needs --dataset-name; GLUE's test splits (--task) have no labels, so give a "
+                "labelled copy with --test-file"
+            )
+        if self.test_file is None:
+            return
+        if self.train_file is None:
+            raise LotteryError("--test-file needs --train-file and --validation-file")
+        test = Path(self.test_file).resolve()
+        for flag, other in (("--train-file", self.train_file), ("--validation-file", self.validation_file)):
+            if test == Path(other).resolve():
+                raise LotteryError(f"--test-file {self.test_file} is also the {flag}; held-out scores need other data")
 
     @property
     def has_source(self) -> bool:

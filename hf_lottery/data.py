@@ -70,8 +70,10 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, [{k: str(v) for k, v in row.items()} for row in rows]
 
 
-def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> tuple[Dataset, Dataset]:
-    """Training and validation splits of a Hub data set (the first of validation/valid/dev/test)."""
+def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> tuple[Dataset, Dataset, Dataset | None]:
+    """Training, validation (the first of validation/valid/dev/test) and test splits of a Hub data set; the
+    test split is ``--test-split``'s, None without one, and is neither the training nor the validation split.
+    """
     from datasets import load_dataset
 
     label = name + (f" ({config_name})" if config_name else "")
@@ -88,7 +90,17 @@ def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> 
     validation = next((s for s in VALIDATION_SPLITS if s in loaded), None)
     if validation is None:
         raise LotteryError(f"{label} has no validation split (looked for {', '.join(VALIDATION_SPLITS)})")
-    return first(loaded["train"], args.max_train_samples), first(loaded[validation], args.max_eval_samples)
+    test = None
+    if args.test_split is not None:
+        if args.test_split in ("train", validation):
+            use = "training" if args.test_split == "train" else "validation"
+            raise LotteryError(
+                f"--test-split {args.test_split} is the {use} split of {label}; held-out scores need another split"
+            )
+        if args.test_split not in loaded:
+            raise LotteryError(f"{label} has no split {args.test_split!r} (its splits: {', '.join(loaded)})")
+        test = first(loaded[args.test_split], args.max_eval_samples)
+    return first(loaded["train"], args.max_train_samples), first(loaded[validation], args.max_eval_samples), test
 
 
 def first(split: Dataset, limit: int | None) -> Dataset:

@@ -22,7 +22,7 @@ from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
-from .tasks import Metric, TaskKind, get_task_kind
+from .tasks import TEST_PREFIX, Metric, TaskKind, get_task_kind
 
 # "Matches dense": within one point of a higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a
 # lower-is-better one (perplexity, loss), at most this share above dense (0.01: 1% higher perplexity).
@@ -64,6 +64,9 @@ class FinishedRun:
         a level's folder (``one-shot/level_1_to_90.00``), or ``best``: the sparsest ticket within tolerance of
         dense, of IMP or a cheaper method (the better one at equal sparsity; controls are never shipped).
         Returns its result row.
+
+        ``best`` compares validation scores only: the test scores (``test_*``) are never read here, so they stay
+        an estimate of the chosen level that the choice did not flatter.
         """
         imp = [r for r in self.rows if r["branch"] == IMP]
         if isinstance(level, str) and "/" in level:
@@ -85,7 +88,7 @@ class FinishedRun:
         best = max(within, key=lambda r: (round(r["sparsity"], 6), sign * r[metric.name]))
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         return best, (
-            f"the sparsest level whose {metric.name} is {how} the dense model's "
+            f"the sparsest level whose validation {metric.name} is {how} the dense model's "
             f"({best[metric.name]:.4f} vs {dense:.4f}): the winning ticket."
         )
 
@@ -110,6 +113,9 @@ class FinishedRun:
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
             "level": row["level"], "branch": row["branch"], "level_reason": reason, "sparsity": row["sparsity"],
             "metric_value": row[metric.name], "dense_metric_value": self.rows[0][metric.name], "levels": self.rows,
+            "test_file": c.data.test_file, "test_split": c.data.test_split,
+            "test_metric_value": row.get(TEST_PREFIX + metric.name),
+            "dense_test_metric_value": self.rows[0].get(TEST_PREFIX + metric.name),
             "command": row.get("command") or c.to_command(),
             "finetuned_from": base["name"] if c.command == "finetune" else None,
             "transferred_from_task_kind": base.get("task_kind") if c.command == "finetune" else None,

@@ -38,7 +38,8 @@ from .training import total_optimizer_steps, train
 
 
 class TrainLevel(Protocol):
-    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them).
+    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them),
+    and its held-out ones prefixed ``test_`` when the run has a test split.
 
     ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
     optimizer step: level 0 saves the rewind point through it.
@@ -108,7 +109,10 @@ def prepare_run(config: RunConfig) -> Run:
     def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None) -> dict:
         seed = config.train.seed + level
         set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-        return train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step)
+        metrics = train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step)
+        if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
+            return metrics
+        return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
 
     return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
 

@@ -1,4 +1,8 @@
-"""The run's results: a table of every level (dense level 0 first) and the sparsity-vs-metric plot."""
+"""The run's results: a table of every level (dense level 0 first) and the sparsity-vs-metric plot.
+
+With a test split, both show each level's held-out score beside its validation score: levels are chosen on
+validation, so only the test score is free of that choice.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, RunPaths
 from .storage import atomic_path, read_json, write_json, write_text
+from .tasks import TEST_PREFIX
 
 
 def collect_rows(paths: RunPaths) -> list[dict]:
@@ -30,25 +35,30 @@ def collect_rows(paths: RunPaths) -> list[dict]:
 
 
 def format_table(rows: list[dict], metric: str) -> str:
-    """A Markdown table: level, branch, sparsity, the main metric and its difference to dense."""
-    dense = rows[0][metric]
-    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command",
+    """A Markdown table: level, branch, sparsity, the main metric and its difference to dense, on validation and,
+    when the run has a test split, on it (``test accuracy``, ``test vs dense``); then any other scores, and the
+    optimizer steps each row cost in all.
+    """
+    main = [m for m in (metric, TEST_PREFIX + metric) if m in rows[0]]
+    known = (*main, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command",
              "total_steps")  # fmt: skip
     extra = [k for k in rows[0] if k not in known]
-    header = ["level", "run", "sparsity", metric, "vs dense", *extra, "total steps"]
+    compared = [(_column(m), "vs dense" if m == metric else "test vs dense") for m in main]
+    header = ["level", "run", "sparsity", *(name for pair in compared for name in pair), *map(_column, extra)]
+    header.append("total steps")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [
-            str(row["level"]),
-            _run_name(row),
-            f"{row['sparsity']:.1%}",
-            f"{row[metric]:.4f}",
-            f"{row[metric] - dense:+.4f}",
-            *(f"{row[k]:.4f}" for k in extra),
-            str(row.get("total_steps", "")),
-        ]
+        cells = [str(row["level"]), _run_name(row), f"{row['sparsity']:.1%}"]
+        for m in main:
+            cells += [f"{row[m]:.4f}", f"{row[m] - rows[0][m]:+.4f}"]
+        cells += [*(f"{row[k]:.4f}" for k in extra), str(row.get("total_steps", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _column(key: str) -> str:
+    """A score's column name: ``test_accuracy`` is ``test accuracy``."""
+    return "test " + key.removeprefix(TEST_PREFIX) if key.startswith(TEST_PREFIX) else key
 
 
 def _run_name(row: dict) -> str:
@@ -59,7 +69,9 @@ def _run_name(row: dict) -> str:
 
 
 def plot(rows: list[dict], metric: str, path) -> None:
-    """Sparsity on x, metric on y; dense as a horizontal line, IMP and each control as a series."""
+    """Sparsity on x, metric on y; dense as a horizontal line, IMP and each control as a series, and IMP's test
+    scores as a dash-dotted series when the run has a test split.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,6 +86,10 @@ def plot(rows: list[dict], metric: str, path) -> None:
         series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
         if len(series) > 1:
             ax.plot([100 * r["sparsity"] for r in series], [r[metric] for r in series], style, label=label)
+    test = TEST_PREFIX + metric
+    imp = [dense] + sorted((r for r in rows if r["branch"] == IMP and r["level"] > 0), key=_sparsity)
+    if test in dense:
+        ax.plot([100 * r["sparsity"] for r in imp], [r[test] for r in imp], "o-.", label="IMP ticket, test (held out)")
     ax.set_xlabel("sparsity of prunable weights (%)")
     lower = rows[0].get("greater_is_better") is False
     ax.set_ylabel(f"{metric} (lower is better)" if lower else metric)

@@ -32,7 +32,7 @@ from .model import load_model_config, load_tokenizer
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .storage import read_json, save_tensors, save_weights, write_folder, write_json, write_text
-from .tasks import Metric, TaskData, TaskKind, resolve_task_kind
+from .tasks import TEST_PREFIX, Metric, TaskData, TaskKind, resolve_task_kind
 
 
 @dataclass
@@ -245,6 +245,8 @@ def save_level(
         line = (
             f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
         )
+        if TEST_PREFIX + metric.name in metrics:
+            line += f", test {metric.name} {metrics[TEST_PREFIX + metric.name]:.4f}"
         accelerator.print(line)
         with open(paths.root.parent.parent / "training.log", "a", encoding="utf-8") as log:  # a batch job's record
             log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}, {metrics.get('steps', 0)} steps\n")

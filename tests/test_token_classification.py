@@ -184,7 +184,7 @@ def test_validation_tags_must_occur_in_training_and_label_column_is_checked(tmp_
 
 def fake_hub(monkeypatch, train: Dataset, validation: Dataset) -> DataArguments:
     """``load_hub_splits`` answered from memory: the Hub path with no network."""
-    monkeypatch.setattr(tc, "load_hub_splits", lambda name, config, args: (train, validation))
+    monkeypatch.setattr(tc, "load_hub_splits", lambda name, config, args: (train, validation, None))
     return DataArguments(dataset_name="someone/ner")
 
 

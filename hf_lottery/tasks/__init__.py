@@ -9,7 +9,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from ..config import DataArguments, ModelArguments
 from ..errors import LotteryError
-from .base import Metric, PreparedData, TaskData, TaskKind
+from .base import TEST_PREFIX, Metric, PreparedData, TaskData, TaskKind
 from .causal_lm import CausalLM
 from .masked_lm import MaskedLM
 from .sequence_classification import SequenceClassification
@@ -65,6 +65,7 @@ def resolve_task_kind(model: ModelArguments, data: DataArguments, model_config: 
 
 __all__ = [
     "TASK_KINDS",
+    "TEST_PREFIX",
     "Metric",
     "PreparedData",
     "TaskData",

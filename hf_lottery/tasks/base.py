@@ -41,9 +41,17 @@ class Metric:
         return a > b if self.greater_is_better else a < b
 
 
+# Prefix of a level's scores on the test split (``test_accuracy``): its other keys are validation scores.
+TEST_PREFIX = "test_"
+
+
 @dataclass
 class TaskData:
-    """A task's raw splits before tokenisation (their type is the task kind's own), and how it is scored."""
+    """A task's raw splits before tokenisation (their type is the task kind's own), and how it is scored.
+
+    ``test`` is the held-out split (``--test-file``/``--test-split``), None without one: a task kind reads and
+    checks it exactly as it does the validation split, against the training split's columns and labels.
+    """
 
     train: Any
     validation: Any
@@ -51,6 +59,7 @@ class TaskData:
     source: str  # for people: "GLUE sst2", "train.tsv", "Salesforce/wikitext (wikitext-2-raw-v1)"
     num_labels: int | None = None  # None for language modelling
     label_names: list[str] | None = field(default=None)  # id -> name, when the labels are names
+    test: Any = None
 
 
 Evaluate = Callable[[torch.nn.Module, DataLoader, Accelerator], dict[str, float]]
@@ -62,7 +71,8 @@ class PreparedData:
 
     ``train_collator(seed)`` builds the training collator of one level: a collator that draws random
     numbers (masked-LM masking) takes them from its own generator seeded here, so a level is reproducible.
-    ``evaluate`` returns a dict that holds ``metric.name``; it gathers across processes itself.
+    ``evaluate`` returns a dict that holds ``metric.name``; it gathers across processes itself. ``test`` is
+    tokenised as ``validation`` is, and scored by ``evaluate_test`` only.
     """
 
     train: Dataset
@@ -71,6 +81,22 @@ class PreparedData:
     eval_collator: Callable
     metric: Metric
     evaluate: Evaluate
+    test: Dataset | None = None
+
+    def evaluate_test(self, model: torch.nn.Module, accelerator: Accelerator, batch_size: int) -> dict[str, float]:
+        """The trained model's scores on the test split, keys prefixed ``test_``; nothing without a test split.
+
+        Scored once a level is trained, never during training nor when a level is chosen, so the scores are
+        an estimate that choosing the best level on validation has not flattered. The model is the one
+        training left on the accelerator's device, scored under its mixed precision like the validation split.
+        """
+        if self.test is None:
+            return {}
+        loader = DataLoader(self.test, batch_size=batch_size, collate_fn=self.eval_collator)
+        with accelerator.autocast():
+            metrics = self.evaluate(model, accelerator.prepare_data_loader(loader), accelerator)
+        accelerator.free_memory()  # the prepared loader
+        return {TEST_PREFIX + name: value for name, value in metrics.items()}
 
 
 class TaskKind:

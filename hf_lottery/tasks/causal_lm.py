@@ -44,9 +44,10 @@ class CausalLM(LanguageModelKind):
         with accelerator.main_process_first():
             train = make_blocks(data.train, tokenizer, args.max_length, "training")
             validation = make_blocks(data.validation, tokenizer, args.max_length, "validation")
+            test = make_blocks(data.test, tokenizer, args.max_length, "test") if data.test is not None else None
         evaluate = partial(evaluate_perplexity, shift=True)
         return PreparedData(
-            train, validation, lambda seed: default_data_collator, default_data_collator, data.metric, evaluate
+            train, validation, lambda seed: default_data_collator, default_data_collator, data.metric, evaluate, test
         )
 
 

@@ -1,9 +1,9 @@
 """Masked-LM: the pretraining objective of BERT-style encoders, on plain text, scored by perplexity.
 
 Each document is one example (truncated to ``--max-length``). Training masks a fresh ``--mlm-probability``
-of the tokens in every batch, from a generator seeded per level. The validation set is masked once, when
-it is prepared, from a fixed seed and each example's index: every level, and every run on the same text,
-is scored on the same masked tokens, so their perplexities are comparable.
+of the tokens in every batch, from a generator seeded per level. The validation set (and the test set) is
+masked once, when it is prepared, from a fixed seed and each example's index: every level, and every run on the
+same text, is scored on the same masked tokens, so their perplexities are comparable.
 """
 
 from __future__ import annotations
@@ -46,18 +46,23 @@ class MaskedLM(LanguageModelKind):
                 f"the tokenizer of {tokenizer.name_or_path!r} has no mask token, which masked-LM needs; "
                 "use --task-kind causal-lm"
             )
+
+        def masked(documents: list[str], split: str) -> Dataset:
+            return mask_validation(
+                tokenize_lines(documents, tokenizer, args.max_length), tokenizer, args.mlm_probability, split
+            )
+
         with accelerator.main_process_first():
             train = tokenize_lines(data.train, tokenizer, args.max_length)
-            validation = mask_validation(
-                tokenize_lines(data.validation, tokenizer, args.max_length), tokenizer, args.mlm_probability
-            )
+            validation = masked(data.validation, "validation")
+            test = masked(data.test, "test") if data.test is not None else None
 
         def train_collator(seed: int) -> DataCollatorForLanguageModeling:
             return DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability, seed=seed)
 
         eval_collator = DataCollatorForTokenClassification(tokenizer)  # pads labels with -100
         evaluate = partial(evaluate_perplexity, shift=False)
-        return PreparedData(train, validation, train_collator, eval_collator, data.metric, evaluate)
+        return PreparedData(train, validation, train_collator, eval_collator, data.metric, evaluate, test)
 
 
 def tokenize_lines(documents: list[str], tokenizer, max_length: int) -> Dataset:
@@ -69,8 +74,10 @@ def tokenize_lines(documents: list[str], tokenizer, max_length: int) -> Dataset:
     return Dataset.from_dict({"text": documents}).map(encode, batched=True, remove_columns=["text"])
 
 
-def mask_validation(dataset: Dataset, tokenizer, probability: float) -> Dataset:
-    """The validation set with its masked tokens drawn once: ``input_ids`` masked, ``labels`` the originals."""
+def mask_validation(dataset: Dataset, tokenizer, probability: float, split: str) -> Dataset:
+    """An evaluation split (validation or test) with its masked tokens drawn once: ``input_ids`` masked,
+    ``labels`` the originals.
+    """
     mask_id, vocab_size = tokenizer.mask_token_id, len(tokenizer)
 
     def mask_batch(batch: dict, indices: list[int]) -> dict:
@@ -82,7 +89,7 @@ def mask_validation(dataset: Dataset, tokenizer, probability: float) -> Dataset:
 
     masked = dataset.map(mask_batch, batched=True, with_indices=True, remove_columns=["special_tokens_mask"])
     if not any(label != IGNORE_INDEX for labels in masked["labels"] for label in labels):
-        raise LotteryError("the validation text has no token that masked-LM can mask (only special tokens)")
+        raise LotteryError(f"the {split} text has no token that masked-LM can mask (only special tokens)")
     return masked
 
 

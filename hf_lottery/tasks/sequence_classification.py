@@ -77,7 +77,7 @@ class SequenceClassification(ClassifierKind):
         return super().dataset_ref(data)
 
     def load_data(self, data: DataArguments) -> TaskData:
-        """Read and check both splits; nothing is tokenised yet (that needs the model's tokenizer)."""
+        """Read and check the splits; nothing is tokenised yet (that needs the model's tokenizer)."""
         spec = None
         if data.task is not None:
             spec = GLUE_TASKS.get(data.task.lower())
@@ -96,8 +96,10 @@ class SequenceClassification(ClassifierKind):
     def prepare(self, data: TaskData, tokenizer, args: DataArguments, accelerator: Accelerator) -> PreparedData:
         regression = data.num_labels == 1
         with accelerator.main_process_first():
-            train = tokenize(data.train, tokenizer, args.max_length, regression)
-            validation = tokenize(data.validation, tokenizer, args.max_length, regression)
+            train, validation, test = (
+                tokenize(split, tokenizer, args.max_length, regression) if split is not None else None
+                for split in (data.train, data.validation, data.test)
+            )
         collator = DataCollatorWithPadding(tokenizer)
         metric = data.metric.name
 
@@ -112,7 +114,7 @@ class SequenceClassification(ClassifierKind):
                 labels.append(batch_labels.cpu().numpy())
             return compute_metrics(metric, np.concatenate(predictions), np.concatenate(labels))
 
-        return PreparedData(train, validation, lambda seed: collator, collator, data.metric, evaluate)
+        return PreparedData(train, validation, lambda seed: collator, collator, data.metric, evaluate, test)
 
 
 def _load_glue(task: str, spec: GlueTask, args: DataArguments) -> TaskData:
@@ -135,7 +137,7 @@ def _load_glue(task: str, spec: GlueTask, args: DataArguments) -> TaskData:
 
 
 def _load_hub(args: DataArguments, spec: GlueTask | None) -> TaskData:
-    train, validation = load_hub_splits(args.dataset_name, args.dataset_config, args)
+    train, validation, test = load_hub_splits(args.dataset_name, args.dataset_config, args)
     text_columns = args.text_columns or (list(spec.text_columns) if spec else _guess_text_columns(train.column_names))
     label_column = args.label_column or "label"
     names = None
@@ -143,14 +145,24 @@ def _load_hub(args: DataArguments, spec: GlueTask | None) -> TaskData:
     if feature is not None and hasattr(feature, "names"):  # a ClassLabel: its names are the id2label
         names = list(feature.names)
     splits = []
-    for split in (train, validation):
-        check_columns(split, [*text_columns, label_column], args.dataset_name)
-        splits.append(RawSplit([[str(t) for t in split[c]] for c in text_columns], list(split[label_column])))
-    return _with_labels(splits, [args.dataset_name] * 2, spec, args, names)
+    for split_name, split in (("train", train), ("validation", validation), (args.test_split, test)):
+        if split is None:
+            continue
+        source = f"{args.dataset_name} ({split_name})"
+        check_columns(split, [*text_columns, label_column], source)
+        labels = list(split[label_column])
+        if names is not None:  # a test split without labels has -1 (GLUE's, copied to the Hub)
+            bad = next((v for v in labels if not 0 <= v < len(names)), None)
+            if bad is not None:
+                raise LotteryError(f"{source}: label {bad} is outside 0..{len(names) - 1}, its label names")
+        splits.append(RawSplit([[str(t) for t in split[c]] for c in text_columns], labels))
+    return _with_labels(splits, [args.dataset_name] * len(splits), spec, args, names)
 
 
 def _load_files(args: DataArguments, spec: GlueTask | None) -> TaskData:
     files = [(args.train_file, args.max_train_samples), (args.validation_file, args.max_eval_samples)]
+    if args.test_file is not None:
+        files.append((args.test_file, args.max_eval_samples))
     tables = []
     for path, limit in files:
         header, rows = read_table(Path(path))
@@ -166,24 +178,27 @@ def _load_files(args: DataArguments, spec: GlueTask | None) -> TaskData:
                 raise LotteryError(f"{path}: no column {column!r} (its columns: {', '.join(header)}); set {flag}")
         texts = [[row[c] for row in rows] for c in text_columns]
         splits.append(RawSplit(texts, [row[label_column] for row in rows]))
-    return _with_labels(splits, [args.train_file, args.validation_file], spec, args, None)
+    return _with_labels(splits, [path for path, _ in files], spec, args, None)
 
 
 def _with_labels(
     splits: list[RawSplit], sources: list[str], spec: GlueTask | None, args: DataArguments, names: list[str] | None
 ) -> TaskData:
-    train, validation = splits
+    """The task data of the training, validation and (when given) test splits, their labels as ids."""
+    train, validation = splits[:2]
+    test = splits[2] if len(splits) > 2 else None
     source = Path(sources[0]).name if args.train_file else sources[0]
+    metric = Metric(spec.metric if spec else "accuracy")
     if spec is not None and spec.num_labels == 1:
         for path, split in zip(sources, splits, strict=True):
             split.labels = [_to_float(v, path) for v in split.labels]
-        return TaskData(train, validation, Metric(spec.metric), source, 1)
+        return TaskData(train, validation, metric, source, 1, test=test)
     if names is not None:  # Hub ClassLabel ids: already 0..K-1
-        return TaskData(train, validation, Metric(spec.metric if spec else "accuracy"), source, len(names), names)
-    labels, num_labels, names = _encode_labels(train.labels, validation.labels, spec, args, sources)
-    train.labels, validation.labels = labels
-    metric = Metric(spec.metric if spec else "accuracy")
-    return TaskData(train, validation, metric, source, num_labels, names)
+        return TaskData(train, validation, metric, source, len(names), names, test)
+    labels, num_labels, names = _encode_labels([split.labels for split in splits], spec, args, sources)
+    for split, ids in zip(splits, labels, strict=True):
+        split.labels = ids
+    return TaskData(train, validation, metric, source, num_labels, names, test)
 
 
 def _guess_text_columns(header: list[str]) -> list[str]:
@@ -201,32 +216,34 @@ def _to_float(value: str, path: str) -> float:
 
 
 def _encode_labels(
-    train: list, validation: list, spec: GlueTask | None, args: DataArguments, sources: list[str]
-) -> tuple[tuple[list[int], list[int]], int, list[str] | None]:
-    """Integer labels 0..K-1 stay as they are; label names become ids in sorted order."""
-    values = [str(v).strip() for v in train]
-    val_values = [str(v).strip() for v in validation]
-    if all(_is_int(v) for v in values + val_values):
-        train_ids, val_ids = [int(v) for v in values], [int(v) for v in val_values]
-        num_labels = spec.num_labels if spec else max(train_ids) + 1
-        for path, ids in zip(sources, (train_ids, val_ids), strict=True):
-            bad = next((i for i in ids if not 0 <= i < num_labels), None)
+    splits: list[list], spec: GlueTask | None, args: DataArguments, sources: list[str]
+) -> tuple[list[list[int]], int, list[str] | None]:
+    """Integer labels 0..K-1 stay as they are; label names become ids in sorted order (the training split's:
+    a label of a later split that training never saw is refused).
+    """
+    values = [[str(v).strip() for v in split] for split in splits]
+    if all(_is_int(v) for split in values for v in split):
+        ids = [[int(v) for v in split] for split in values]
+        num_labels = spec.num_labels if spec else max(ids[0]) + 1
+        for path, split_ids in zip(sources, ids, strict=True):
+            bad = next((i for i in split_ids if not 0 <= i < num_labels), None)
             if bad is not None:
                 raise LotteryError(
                     f"{path}: label {bad} is outside 0..{num_labels - 1}" + (f" for task {args.task}" if spec else "")
                 )
-        return (train_ids, val_ids), num_labels, None
-    names = sorted(set(values))
+        return ids, num_labels, None
+    names = sorted(set(values[0]))
     if spec and len(names) != spec.num_labels:
         raise LotteryError(
             f"{sources[0]}: {len(names)} label names ({', '.join(names[:5])}) "
             f"but task {args.task} has {spec.num_labels} labels"
         )
-    unknown = next((v for v in val_values if v not in names), None)
-    if unknown is not None:
-        raise LotteryError(f"{sources[1]}: label {unknown!r} does not occur in the training file")
+    for path, split in zip(sources[1:], values[1:], strict=True):
+        unknown = next((v for v in split if v not in names), None)
+        if unknown is not None:
+            raise LotteryError(f"{path}: label {unknown!r} does not occur in the training file")
     index = {name: i for i, name in enumerate(names)}
-    return ([index[v] for v in values], [index[v] for v in val_values]), len(names), names
+    return [[index[v] for v in split] for split in values], len(names), names
 
 
 def _is_int(value: str) -> bool:

@@ -77,25 +77,31 @@ def _corpus_label() -> str:
 
 
 def load_text(data: DataArguments) -> TaskData:
-    """Training and validation documents (lists of non-blank strings), from files, the Hub or the default corpus."""
+    """Training, validation and (when given) test documents (lists of non-blank strings), from files, the Hub
+    or the default corpus.
+    """
     if data.train_file is not None:
         train = read_text_file(data.train_file, data.max_train_samples)
         validation = read_text_file(data.validation_file, data.max_eval_samples)
-        return TaskData(train, validation, PERPLEXITY, Path(data.train_file).name)
+        test = read_text_file(data.test_file, data.max_eval_samples) if data.test_file is not None else None
+        return TaskData(train, validation, PERPLEXITY, Path(data.train_file).name, test=test)
     if data.dataset_name is not None:
         column = data.text_columns[0] if data.text_columns else "text"
         # The limits count documents, so they apply after blank rows are dropped.
         unlimited = dataclasses.replace(data, max_train_samples=None, max_eval_samples=None)
         splits = load_hub_splits(data.dataset_name, data.dataset_config, unlimited)
-        for split in splits:
-            check_columns(split, [column], data.dataset_name)
         source = data.dataset_name + (f" ({data.dataset_config})" if data.dataset_config else "")
-        limits = (data.max_train_samples, data.max_eval_samples)
-        train, validation = (_documents(split[column], n) for split, n in zip(splits, limits, strict=True))
-        for documents, name in ((train, "training"), (validation, "validation")):
-            if not documents:
+        limits = (data.max_train_samples, data.max_eval_samples, data.max_eval_samples)
+        documents = []
+        for split, limit, name in zip(splits, limits, ("training", "validation", "test"), strict=True):
+            if split is None:
+                documents.append(None)
+                continue
+            check_columns(split, [column], data.dataset_name)
+            documents.append(_documents(split[column], limit))
+            if not documents[-1]:
                 raise LotteryError(f"{source}: the {name} split has no text in column {column!r}")
-        return TaskData(train, validation, PERPLEXITY, source)
+        return TaskData(documents[0], documents[1], PERPLEXITY, source, test=documents[2])
     return _load_default_corpus(data)
 
 

@@ -59,7 +59,7 @@ class TokenClassification(ClassifierKind):
         return data.train_file is not None and Path(data.train_file).suffix.lower() in SUFFIXES
 
     def load_data(self, data: DataArguments) -> TaskData:
-        """Read and check both splits; tag names become ids here, and decide the metric."""
+        """Read and check the splits; tag names become ids here, and decide the metric."""
         if data.train_file is not None:
             return _load_files(data)
         if data.dataset_name is not None:
@@ -82,8 +82,10 @@ class TokenClassification(ClassifierKind):
                 f"{type(tokenizer).__name__} is a slow one"
             )
         with accelerator.main_process_first():
-            train = tokenize_and_align(data.train, tokenizer, args.max_length)
-            validation = tokenize_and_align(data.validation, tokenizer, args.max_length)
+            train, validation, test = (
+                tokenize_and_align(split, tokenizer, args.max_length) if split is not None else None
+                for split in (data.train, data.validation, data.test)
+            )
         collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)
         names = list(data.label_names)
         entity_level = data.metric.name == "f1"
@@ -106,7 +108,7 @@ class TokenClassification(ClassifierKind):
                     pred.append([names[p] for _, p in scored])
             return tag_metrics(gold, pred, entity_level=entity_level)
 
-        return PreparedData(train, validation, lambda seed: collator, collator, data.metric, evaluate)
+        return PreparedData(train, validation, lambda seed: collator, collator, data.metric, evaluate, test)
 
 
 def read_tagged_file(
@@ -228,16 +230,20 @@ def _unzip(sentences: list[tuple[list[str], list[str]]], path: Path) -> tuple[li
 
 
 def _load_files(args: DataArguments) -> TaskData:
-    train_path, validation_path = Path(args.train_file), Path(args.validation_file)
-    train_words, train_tags = read_tagged_file(train_path, args.label_column, args.max_train_samples)
-    names = sorted({t for sentence in train_tags for t in sentence})
+    train_path = Path(args.train_file)
+    train = read_tagged_file(train_path, args.label_column, args.max_train_samples)
+    names = sorted({t for sentence in train[1] for t in sentence})
     known = set(names)
-    val_words, val_tags = read_tagged_file(validation_path, args.label_column, args.max_eval_samples, known)
-    return _task_data(train_path.name, names, (train_words, train_tags), (val_words, val_tags))
+    held = [
+        read_tagged_file(Path(path), args.label_column, args.max_eval_samples, known)
+        for path in (args.validation_file, args.test_file)
+        if path is not None
+    ]
+    return _task_data(train_path.name, names, [train, *held])
 
 
 def _load_hub(args: DataArguments) -> TaskData:
-    train, validation = load_hub_splits(args.dataset_name, args.dataset_config, args)
+    train, validation, test = load_hub_splits(args.dataset_name, args.dataset_config, args)
     source = args.dataset_name
     tokens_column = args.text_columns[0] if args.text_columns else "tokens"
     tag_column = args.label_column or next((c for c in HUB_TAG_COLUMNS if c in train.column_names), None)
@@ -249,26 +255,31 @@ def _load_hub(args: DataArguments) -> TaskData:
     feature = train.features.get(tag_column)
     class_label = getattr(feature, "feature", None)  # Sequence(ClassLabel): the ids are already the model's
     names = list(class_label.names) if hasattr(class_label, "names") else None
+    named = [
+        (n, s) for n, s in (("train", train), ("validation", validation), (args.test_split, test)) if s is not None
+    ]
     splits = []
-    for split_name, split in (("train", train), ("validation", validation)):
+    for split_name, split in named:
         check_columns(split, [tokens_column, tag_column], source)
         splits.append(check_rows(split[tokens_column], split[tag_column], f"{source} ({split_name})"))
-    (train_words, train_tags), (val_words, val_tags) = splits
     if names is not None:
-        for split_name, tags in (("train", train_tags), ("validation", val_tags)):
+        for (split_name, _), (_, tags) in zip(named, splits, strict=True):
             bad = next(((i, t) for i, row in enumerate(tags) for t in row if not 0 <= t < len(names)), None)
             if bad is not None:
                 raise LotteryError(f"{source} ({split_name}): row {bad[0]} has tag id {bad[1]}, outside its names")
-        splits = [TaggedSplit(train_words, train_tags), TaggedSplit(val_words, val_tags)]
-        return TaskData(*splits, tag_metric(names), source, len(names), names)
-    train_tags = [[str(t) for t in row] for row in train_tags]  # names (or numbers without names) sort into ids
-    val_tags = [[str(t) for t in row] for row in val_tags]
-    names = sorted({t for row in train_tags for t in row})
+        tagged = [TaggedSplit(words, tags) for words, tags in splits]
+        return TaskData(*tagged[:2], tag_metric(names), source, len(names), names, test=_third(tagged))
+    # Names (or numbers without names) sort into ids.
+    splits = [(words, [[str(t) for t in row] for row in tags]) for words, tags in splits]
+    names = sorted({t for row in splits[0][1] for t in row})
     known = set(names)
-    unknown = next(((i, t) for i, row in enumerate(val_tags) for t in row if t not in known), None)
-    if unknown is not None:
-        raise LotteryError(f"{source} (validation): row {unknown[0]}: tag {unknown[1]!r} does not occur in training")
-    return _task_data(source, names, (train_words, train_tags), (val_words, val_tags))
+    for (split_name, _), (_, tags) in zip(named[1:], splits[1:], strict=True):
+        unknown = next(((i, t) for i, row in enumerate(tags) for t in row if t not in known), None)
+        if unknown is not None:
+            raise LotteryError(
+                f"{source} ({split_name}): row {unknown[0]}: tag {unknown[1]!r} does not occur in training"
+            )
+    return _task_data(source, names, splits)
 
 
 def check_rows(tokens: list, tags: list, source: str) -> tuple[list[list[str]], list]:
@@ -287,13 +298,18 @@ def check_rows(tokens: list, tags: list, source: str) -> tuple[list[list[str]], 
     return words_out, tags_out
 
 
-def _task_data(
-    source: str, names: list[str], train: tuple[list[list[str]], list[list[str]]], validation: tuple
-) -> TaskData:
-    """Tag names -> ids (their index in the sorted training tag set)."""
+def _task_data(source: str, names: list[str], splits: list[tuple[list[list[str]], list[list[str]]]]) -> TaskData:
+    """The training, validation and (when given) test splits, tag names -> ids (their index in the sorted
+    training tag set).
+    """
     index = {name: i for i, name in enumerate(names)}
-    splits = [TaggedSplit(words, [[index[t] for t in s] for s in tags]) for words, tags in (train, validation)]
-    return TaskData(splits[0], splits[1], tag_metric(names), source, len(names), names)
+    tagged = [TaggedSplit(words, [[index[t] for t in s] for s in tags]) for words, tags in splits]
+    return TaskData(tagged[0], tagged[1], tag_metric(names), source, len(names), names, test=_third(tagged))
+
+
+def _third(splits: list[TaggedSplit]) -> TaggedSplit | None:
+    """The test split of [training, validation, test], None when there is none."""
+    return splits[2] if len(splits) > 2 else None
 
 
 # --- tokenising --------------------------------------------------------------------------------------------------

@@ -1,0 +1,213 @@
+"""Held-out scores: every level is also scored on a test split that never chooses a level."""
+
+import math
+import re
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import yaml
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from safetensors.torch import load_model as load_weights_into
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_lottery import export_ticket
+from hf_lottery.cli import main
+from hf_lottery.config import DataArguments, RunConfig
+from hf_lottery.demo import DEMO_DATA
+from hf_lottery.errors import LotteryError
+from hf_lottery.lottery import run_lottery
+from hf_lottery.paths import RunPaths
+from hf_lottery.storage import read_json
+from hf_lottery.tasks import get_task_kind
+from tests.helpers import SENTENCES, make_config
+
+TRAIN, DEV = str(DEMO_DATA / "train.tsv"), str(DEMO_DATA / "dev.tsv")
+QUICK = ["--levels", "1", "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16",
+         "--max-steps", "2"]  # fmt: skip
+
+
+def demo_rows(first: int, count: int) -> list[tuple[str, str]]:
+    """(sentence, label) rows of the demo training file that the runs here never train on (they use the first 64)."""
+    lines = (DEMO_DATA / "train.tsv").read_text().splitlines()[1 + first : 1 + first + count]
+    return [tuple(line.split("\t")) for line in lines]
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]], header: str = "sentence\tlabel") -> Path:
+    path.write_text(header + "\n" + "".join(f"{s}\t{label}\n" for s, label in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A test file of 24 unseen rows, and the same rows with every label flipped."""
+    folder = tmp_path_factory.mktemp("test-files")
+    rows = demo_rows(500, 24)
+    flipped = [(s, str(1 - int(label))) for s, label in rows]
+    return write_tsv(folder / "test.tsv", rows), write_tsv(folder / "flipped.tsv", flipped)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_bert, test_files, tmp_path_factory) -> tuple[RunPaths, list[dict], list[dict]]:
+    """One level of IMP with the test file, and the same run with the flipped test file."""
+    root = tmp_path_factory.mktemp("heldout")
+    test, flipped = test_files
+    rows = run_lottery(make_config(tiny_bert, root / "run", levels=1, test_file=str(test)))
+    flipped_rows = run_lottery(make_config(tiny_bert, root / "flipped", levels=1, test_file=str(flipped)))
+    return RunPaths(root / "run"), rows, flipped_rows
+
+
+def test_every_level_gets_a_test_score_in_results_and_table(runs):
+    paths, rows, _ = runs
+    assert len(rows) == 2
+    assert read_json(paths.results_json) == rows
+    for row in rows:
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert read_json(paths.root / row["path"] / "metrics.json")["test_accuracy"] == row["test_accuracy"]
+    table = paths.results_table.read_text()
+    assert table.splitlines()[0].startswith(
+        "| level | run | sparsity | accuracy | vs dense | test accuracy | test vs dense |"
+    )
+    dense, level_1 = rows
+    assert f"| 1 | imp | 50.0% | {level_1['accuracy']:.4f} |" in table
+    assert f"| {level_1['test_accuracy']:.4f} | {level_1['test_accuracy'] - dense['test_accuracy']:+.4f} |" in table
+    assert "test accuracy" in (paths.root / "training.log").read_text()
+
+
+def test_the_test_file_changes_nothing_but_the_test_scores(runs):
+    """Flipping every test label flips the test accuracy of a two-label task; training and validation stay."""
+    _, rows, flipped_rows = runs
+    for row, flipped in zip(rows, flipped_rows, strict=True):
+        assert flipped["accuracy"] == row["accuracy"]
+        assert flipped["test_accuracy"] == pytest.approx(1.0 - row["test_accuracy"])
+
+
+def test_the_test_score_is_the_saved_weights_scored_on_the_test_file(runs, test_files):
+    paths, rows, _ = runs
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(paths.model_files))
+    load_weights_into(model, str(paths.level("imp", 1).weights))
+    tokenizer = AutoTokenizer.from_pretrained(paths.model_files)
+    sentences, labels = zip(*demo_rows(500, 24), strict=True)
+    model.eval()
+    with torch.no_grad():
+        inputs = tokenizer(list(sentences), truncation=True, max_length=32, padding=True, return_tensors="pt")
+        predicted = model(**inputs).logits.argmax(dim=-1).numpy()
+    assert rows[1]["test_accuracy"] == pytest.approx(float(np.mean(predicted == np.array(labels, dtype=int))))
+
+
+def test_the_card_shows_both_and_says_the_test_split_chose_nothing(runs, tmp_path):
+    paths, rows, _ = runs
+    facts = export_ticket(paths.root, tmp_path / "repo", level=1, repo_id="me/ticket")
+    assert facts["test_metric_value"] == rows[1]["test_accuracy"] and facts["test_file"].endswith("test.tsv")
+    text = (tmp_path / "repo" / "README.md").read_text()
+    assert "never used to choose a level" in text and "test file test.tsv" in text
+    assert f"held-out test {100 * rows[1]['test_accuracy']:.1f}" in text
+    assert "| test accuracy | test vs dense |" in text
+    results = yaml.safe_load(text.split("---")[1])["model-index"][0]["results"]
+    splits = {r["dataset"]["split"]: r["metrics"][0]["value"] for r in results}
+    assert splits == {"validation": round(rows[1]["accuracy"], 4), "test": round(rows[1]["test_accuracy"], 4)}
+    best = export_ticket(paths.root, tmp_path / "best")
+    assert "validation accuracy" in best["level_reason"]
+
+
+def test_finetune_scores_the_test_file(runs, test_files, tmp_path):
+    paths, _, _ = runs
+    export_ticket(paths.root, tmp_path / "ticket", level=1)
+    out = tmp_path / "ft"
+    args = ["finetune", str(tmp_path / "ticket"), "--train-file", TRAIN, "--validation-file", DEV,
+            "--test-file", str(test_files[0]), "--output-dir", str(out), *QUICK[2:]]  # fmt: skip
+    assert main(args) == 0
+    (row,) = read_json(RunPaths(out).results_json)
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+
+
+def test_a_masked_lm_run_gets_a_test_perplexity(tiny_bert, text_files, tmp_path):
+    train, valid = text_files
+    test = tmp_path / "test.txt"
+    test.write_text("\n".join(SENTENCES[::-1][:10]) + "\n")
+    files = {"train_file": str(train), "validation_file": str(valid), "test_file": str(test)}
+    quick = {"levels": 1, "prune_fraction": 0.5, "max_steps": 2, "batch_size": 8, "max_length": 32, "seed": 0}
+    config = RunConfig.build(
+        "prune", model_name_or_path=str(tiny_bert), output_dir=str(tmp_path / "run"), **files, **quick
+    )
+    rows = run_lottery(config)
+    assert all(math.isfinite(r["test_perplexity"]) and r["test_perplexity"] > 1 for r in rows)
+    assert (
+        "| test perplexity | test vs dense | loss | test loss |" in RunPaths(tmp_path / "run").results_table.read_text()
+    )
+
+
+# --- bad values: one line, nothing written --------------------------------------------------------------------------
+
+
+def fails_cleanly(capsys, args: list[str], message: str, out: Path) -> None:
+    code = main(["prune", *args, "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("hf-lottery: error: "), err
+    assert message in lines[0], lines[0]
+    assert not out.exists(), f"{args} wrote {out}"
+
+
+def test_bad_test_files_get_one_line_and_write_nothing(capsys, tiny_bert, tmp_path):
+    capsys.readouterr()  # what the fixtures printed
+    out = tmp_path / "out"
+    other_columns = write_tsv(tmp_path / "other.tsv", demo_rows(500, 4), header="review\tstars")
+    three_labels = write_tsv(tmp_path / "three.tsv", [("good film", "0"), ("bad plot", "2")])
+    files = ["--train-file", TRAIN, "--validation-file", DEV]
+    cases = [
+        ([*files, "--test-file", str(other_columns)], f"{other_columns}: no column 'sentence' (its columns: review"),
+        ([*files, "--test-file", str(three_labels)], f"{three_labels}: label 2 is outside 0..1"),
+        ([*files, "--test-file", str(tmp_path / "missing.tsv")], "missing.tsv: no such file"),
+        ([*files, "--test-file", DEV], "--test-file " + DEV + " is also the --validation-file"),
+        (["--task", "sst2", "--test-file", str(other_columns)], "--test-file needs --train-file and --validation-file"),
+        (["--task", "sst2", "--test-split", "test"], "--test-split needs --dataset-name; GLUE's test splits"),
+    ]
+    for args, message in cases:
+        fails_cleanly(capsys, [str(tiny_bert), *args, *QUICK], message, out)
+
+
+def test_a_test_file_with_a_tag_training_never_saw_is_refused(tmp_path):
+    train, dev, test = (tmp_path / f"{name}.conll" for name in ("train", "dev", "test"))
+    train.write_text("John B-PER\nsaid O\n")
+    dev.write_text("Ann B-PER\n")
+    test.write_text("Paris B-LOC\n")
+    args = DataArguments(train_file=str(train), validation_file=str(dev), test_file=str(test))
+    with pytest.raises(LotteryError, match=re.escape(f"{test}: line 1: tag 'B-LOC' does not occur in the training")):
+        get_task_kind("token-classification").load_data(args)
+
+
+# --- a Hub data set's test split ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """``datasets.load_dataset`` answered from memory: train, validation and a test split whose labels are hidden."""
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+
+    def split(labels: list[int]) -> Dataset:
+        return Dataset.from_dict({"text": [f"text {i}" for i in range(len(labels))], "label": labels}, features)
+
+    splits = DatasetDict(train=split([0, 1, 1]), validation=split([1, 0]), test=split([0, 1, 0]), hidden=split([-1]))
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: splits)
+
+
+@pytest.mark.usefixtures("fake_hub")
+def test_a_hub_test_split_is_loaded_like_the_validation_split():
+    kind = get_task_kind("sequence-classification")
+    args = DataArguments(dataset_name="someone/reviews", label_column="label", text_columns=["text"], test_split="test")
+    data = kind.load_data(args)
+    assert data.test.labels == [0, 1, 0] and data.validation.labels == [1, 0]
+    assert kind.load_data(DataArguments(dataset_name="someone/reviews", label_column="label")).test is None
+    for split, message in [
+        ("validation", "--test-split validation is the validation split of someone/reviews"),
+        ("train", "--test-split train is the training split of someone/reviews"),
+        ("dev", "someone/reviews has no split 'dev' (its splits: train, validation, test, hidden)"),
+        ("hidden", "someone/reviews (hidden): label -1 is outside 0..1"),
+    ]:
+        args.test_split = split
+        with pytest.raises(LotteryError, match=re.escape(message)):
+            kind.load_data(args)
