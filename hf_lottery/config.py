@@ -38,7 +38,7 @@ REACH_FIELDS = frozenset(
 )  # fmt: skip
 # Where a run is written and pushed, and whether it runs at all: none changes what it computes, nor belongs in
 # its command line.
-OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to"})
+OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to", "keep_weights"})
 # Fields left out of the run's identity (config.json holds the rest, and the run directory's name hashes it).
 NON_IDENTITY_FIELDS = REACH_FIELDS | OUTPUT_FIELDS
 
@@ -287,6 +287,14 @@ class PruneArguments:
             "level's surviving weights whose mask bit changed since the last check (You et al.: 0.1)."
         ),
     )
+    keep_weights: Literal["all", "needed"] = field(
+        default="all",
+        metadata=_help(
+            "all: keep every level's trained weights. needed: keep every mask and metric, but the trained weights "
+            "only of level 0, the last IMP trunk level (to extend from) and the best ticket so far (to ship); the "
+            "rest are deleted as the run goes."
+        ),
+    )
     dry_run: bool = field(
         default=False,
         metadata=_help(
@@ -317,6 +325,8 @@ class PruneArguments:
                 raise LotteryError(f"--{flag.replace('_', '-')} sparsities must be in (0, 1), got {bad_sparsity[0]}")
             setattr(self, flag, sorted(set(getattr(self, flag))))
         _positive(self, "early_bird_every", "early_bird_window")
+        if self.keep_weights not in ("all", "needed"):
+            raise LotteryError(f"--keep-weights must be all or needed, got {self.keep_weights!r}")
         if not 0.0 < self.early_bird_threshold < 1.0:
             raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")
         for flag in ("include", "exclude"):

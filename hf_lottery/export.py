@@ -163,6 +163,11 @@ def export_ticket(
         raise LotteryError(f"{out_dir} exists and is not empty")
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
+    if not level_paths.weights.exists():
+        raise LotteryError(
+            f"the trained weights of {level_paths.name} were not kept (--keep-weights needed): export the best "
+            "level, or rerun that level with --keep-weights all in another run directory"
+        )
     masks = load_tensors(level_paths.mask)
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)

@@ -31,6 +31,7 @@ from .methods.early_bird import level_of
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .report import write_results
+from .retention import drop_unneeded_weights
 from .runs import default_output_dir, finish_trackers, load_task, make_accelerator, save_level, start_run_dir
 from .storage import load_tensors, save_weights
 from .tasks import Metric
@@ -142,7 +143,8 @@ def plan_table(densities: list[float], prune: PruneArguments, steps: int, model:
     for sparsity in prune.early_bird:
         lines.append(f"| - | {sparsity:.1%} | early-bird | {steps} |")
     trainings += len(prune.one_shot) + len(prune.early_bird)
-    disk = trainings * (weight_bytes + mask_bytes) + weight_bytes  # every level's files, and the rewind point
+    kept = trainings if prune.keep_weights == "all" else min(trainings, 3)  # level 0, the last trunk, the best
+    disk = kept * weight_bytes + trainings * mask_bytes + weight_bytes  # the levels' files, and the rewind point
     search = ""
     if prune.early_bird:
         levels = level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
@@ -179,14 +181,22 @@ def run_levels(run: Run) -> list[dict]:
     for level in range(1, len(run.densities)):
         for branch in run.branches():
             _train_level(run, branch, level)
+        _drop_unneeded_weights(run)
     for method in run.methods():
         method.train(run)
+    _drop_unneeded_weights(run)
     finish_trackers(run.accelerator)
     rows = []
     if run.accelerator.is_main_process:
         rows = write_results(run.paths, run.metric.name)
     run.accelerator.wait_for_everyone()
     return rows
+
+
+def _drop_unneeded_weights(run: Run) -> None:
+    if run.prune.keep_weights == "needed" and run.accelerator.is_main_process:
+        drop_unneeded_weights(run.paths, run.config)
+    run.accelerator.wait_for_everyone()
 
 
 def _train_level_0(run: Run) -> None:

@@ -1,0 +1,30 @@
+"""``--keep-weights needed``: a long run keeps every mask and metric but only the trained weights it can still use.
+
+Those are level 0's (the dense model, which the cheaper methods prune), the last IMP trunk level's (the next
+level is pruned from it, so the run can be extended) and the best ticket's so far (what ``export`` ships).
+Anything else is deleted once it is finished: a control's trained weights are never shipped, and an earlier
+trunk level can never become the best again, because more levels only add sparser candidates.
+"""
+
+from __future__ import annotations
+
+from .config import RunConfig
+from .export import FinishedRun
+from .paths import IMP, RunPaths
+from .report import collect_rows
+
+
+def needed_levels(paths: RunPaths, config: RunConfig) -> set[str]:
+    """The folders (as the results name them) whose trained weights the run still needs."""
+    rows = collect_rows(paths)
+    trunk = [r for r in rows if r["branch"] == IMP and "_to_" not in r["path"]]
+    best, _ = FinishedRun(paths, config, rows).choose_level("best")
+    return {f"{IMP}/level_0", max(trunk, key=lambda r: r["level"])["path"], best["path"]}
+
+
+def drop_unneeded_weights(paths: RunPaths, config: RunConfig) -> None:
+    """Delete the trained weights of every finished level the run no longer needs (main process only)."""
+    keep = needed_levels(paths, config)
+    for level in paths.finished_levels():
+        if level.name not in keep:
+            level.weights.unlink(missing_ok=True)

@@ -1,0 +1,38 @@
+"""``--keep-weights needed``: every mask and metric stays, trained weights only where the run can still use them."""
+
+import pytest
+from safetensors.torch import load_file
+
+from hf_lottery import export_ticket
+from hf_lottery.errors import LotteryError
+from hf_lottery.lottery import run_lottery
+from hf_lottery.paths import RunPaths
+from tests.helpers import make_config
+
+
+def kept_weights(paths: RunPaths) -> set[str]:
+    return {level.name for level in paths.finished_levels() if level.weights.exists()}
+
+
+def test_only_level_0_the_last_trunk_level_and_the_best_keep_their_weights(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    options = dict(control=["random-prune"], one_shot=[0.6], keep_weights="needed", max_steps=3)
+    rows = run_lottery(make_config(tiny_bert, out, levels=2, **options))
+    paths = RunPaths(out)
+    assert all(level.mask.exists() and level.metrics.exists() for level in paths.finished_levels())
+    facts = export_ticket(out, tmp_path / "best")  # the best ticket still ships
+    best = next(
+        r["path"] for r in rows if abs(r["sparsity"] - facts["sparsity"]) < 1e-9 and r["branch"] == facts["branch"]
+    )
+    assert kept_weights(paths) == {"imp/level_0", "imp/level_2", best}
+    dropped = next(r["path"] for r in rows if r["path"] not in kept_weights(paths))
+    with pytest.raises(LotteryError, match="were not kept"):
+        export_ticket(out, tmp_path / "dropped", level=dropped)
+    assert not (tmp_path / "dropped").exists()
+
+    # extending prunes from the last trunk level, which was kept; then level 2 is no longer needed
+    run_lottery(make_config(tiny_bert, out, levels=3, **options))
+    assert {"imp/level_0", "imp/level_3"} <= kept_weights(paths)
+    assert len(kept_weights(paths)) <= 3
+    trunk_3 = load_file(paths.level("imp", 3).mask)
+    assert all(not (trunk_3[k] & ~load_file(paths.level("imp", 2).mask)[k]).any() for k in trunk_3)
