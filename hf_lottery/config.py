@@ -287,7 +287,7 @@ class PruneArguments:
             "level's surviving weights whose mask bit changed since the last check (You et al.: 0.1)."
         ),
     )
-    keep_weights: Literal["all", "needed"] = field(
+    keep_weights: str = field(
         default="all",
         metadata=_help(
             "all: keep every level's trained weights. needed: keep every mask and metric, but the trained weights "

@@ -67,6 +67,22 @@ def test_bad_input_gets_one_line_and_writes_nothing(capsys, tmp_path, tiny_bert,
         ([str(two_label_classifier), *files_args(three, three), "--levels", "1"], "head for 2 labels"),
         ([model, *good, "--include", "attention.nope"], "--include 'attention.nope' matches no parameter"),
         ([model, *good, "--rewind-to", "step:999"], "past the end of level 0, which has 2 steps"),
+        ([model, *good, "--one-shot", "1.0"], "--one-shot sparsities must be in (0, 1), got 1.0"),
+        (
+            [model, *good, "--early-bird", "0.5", "--early-bird-threshold", "0"],
+            "--early-bird-threshold must be in (0, 1)",
+        ),
+        (
+            [model, *good, "--early-bird", "0.5", "--early-bird-threshold", "1"],
+            "--early-bird-threshold must be in (0, 1)",
+        ),
+        ([model, *good, "--early-bird", "0.5", "--early-bird-every", "0"], "--early-bird-every must be >= 1"),
+        ([model, *good, "--early-bird", "0.5", "--early-bird-window", "0"], "--early-bird-window must be >= 1"),
+        (
+            [model, *good, "--early-bird", "0.5"],
+            "--early-bird-every x --early-bird-window = 50 steps per level, but --max-steps is 2",
+        ),
+        ([model, *good, "--keep-weights", "some"], "--keep-weights"),
     ]
     for args, message in cases:
         fails_cleanly(capsys, args, message, out)
