@@ -64,7 +64,10 @@ def run_finetune(config: RunConfig) -> list[dict]:
         if accelerator.is_main_process:
             save_weights(paths.rewind_point, rewind)
         desc = f"finetune ({1 - density(mask):.1%} sparse)"
-        metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name)
+        metrics = train(
+            model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name,
+            checkpoint=level.checkpoint,
+        )  # fmt: skip
         save_level(accelerator, level, model, mask, metrics, prepared.metric)
     finish_trackers(accelerator)
     rows = write_results(paths, prepared.metric.name) if accelerator.is_main_process else []

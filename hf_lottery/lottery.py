@@ -40,11 +40,13 @@ class TrainLevel(Protocol):
     """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them).
 
     ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
-    optimizer step: level 0 saves the rewind point through it.
+    optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
+    checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
+    the steps after it).
     """
 
     def __call__(
-        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
     ) -> dict: ...
 
 
@@ -96,10 +98,15 @@ def prepare_run(config: RunConfig) -> Run:
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
-    def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None) -> dict:
+    def train_level(
+        model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
+    ) -> dict:
         seed = config.train.seed + level
         set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-        return train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step)
+        return train(
+            model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
+            checkpoint=checkpoint,
+        )  # fmt: skip
 
     return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
 
@@ -178,7 +185,10 @@ def _train_level_0(run: Run) -> None:
             save_weights(run.paths.rewind_point, trained)
 
     mask = dense_mask(model, run.prunable)
-    metrics = run.train_level(model, mask, level=0, desc="level 0 (dense)", tag=paths.name, on_step=save_rewind_point)
+    metrics = run.train_level(
+        model, mask, level=0, desc="level 0 (dense)", tag=paths.name, on_step=save_rewind_point,
+        checkpoint=paths.checkpoint,
+    )  # fmt: skip
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
@@ -194,7 +204,7 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     apply_mask(model, mask)
     sparsity = 1.0 - run.densities[level]
     desc = f"level {level} ({branch}, sparsity {sparsity:.1%})"
-    metrics = run.train_level(model, mask, level=level, desc=desc, tag=paths.name)
+    metrics = run.train_level(model, mask, level=level, desc=desc, tag=paths.name, checkpoint=paths.checkpoint)
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
 
 

@@ -15,7 +15,8 @@ def collect_rows(paths: RunPaths) -> list[dict]:
 def format_table(rows: list[dict], metric: str) -> str:
     """A Markdown table: level, branch, sparsity, the main metric and its difference to dense."""
     dense = rows[0][metric]
-    known = (metric, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command")
+    known = (metric, "steps", "resumed_from_step", "sparsity", "branch", "level", "metric", "greater_is_better",
+             "path", "command")  # fmt: skip
     extra = [k for k in rows[0] if k not in known]
     header = ["level", "run", "sparsity", metric, "vs dense", *extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
