@@ -95,7 +95,9 @@ def find_ticket(
     start_run_dir(paths, config, model, tokenizer, accelerator)
     target = Metric(metric, greater_is_better)
 
-    def train_level(trained: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None) -> dict:
+    def train_level(
+        trained: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
+    ) -> dict:  # the user's function keeps no checkpoints inside a level
         accelerator.print(desc)
         set_seed(seed + level, device_specific=True)
         if on_step is not None:

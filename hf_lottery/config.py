@@ -36,9 +36,11 @@ REACH_FIELDS = frozenset(
     {"levels", "target_sparsity", "control", "one_shot", "early_bird", "early_bird_every", "early_bird_window",
      "early_bird_threshold"}
 )  # fmt: skip
-# Where a run is written and pushed, and whether it runs at all: none changes what it computes, nor belongs in
-# its command line.
-OUTPUT_FIELDS = frozenset({"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to", "keep_weights"})
+# Where a run is written and pushed, whether it runs at all, how often it saves its progress and which weights it
+# keeps: none changes what it computes, nor belongs in its command line.
+OUTPUT_FIELDS = frozenset(
+    {"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to", "keep_weights", "save_steps"}
+)
 # Fields left out of the run's identity (config.json holds the rest, and the run directory's name hashes it).
 NON_IDENTITY_FIELDS = REACH_FIELDS | OUTPUT_FIELDS
 
@@ -190,6 +192,13 @@ class TrainArguments:
     eval_steps: int | None = field(
         default=None, metadata=_help("Also evaluate every N optimizer steps and keep the best weights.")
     )
+    save_steps: int | None = field(
+        default=None,
+        metadata=_help(
+            "Save the level's training state every N optimizer steps (the latest kept, removed when the level "
+            "ends): a killed level resumes from it, to the same result."
+        ),
+    )
     seed: int = field(default=42, metadata=_help("Seed of the head init, data order and controls."))
     report_to: str = field(
         default="none",
@@ -203,7 +212,8 @@ class TrainArguments:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps")
+        _positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps",
+                  "save_steps")  # fmt: skip
         if self.epochs <= 0 and self.max_steps is None:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -64,7 +64,10 @@ def run_finetune(config: RunConfig) -> list[dict]:
         if accelerator.is_main_process:
             save_weights(paths.rewind_point, rewind)
         desc = f"finetune ({1 - density(mask):.1%} sparse)"
-        metrics = train(model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name)
+        metrics = train(
+            model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name,
+            checkpoint=level.checkpoint,
+        )  # fmt: skip
         metrics |= prepared.evaluate_test(model, accelerator, config.train.eval_batch_size)
         save_level(accelerator, level, model, mask, metrics, prepared.metric)
     finish_trackers(accelerator)

@@ -43,11 +43,13 @@ class TrainLevel(Protocol):
     and its held-out ones prefixed ``test_`` when the run has a test split.
 
     ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
-    optimizer step: level 0 saves the rewind point through it.
+    optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
+    checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
+    the steps after it).
     """
 
     def __call__(
-        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
     ) -> dict: ...
 
 
@@ -107,10 +109,15 @@ def prepare_run(config: RunConfig) -> Run:
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
-    def train_level(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None) -> dict:
+    def train_level(
+        model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
+    ) -> dict:
         seed = config.train.seed + level
         set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-        metrics = train(model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step)
+        metrics = train(
+            model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
+            checkpoint=checkpoint,
+        )  # fmt: skip
         if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
             return metrics
         return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
@@ -212,7 +219,10 @@ def _train_level_0(run: Run) -> None:
             save_weights(run.paths.rewind_point, trained)
 
     mask = dense_mask(model, run.prunable)
-    metrics = run.train_level(model, mask, level=0, desc="level 0 (dense)", tag=paths.name, on_step=save_rewind_point)
+    metrics = run.train_level(
+        model, mask, level=0, desc="level 0 (dense)", tag=paths.name, on_step=save_rewind_point,
+        checkpoint=paths.checkpoint,
+    )  # fmt: skip
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 

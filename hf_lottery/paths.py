@@ -14,7 +14,8 @@
       results.json, results.md, sparsity_vs_metric.png
 
 A level folder holds mask.safetensors, weights.safetensors (trained), sparsity.json and
-metrics.json; metrics.json is written last, so its presence means the level is complete.
+metrics.json; metrics.json is written last, so its presence means the level is complete. While a level
+trains with --save-steps, checkpoint/ holds its latest training state (removed when the level is complete).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class LevelPaths:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint"
 
     def is_done(self) -> bool:
         return self.metrics.exists()

@@ -40,8 +40,8 @@ def format_table(rows: list[dict], metric: str) -> str:
     optimizer steps each row cost in all.
     """
     main = [m for m in (metric, TEST_PREFIX + metric) if m in rows[0]]
-    known = (*main, "steps", "sparsity", "branch", "level", "metric", "greater_is_better", "path", "command",
-             "total_steps")  # fmt: skip
+    known = (*main, "steps", "resumed_from_step", "sparsity", "branch", "level", "metric", "greater_is_better",
+             "path", "command", "total_steps")  # fmt: skip
     extra = [k for k in rows[0] if k not in known]
     compared = [(_column(m), "vs dense" if m == metric else "test vs dense") for m in main]
     header = ["level", "run", "sparsity", *(name for pair in compared for name in pair), *map(_column, extra)]

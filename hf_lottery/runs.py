@@ -31,7 +31,7 @@ from .masks import Mask, sparsity_report
 from .model import load_model_config, load_tokenizer
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
-from .storage import read_json, save_tensors, save_weights, write_folder, write_json, write_text
+from .storage import read_json, remove_folder, save_tensors, save_weights, write_folder, write_json, write_text
 from .tasks import TEST_PREFIX, Metric, TaskData, TaskKind, resolve_task_kind
 
 
@@ -210,6 +210,8 @@ def start_run_dir(
             write_folder(paths.model_files, save_model_files)
         for stale in paths.root.rglob(".*.tmp-*"):  # left by a killed run; never mistaken for a result
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        for level in paths.finished_levels():  # killed between its metrics.json and the removal of its checkpoints
+            remove_folder(level.checkpoint)
     accelerator.wait_for_everyone()
 
 
@@ -232,7 +234,7 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
 def save_level(
     accelerator: Accelerator, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict, metric: Metric
 ) -> None:
-    """A level's files, ``metrics.json`` last: its presence means the level is complete."""
+    """A level's files, ``metrics.json`` last: its presence means the level is complete; then its checkpoints go."""
     if accelerator.is_main_process:
         report = sparsity_report(mask)
         save_tensors(paths.mask, mask)
@@ -242,6 +244,7 @@ def save_level(
         info = {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
                 "greater_is_better": metric.greater_is_better}  # fmt: skip
         write_json(paths.metrics, {**metrics, **info})
+        remove_folder(paths.checkpoint)
         line = (
             f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
         )

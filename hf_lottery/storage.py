@@ -48,6 +48,15 @@ def write_folder(path: Path, writer: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_folder(path: Path) -> None:
+    """Rename ``path`` to a temporary sibling, then delete that: a kill midway never leaves a half-deleted ``path``
+    (the next run removes the temporary folder)."""
+    if path.exists():
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        path.rename(tmp)
+        shutil.rmtree(tmp)
+
+
 def write_text(path: Path, text: str) -> None:
     _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

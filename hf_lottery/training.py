@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from .checkpoint import LevelCheckpoints
 from .config import TrainArguments
 from .masks import Mask
 from .tasks import PreparedData
@@ -112,6 +114,7 @@ def train(
     desc: str,
     tag: str = "train",
     on_step: Callable[[int, PreTrainedModel], bool | None] | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with ``mask`` fixed; return the validation metrics of the weights it keeps.
 
@@ -121,13 +124,16 @@ def train(
 
     With trackers on the accelerator, loss, learning rate and
     evaluations are logged under ``tag`` (the level's folder, e.g. ``imp/level_3``) by optimizer step.
+    ``checkpoint`` is the level's folder of checkpoints: training resumes from the latest one there (calling
+    ``on_step`` only for the steps after it) and saves one every ``--save-steps`` optimizer steps.
     """
+    order, collator = torch.Generator().manual_seed(seed), data.train_collator(seed + accelerator.process_index)
     train_loader = DataLoader(
         data.train,
         batch_size=args.batch_size,
         shuffle=True,
-        collate_fn=data.train_collator(seed + accelerator.process_index),
-        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collator,
+        generator=order,
     )
     eval_loader = DataLoader(data.validation, batch_size=args.eval_batch_size, collate_fn=data.eval_collator)
     optimizer = adamw(model.parameters(), args.learning_rate, args.weight_decay, accelerator.device)
@@ -143,14 +149,17 @@ def train(
     prepared, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
-    stopped = on_step is not None and bool(on_step(0, model))
+    checkpoints = LevelCheckpoints(checkpoint, accelerator, order, collator)
+    resumed = checkpoints.restore()
+    step, best = resumed or (0, None)
+    stopped = on_step is not None and resumed is None and bool(on_step(0, model))
 
     metric = data.metric
-    best: tuple[float, dict[str, float], dict[str, torch.Tensor]] | None = None
-    step = 0
-    progress = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
+    progress = tqdm(
+        total=total_steps, initial=step, desc=desc, disable=not accelerator.is_local_main_process, leave=False
+    )
     while step < total_steps and not stopped:
-        for batch in train_loader:
+        for batch in checkpoints.batches(train_loader):
             prepared.train()
             with accelerator.accumulate(prepared):
                 loss = prepared(**batch).loss
@@ -178,6 +187,8 @@ def train(
                 if best is None or metric.better(metrics[metric.name], best[0]):
                     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                     best = (metrics[metric.name], metrics, state)
+            if args.save_steps and step % args.save_steps == 0 and step < total_steps:
+                checkpoints.save(step, best)
             if step >= total_steps:
                 break
     progress.close()
@@ -191,7 +202,7 @@ def train(
         model.load_state_dict(best[2])
         metrics = best[1]
     accelerator.free_memory()
-    return {**metrics, "steps": step}
+    return {**metrics, "steps": step, **({"resumed_from_step": resumed[0]} if resumed else {})}
 
 
 def adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:

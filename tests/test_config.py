@@ -23,6 +23,7 @@ BASE = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity
         ({"dataset_name": "imdb", "train_file": "a", "validation_file": "b"}, "give --dataset-name or --train-file"),
         ({"train_file": "a.tsv", "task": None}, "give both --train-file and --validation-file"),
         ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"save_steps": 0}, "--save-steps must be >= 1"),
     ],
 )
 def test_bad_values_are_refused(override, message):
@@ -41,6 +42,8 @@ def test_run_hash_is_pinned_and_ignores_output_dir():
     assert config.run_hash() == "c422d34eec"
     assert config.legacy_run_hash() == "3f52d210f3"  # hf-lottery 0.1's name for it: found as a fallback
     assert RunConfig.build(**BASE, output_dir="elsewhere").run_hash() == config.run_hash()
+    with_checkpoints = RunConfig.build(**BASE, save_steps=100)  # saving progress changes no result
+    assert with_checkpoints.run_hash() == config.run_hash() and with_checkpoints.to_command() == config.to_command()
     assert RunConfig.build(**BASE, prune_fraction=0.3).run_hash() != config.run_hash()
     # How far a run goes is not part of its identity: a longer run of the same config has the same name.
     longer = RunConfig.build(**{**BASE, "target_sparsity": 0.95}, levels=20, control=["reinit"])

@@ -10,7 +10,8 @@ mask drawn there is the next level's. A level that never settles trains to its e
 A stopped level's metric would not be comparable, so search levels are search-only: the masks at the asked
 sparsities are drawn at the stop of the search level that crosses them (as a clipped IMP level is) and trained
 fully from the rewind point; only those enter the table. Level 1's mask comes from the fully trained dense
-level 0, which every branch shares.
+level 0, which every branch shares. Search levels keep no checkpoints (``--save-steps``): where one stops
+depends on every draw before, so a killed search level restarts, and is short anyway.
 
     early-bird/settings.json        every, window, threshold: the search depends on them
     early-bird/search_K/            mask.safetensors (what level K trained), search.json (stop step, distances)
