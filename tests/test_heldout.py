@@ -23,6 +23,7 @@ from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
 from hf_lottery.tasks import get_task_kind
 from tests.helpers import SENTENCES, make_config
+from tests.helpers import fails_cleanly as one_line_error
 
 TRAIN, DEV = str(DEMO_DATA / "train.tsv"), str(DEMO_DATA / "dev.tsv")
 QUICK = ["--levels", "1", "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16",
@@ -143,12 +144,7 @@ def test_a_masked_lm_run_gets_a_test_perplexity(tiny_bert, text_files, tmp_path)
 
 
 def fails_cleanly(capsys, args: list[str], message: str, out: Path) -> None:
-    code = main(["prune", *args, "--output-dir", str(out)])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1
-    assert len(lines) == 1 and lines[0].startswith("hf-lottery: error: "), err
-    assert message in lines[0], lines[0]
+    one_line_error(capsys, args, message, out)
     assert not out.exists(), f"{args} wrote {out}"
 
 

@@ -1,11 +1,7 @@
 """The cheaper ticket methods (one-shot, early-bird) on a tiny BERT: what they prune, what they cost, how they
 resume, extend a finished run, export and refuse bad settings."""
 
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,7 +14,7 @@ from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
 from hf_lottery.strategies import get_strategy
-from tests.helpers import make_config
+from tests.helpers import kill_9_then_rerun, make_config
 
 EARLY_BIRD = dict(early_bird_every=1, early_bird_window=2, early_bird_threshold=0.5)  # settles at step 2
 
@@ -94,23 +90,15 @@ def test_methods_added_to_a_finished_run_train_only_their_own_levels(tiny_bert, 
 
 
 def test_a_killed_run_with_one_shot_and_early_bird_resumes_to_the_uninterrupted_result(tiny_bert, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     args = [sys.executable, "-m", "hf_lottery", "prune", str(tiny_bert), "--train-file", str(DEMO_DATA / "train.tsv"),
             "--validation-file", str(DEMO_DATA / "dev.tsv"), "--levels", "1", "--prune-fraction", "0.5",
             "--one-shot", "0.7", "--early-bird", "0.6", "0.85", "--early-bird-every", "2", "--early-bird-window", "2",
             "--early-bird-threshold", "0.9", "--max-train-samples", "64", "--max-eval-samples", "16",
             "--batch-size", "8", "--max-steps", "30", "--seed", "0"]  # fmt: skip
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([*args, "--output-dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (killed / "early-bird" / "search_1" / "search.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "early-bird" / "level_3_to_85.00" / "metrics.json").exists(), "killed too late"
-    for out in (killed, whole):
-        subprocess.run([*args, "--output-dir", str(out)], env=env, check=True, capture_output=True, timeout=300)
+    early_bird = killed / "early-bird"
+    kill_9_then_rerun(args, killed, whole, when=early_bird / "search_1" / "search.json",
+                      before=early_bird / "level_3_to_85.00" / "metrics.json")  # fmt: skip
     for level in ("one-shot/level_1_to_70.00", "early-bird/level_2_to_60.00", "early-bird/level_3_to_85.00"):
         for name in ("mask.safetensors", "weights.safetensors"):
             a, b = load_file(killed / level / name), load_file(whole / level / name)
