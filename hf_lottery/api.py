@@ -72,6 +72,11 @@ def find_ticket(
     prune_args = PruneArguments(**prune)
     if prune_args.early_bird:
         raise LotteryError("early_bird stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
+    if prune_args.replicates > 1:
+        raise LotteryError(
+            "find_ticket runs one replicate: its model is one initialisation and train_fn's seeds are yours; "
+            "call it once per seed with another output_dir, or use `hf-lottery prune --replicates`"
+        )
     if prune_args.target_sparsity is None and prune_args.levels is None:
         if not prune_args.one_shot:
             raise LotteryError("give target_sparsity (e.g. 0.7), levels or one_shot")

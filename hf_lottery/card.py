@@ -72,6 +72,13 @@ def render_card(
         f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} vs "
         f"{_show(metric, dense)} dense"
     )
+    if facts.get("metric_mean") is not None:
+        summary = (
+            f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} (mean "
+            f"{_show(metric, facts['metric_mean'])} ± {_show(metric, facts['metric_std'])} over "
+            f"{len(facts['metric_replicates'])} replicates) vs {_show(metric, dense)} dense (mean "
+            f"{_show(metric, facts['dense_metric_mean'])} ± {_show(metric, facts['dense_metric_std'])})"
+        )
     if test_value is not None:
         dense_test = facts["dense_test_metric_value"]
         summary += f"; held-out test {_show(metric, test_value)} vs {_show(metric, dense_test)} dense"
@@ -108,6 +115,7 @@ def render_card(
         strategy=get_strategy(prune.scope).description if prune else None,
         controls_sentence=_controls_sentence(rows),
         test_sentence=_test_sentence(config, rows, metric),
+        replicates_sentence=_replicates_sentence(facts, metric),
     )
     return str(card) if existing is None else merge_cards(existing, card)
 
@@ -127,6 +135,18 @@ def _test_sentence(config: RunConfig, rows: list[dict], metric: Metric) -> str:
     return (
         f" The test columns score every level on {source}, which was never used to choose a level: levels are "
         f"compared on validation, which flatters the one chosen, so the test {metric.name} is the estimate to quote."
+    )
+
+
+def _replicates_sentence(facts: dict, metric: Metric) -> str:
+    """How many replicates the run had and which one this repository is; nothing for a run without replicates."""
+    if facts.get("metric_mean") is None:
+        return ""
+    return (
+        f" The run had {facts['replicates']} replicates (the same IMP under different seeds): the table gives each "
+        "level's mean ± std over them, and choosing the best level compares the means. This repository holds "
+        f"replicate 0, whose own {metric.name} is {_show(metric, facts['metric_value'])} (mean "
+        f"{_show(metric, facts['metric_mean'])} ± {_show(metric, facts['metric_std'])})."
     )
 
 

@@ -32,9 +32,10 @@ LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 # levels or another control extends the same run (run_log.jsonl records each invocation's reach).
 # The cheaper ticket methods (one-shot, early-bird) are branches over the same level 0 and rewind point, so they
 # are reach too; early-bird's settings are checked against its own branch folder instead (methods/early_bird.py).
+# Replicates are the same run under other seeds (hf_lottery/replicates.py): more of them extend the run.
 REACH_FIELDS = frozenset(
     {"levels", "target_sparsity", "control", "one_shot", "early_bird", "early_bird_every", "early_bird_window",
-     "early_bird_threshold"}
+     "early_bird_threshold", "replicates"}
 )  # fmt: skip
 # Where a run is written and pushed, whether it runs at all, how often it saves its progress and which weights it
 # keeps: none changes what it computes, nor belongs in its command line.
@@ -305,6 +306,13 @@ class PruneArguments:
             "rest are deleted as the run goes."
         ),
     )
+    replicates: int = field(
+        default=1,
+        metadata=_help(
+            "Run the same IMP (levels, controls, methods) this many times under different seeds and report mean "
+            "± std per level; replicate 0 is the plain run, the others go to replicate_<r>/ in the run directory."
+        ),
+    )
     dry_run: bool = field(
         default=False,
         metadata=_help(
@@ -334,7 +342,7 @@ class PruneArguments:
             if bad_sparsity:
                 raise LotteryError(f"--{flag.replace('_', '-')} sparsities must be in (0, 1), got {bad_sparsity[0]}")
             setattr(self, flag, sorted(set(getattr(self, flag))))
-        _positive(self, "early_bird_every", "early_bird_window")
+        _positive(self, "early_bird_every", "early_bird_window", "replicates")
         if self.keep_weights not in ("all", "needed"):
             raise LotteryError(f"--keep-weights must be all or needed, got {self.keep_weights!r}")
         if not 0.0 < self.early_bird_threshold < 1.0:

@@ -66,7 +66,8 @@ class FinishedRun:
         Returns its result row.
 
         ``best`` compares validation scores only: the test scores (``test_*``) are never read here, so they stay
-        an estimate of the chosen level that the choice did not flatter.
+        an estimate of the chosen level that the choice did not flatter. With replicates it compares their means
+        (dense's too), so one lucky seed does not choose the level; the weights shipped are replicate 0's.
         """
         imp = [r for r in self.rows if r["branch"] == IMP]
         if isinstance(level, str) and "/" in level:
@@ -81,16 +82,22 @@ class FinishedRun:
                 raise LotteryError(f"the run has no level {level}; its levels are 0..{max(r['level'] for r in imp)}")
             return matches[0], f"chosen by hand (`--level {level}`)."
         metric = self.metric
-        dense = imp[0][metric.name]
+        score = self.score
+        dense = score(imp[0])
         tickets = [r for r in self.rows if r["branch"] == IMP or r["branch"] in METHODS]
-        within = [r for r in tickets if within_tolerance(r[metric.name], dense, metric, tolerance)]
+        within = [r for r in tickets if within_tolerance(score(r), dense, metric, tolerance)]
         sign = 1 if metric.greater_is_better else -1
-        best = max(within, key=lambda r: (round(r["sparsity"], 6), sign * r[metric.name]))
+        best = max(within, key=lambda r: (round(r["sparsity"], 6), sign * score(r)))
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
+        what = f"mean validation {metric.name} over its replicates" if "mean" in imp[0] else f"validation {metric.name}"
         return best, (
-            f"the sparsest level whose validation {metric.name} is {how} the dense model's "
-            f"({best[metric.name]:.4f} vs {dense:.4f}): the winning ticket."
+            f"the sparsest level whose {what} is {how} the dense model's ({score(best):.4f} vs {dense:.4f}): the "
+            "winning ticket."
         )
+
+    def score(self, row: dict) -> float:
+        """What levels are compared by: the mean over the replicates when the run has them, else the metric."""
+        return row.get("mean", row[self.metric.name])
 
     def level_paths(self, row: dict) -> LevelPaths:
         """The folder of a result row (rows of hf-lottery 0.1 name none: theirs were all on the trunk)."""
@@ -122,6 +129,9 @@ class FinishedRun:
             "from_init": base.get("from_init"),
             **{k: prune.get(k) for k in ("rewind_to", "prune_fraction", "scope", "include", "exclude")},
             "controls": prune.get("control", []),
+            "replicates": len(self.rows[0].get("replicates", [None])), "metric_mean": row.get("mean"),
+            "metric_std": row.get("std"), "metric_replicates": row.get("replicates"),
+            "dense_metric_mean": self.rows[0].get("mean"), "dense_metric_std": self.rows[0].get("std"),
         }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from .methods import METHODS, Method
 from .methods.early_bird import level_of
 from .paths import IMP, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
+from .replicates import replicate_config
 from .report import write_results
 from .retention import drop_unneeded_weights
 from .runs import default_output_dir, finish_trackers, load_task, make_accelerator, save_level, start_run_dir
@@ -149,16 +150,18 @@ def plan_table(densities: list[float], prune: PruneArguments, steps: int, model:
         lines.append(f"| 1 | {sparsity:.1%} | one-shot | {steps} |")
     for sparsity in prune.early_bird:
         lines.append(f"| - | {sparsity:.1%} | early-bird | {steps} |")
-    trainings += len(prune.one_shot) + len(prune.early_bird)
-    kept = trainings if prune.keep_weights == "all" else min(trainings, 3)  # level 0, the last trunk, the best
-    disk = kept * weight_bytes + trainings * mask_bytes + weight_bytes  # the levels' files, and the rewind point
+    trainings = (trainings + len(prune.one_shot) + len(prune.early_bird)) * prune.replicates
+    kept = trainings if prune.keep_weights == "all" else min(trainings, 3 * prune.replicates)  # level 0, trunk, best
+    disk = kept * weight_bytes + trainings * mask_bytes + prune.replicates * weight_bytes  # levels, rewind points
     search = ""
     if prune.early_bird:
         levels = level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
+        levels *= prune.replicates
         search = f", plus at most {levels * steps} in {levels} early-bird search levels (stopped once masks settle)"
+    replicates = f" ({prune.replicates} replicates of the levels above)" if prune.replicates > 1 else ""
     lines.append(
-        f"{trainings} trainings, {trainings * steps} optimizer steps in all{search}; about {disk / 1e9:.2f} GB of "
-        "weights and masks on disk"
+        f"{trainings} trainings{replicates}, {trainings * steps} optimizer steps in all{search}; about "
+        f"{disk / 1e9:.2f} GB of weights and masks on disk"
     )
     return "\n".join(lines)
 
@@ -172,12 +175,27 @@ def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
 
 
 def run_lottery(config: RunConfig) -> list[dict]:
-    """Run (or resume) every level of IMP and its controls; return one result row per level (none for a dry run)."""
+    """Run (or resume) every level of IMP and its controls, in every replicate; return one result row per level
+    (none for a dry run).
+
+    Replicate 0 is the run itself; each other replicate is prepared like it (its own model load, so that its task
+    head is drawn from its own seed) and trained into its own folder. The run directory's results, written again
+    once all are done, give each level's mean and std over the replicates.
+    """
     try:
         run = prepare_run(config)
     except DryRun:
         return []
-    return run_levels(run)
+    rows = run_levels(run)
+    replicates = config.prune.replicates
+    for replicate in range(1, replicates):
+        replica = replicate_config(config, replicate)
+        run.accelerator.print(f"replicate {replicate} of {replicates - 1} (seed {replica.train.seed})")
+        run_levels(prepare_run(replica))
+    if replicates > 1:
+        rows = write_results(run.paths, run.metric.name) if run.accelerator.is_main_process else []
+        run.accelerator.wait_for_everyone()
+    return rows
 
 
 def run_levels(run: Run) -> list[dict]:

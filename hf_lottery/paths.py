@@ -12,6 +12,7 @@
       one-shot/level_1_to_90.00/     a cheaper ticket method's levels (hf_lottery/methods/), over the same level 0
       early-bird/...                 (its search levels and settings: see methods/early_bird.py)
       results.json, results.md, sparsity_vs_metric.png
+      replicate_1/ ...               with --replicates: the same run under other seeds, each with this layout
 
 A level folder holds mask.safetensors, weights.safetensors (trained), sparsity.json and
 metrics.json; metrics.json is written last, so its presence means the level is complete. While a level
@@ -107,6 +108,16 @@ class RunPaths:
     @property
     def run_log(self) -> Path:
         return self.root / "run_log.jsonl"
+
+    def replicate(self, replicate: int) -> RunPaths:
+        """Where a replicate lives: replicate 0 is the run directory itself, so a run without replicates is one."""
+        return self if replicate == 0 else RunPaths(self.root / f"replicate_{replicate}")
+
+    def replicates(self) -> list[RunPaths]:
+        """The replicates after replicate 0 that exist on disk, by number."""
+        found = [(int(number), folder) for folder in self.root.glob("replicate_*")
+                 if (number := folder.name.removeprefix("replicate_")).isdigit() and folder.is_dir()]  # fmt: skip
+        return [RunPaths(folder) for _, folder in sorted(found)]
 
     def level(self, branch: str, level: int, clipped_to: float | None = None) -> LevelPaths:
         """A trunk level, or with ``clipped_to`` (a target sparsity) the level clipped to hit it."""

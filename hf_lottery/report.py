@@ -1,7 +1,9 @@
 """The run's results: a table of every level (dense level 0 first) and the sparsity-vs-metric plot.
 
 With a test split, both show each level's held-out score beside its validation score: levels are chosen on
-validation, so only the test score is free of that choice.
+validation, so only the test score is free of that choice. With replicates (``hf_lottery/replicates.py``), the
+metric is each level's mean ± std over them: the table gives both and ``n``, the plot the mean and the min-max
+band; everything else is replicate 0's.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, RunPaths
+from .replicates import add_replicates
 from .storage import atomic_path, read_json, write_json, write_text
 from .tasks import TEST_PREFIX
 
@@ -18,7 +21,8 @@ def collect_rows(paths: RunPaths) -> list[dict]:
 
     Each row gets ``total_steps``: the optimizer steps spent to produce it, its own training plus level 0 and
     whatever found its mask (the IMP trunk levels before it, or a method's search), which is what the cheaper
-    methods are compared by.
+    methods are compared by. With replicates on disk, each row also gets every replicate's metric, their mean and
+    std (``replicates.add_replicates``).
     """
     rows = [{**read_json(level.metrics), "path": level.name} for level in paths.finished_levels()]
     trunk = {r["level"]: r.get("steps", 0) for r in rows if r["branch"] == IMP and "_to_" not in r["path"]}
@@ -31,6 +35,7 @@ def collect_rows(paths: RunPaths) -> list[dict]:
             else:
                 before += sum(trunk.get(n, 0) for n in range(1, row["level"]))
         row["total_steps"] = before + row.get("steps", 0)
+    add_replicates(rows, paths)
     return rows
 
 
@@ -41,18 +46,28 @@ def format_table(rows: list[dict], metric: str) -> str:
     """
     main = [m for m in (metric, TEST_PREFIX + metric) if m in rows[0]]
     known = (*main, "steps", "resumed_from_step", "sparsity", "branch", "level", "metric", "greater_is_better",
-             "path", "command", "total_steps")  # fmt: skip
+             "path", "command", "total_steps", "replicates", "mean", "std")  # fmt: skip
     extra = [k for k in rows[0] if k not in known]
+    replicated = "replicates" in rows[0]
     compared = [(_column(m), "vs dense" if m == metric else "test vs dense") for m in main]
-    header = ["level", "run", "sparsity", *(name for pair in compared for name in pair), *map(_column, extra)]
+    if replicated:
+        compared[0] = (f"{metric} (mean ± std)", "vs dense", "n")
+    header = ["level", "run", "sparsity", *(name for group in compared for name in group), *map(_column, extra)]
     header.append("total steps")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row["level"]), _run_name(row), f"{row['sparsity']:.1%}"]
         for m in main:
-            cells += [f"{row[m]:.4f}", f"{row[m] - rows[0][m]:+.4f}"]
+            if m == metric and replicated:
+                mean, n = row["mean"], len(row["replicates"])
+                cells += [f"{mean:.4f} ± {row['std']:.4f}", f"{mean - rows[0]['mean']:+.4f}", str(n)]
+            else:
+                cells += [f"{row[m]:.4f}", f"{row[m] - rows[0][m]:+.4f}"]
         cells += [*(f"{row[k]:.4f}" for k in extra), str(row.get("total_steps", ""))]
         lines.append("| " + " | ".join(cells) + " |")
+    if replicated:
+        lines += ["", f"{metric}: mean ± sample std over the n replicates that have the level; the other columns "
+                      "are replicate 0's (the run directory's own levels, the ones exported)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -79,17 +94,27 @@ def plot(rows: list[dict], metric: str, path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     dense = rows[0]
-    ax.axhline(dense[metric], color="grey", linestyle="--", label=f"dense ({dense[metric]:.3f})")
+    replicated = "replicates" in dense
+    value = (lambda r: r["mean"]) if replicated else (lambda r: r[metric])
+    ax.axhline(value(dense), color="grey", linestyle="--", label=f"dense ({value(dense):.3f})")
+    if replicated:
+        ax.axhspan(min(dense["replicates"]), max(dense["replicates"]), color="grey", alpha=0.15)
+        ax.set_title(f"mean and min–max of {len(dense['replicates'])} replicates", fontsize="medium")
     styles = {IMP: ("o-", "IMP ticket (rewound)")}
     styles |= {name: (kind.style, kind.label) for name, kind in (CONTROLS | METHODS).items()}
     for branch, (style, label) in styles.items():
         series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
         if len(series) > 1:
-            ax.plot([100 * r["sparsity"] for r in series], [r[metric] for r in series], style, label=label)
+            x = [100 * r["sparsity"] for r in series]
+            (line,) = ax.plot(x, [value(r) for r in series], style, label=label)
+            if replicated:
+                low, high = [min(r["replicates"]) for r in series], [max(r["replicates"]) for r in series]
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     test = TEST_PREFIX + metric
     imp = [dense] + sorted((r for r in rows if r["branch"] == IMP and r["level"] > 0), key=_sparsity)
     if test in dense:
-        ax.plot([100 * r["sparsity"] for r in imp], [r[test] for r in imp], "o-.", label="IMP ticket, test (held out)")
+        label = "IMP ticket, test (held out)" + (", replicate 0" if replicated else "")
+        ax.plot([100 * r["sparsity"] for r in imp], [r[test] for r in imp], "o-.", label=label)
     ax.set_xlabel("sparsity of prunable weights (%)")
     lower = rows[0].get("greater_is_better") is False
     ax.set_ylabel(f"{metric} (lower is better)" if lower else metric)
