@@ -1,9 +1,11 @@
-"""The IMP driver: level 0 trains the dense model, each later level prunes, rewinds and retrains.
+"""The IMP driver: level 0 trains the dense model, each later level prunes, rewinds and retrains; then the
+cheaper ticket methods (``hf_lottery.methods``) train their levels over the same level 0.
 
 Every step of a run skips itself when its output exists, which is all that resuming needs: a
 level is complete once its ``metrics.json`` is written (last, atomically), and a level killed
-halfway is trained again from its start. All randomness of a level is seeded from the run's seed
-and the level, so a resumed run ends bit-for-bit where an uninterrupted one does.
+halfway is trained again from its start, or from its last checkpoint with ``--save-steps``. All
+randomness of a level is seeded from the run's seed and the level, so a resumed run ends bit-for-bit
+where an uninterrupted one does.
 
 Rewinding: the whole model, task head included, goes back to the rewind point, so a level differs
 from level 0 by its mask alone. With ``--rewind-to pretrained`` the rewind point is the pretrained
