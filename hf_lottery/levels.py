@@ -82,5 +82,5 @@ def train_from_rewind(
     if start is not None:
         start(model)
     apply_mask(model, mask)
-    metrics = run.train_level(model, mask, level=level, desc=desc, tag=paths.name, checkpoint=paths.checkpoint)
+    metrics = run.train_level(model, mask, level=level, desc=desc, tag=run.tag(paths.name), checkpoint=paths.checkpoint)
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)

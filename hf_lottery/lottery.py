@@ -30,7 +30,7 @@ from .levels import prune, shared_mask, train_from_rewind, trained_weights
 from .masks import Mask, dense_mask, select_prunable
 from .methods import METHODS, Method
 from .methods.early_bird import level_of
-from .paths import IMP, LevelPaths, RunPaths
+from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .replicates import replicate_config
 from .report import write_results
@@ -76,6 +76,11 @@ class Run:
     @property
     def prune(self) -> PruneArguments:
         return self.config.prune
+
+    def tag(self, name: str) -> str:
+        """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
+        replicate = self.paths.root.name
+        return f"{replicate}/{name}" if replicate.startswith(REPLICATE_PREFIX) else name
 
     def branches(self) -> list[str]:
         """IMP and its controls, trained level by level."""
@@ -240,7 +245,7 @@ def _train_level_0(run: Run) -> None:
 
     mask = dense_mask(model, run.prunable)
     metrics = run.train_level(
-        model, mask, level=0, desc="level 0 (dense)", tag=paths.name, on_step=save_rewind_point,
+        model, mask, level=0, desc="level 0 (dense)", tag=run.tag(paths.name), on_step=save_rewind_point,
         checkpoint=paths.checkpoint,
     )  # fmt: skip
     save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMP = "imp"
+REPLICATE_PREFIX = "replicate_"  # replicate r > 0 of a run lives in replicate_<r>/ inside it
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,12 @@ class RunPaths:
 
     def replicate(self, replicate: int) -> RunPaths:
         """Where a replicate lives: replicate 0 is the run directory itself, so a run without replicates is one."""
-        return self if replicate == 0 else RunPaths(self.root / f"replicate_{replicate}")
+        return self if replicate == 0 else RunPaths(self.root / f"{REPLICATE_PREFIX}{replicate}")
 
     def replicates(self) -> list[RunPaths]:
         """The replicates after replicate 0 that exist on disk, by number."""
-        found = [(int(number), folder) for folder in self.root.glob("replicate_*")
-                 if (number := folder.name.removeprefix("replicate_")).isdigit() and folder.is_dir()]  # fmt: skip
+        found = [(int(number), folder) for folder in self.root.glob(f"{REPLICATE_PREFIX}*")
+                 if (number := folder.name.removeprefix(REPLICATE_PREFIX)).isdigit() and folder.is_dir()]  # fmt: skip
         return [RunPaths(folder) for _, folder in sorted(found)]
 
     def level(self, branch: str, level: int, clipped_to: float | None = None) -> LevelPaths:

@@ -131,13 +131,14 @@ def test_trackers_get_every_step_and_a_log_file_every_level(tiny_bert, tmp_path,
     from hf_lottery.cli import main
 
     out = RunPaths(tmp_path / "run")
-    run_lottery(make_config(tiny_bert, out.root, levels=1, prune_fraction=0.5, report_to="tensorboard"))
+    run_lottery(make_config(tiny_bert, out.root, levels=1, prune_fraction=0.5, report_to="tensorboard", replicates=2))
     events = sorted(out.root.rglob("events.out.tfevents*"))
     assert events, "no TensorBoard event file in the run directory"
     tags = set()
     for event_file in events:
         tags |= set(EventAccumulator(str(event_file)).Reload().Tags()["scalars"])
     assert {"imp/level_0/loss", "imp/level_1/learning_rate", "imp/level_1/eval_accuracy"} <= tags
+    assert {"replicate_1/imp/level_0/loss", "replicate_1/imp/level_1/eval_accuracy"} <= tags  # tagged by replicate
     lines = (out.root / "training.log").read_text().splitlines()
     assert [line.split(" ", 1)[1].split(":")[0] for line in lines] == ["level 0 (imp)", "level 1 (imp)"]
 

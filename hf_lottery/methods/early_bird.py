@@ -149,7 +149,8 @@ class EarlyBird(Method):
             return seen["settled"]
 
         desc = f"early-bird search level {level} (sparsity {1.0 - (1.0 - prune_args.prune_fraction) ** level:.1%})"
-        result = run.train_level(model, mask, level=level, desc=desc, tag=f"{self.name}/search_{level}", on_step=check)
+        tag = run.tag(f"{self.name}/search_{level}")
+        result = run.train_level(model, mask, level=level, desc=desc, tag=tag, on_step=check)
         if run.accelerator.is_main_process:
             self._draw(run, weights, mask, level + 1, crossed)
             write_json(
