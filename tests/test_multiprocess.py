@@ -136,3 +136,16 @@ def test_one_shot_and_early_bird_draw_the_same_masks_and_stop_at_the_same_step_o
                            ("early-bird", "level_3_to_85.00")):  # fmt: skip
         sparsity = read_json(tmp_path / "run" / branch / folder / "metrics.json")["sparsity"]
         assert abs(sparsity - float(folder.split("_to_")[1]) / 100) < 1e-3
+
+
+def test_replicates_run_on_two_processes_with_the_same_masks_on_every_rank(no_dropout_bert, tmp_path):
+    schedule = ("--levels", "1", "--prune-fraction", "0.5", "--replicates", "2")
+    done = launch(no_dropout_bert, tmp_path / "run", 2, 8, record=tmp_path, schedule=schedule)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "masks_rank0.safetensors"), load_file(tmp_path / "masks_rank1.safetensors")
+    assert set(rank0) == set(rank1) and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    rows = read_json(tmp_path / "run" / "results.json")
+    assert [len(r["replicates"]) for r in rows] == [2, 2]
+    replica = load_file(tmp_path / "run" / "replicate_1" / "imp" / "level_1" / "weights.safetensors")
+    first = load_file(tmp_path / "run" / "imp" / "level_1" / "weights.safetensors")
+    assert any(not torch.equal(replica[k], first[k]) for k in first)  # another seed, another head and data order
