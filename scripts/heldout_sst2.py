@@ -1,0 +1,67 @@
+"""Does choosing the sparsity on validation flatter it? IMP on MiniLM/SST-2 with a held-out test split.
+
+SST-2's GLUE test split has no labels, so the dev set of ../shared/data/glue/SST-2 is split in two halves
+(alternate rows, so both halves have the same mix): one validates every level (and chooses the winning
+level), the other is `--test-file`, never used to choose. The run is otherwise scripts/compare_cheap_tickets.py's
+IMP (2,000 training sentences, one epoch per level, 20% per level to 90%). It prints the table and the level
+each half would choose as the sparsest within one point of dense.
+
+    python scripts/heldout_sst2.py    # resumable; the split files are written beside the run
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reproduce_sst2 import minilm_folder, sst2_folder  # scripts/ is on the path of a script run from it
+
+from hf_lottery.config import RunConfig
+from hf_lottery.export import FinishedRun
+from hf_lottery.lottery import run_lottery
+from hf_lottery.report import format_table
+
+
+def split_dev(dev: Path, folder: Path) -> tuple[Path, Path]:
+    """Alternate rows of ``dev`` into validation and test halves (the same files on every run)."""
+    header, *rows = dev.read_text(encoding="utf-8").splitlines()
+    folder.mkdir(parents=True, exist_ok=True)
+    halves = folder / "dev_validation_half.tsv", folder / "dev_test_half.tsv"
+    for path, part in zip(halves, (rows[0::2], rows[1::2]), strict=True):
+        path.write_text("\n".join([header, *part]) + "\n", encoding="utf-8")
+    return halves
+
+
+def chosen(rows: list[dict], key: str, tolerance: float = 0.01) -> dict:
+    """The sparsest IMP level whose ``key`` score is within ``tolerance`` of dense's."""
+    imp = [r for r in rows if r["branch"] == "imp"]
+    return max((r for r in imp if r[key] >= imp[0][key] - tolerance), key=lambda r: r["sparsity"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/glue/SST-2"))
+    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--output-dir", default="runs/heldout-sst2")
+    args = parser.parse_args()
+    glue = sst2_folder(args.glue_dir)
+    validation, test = split_dev(glue / "dev.tsv", Path(args.output_dir + "-data"))
+    config = RunConfig.build(
+        "prune",
+        model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),
+        validation_file=str(validation), test_file=str(test), max_train_samples=args.train_samples,
+        max_length=64, target_sparsity=0.9, prune_fraction=0.2, exclude=["pooler"], rewind_to="pretrained",
+        learning_rate=1e-4, batch_size=32, eval_batch_size=128, epochs=1, seed=0, output_dir=args.output_dir,
+    )  # fmt: skip
+    rows = run_lottery(config)
+    print(format_table(rows, "accuracy"), end="")
+    on_validation, on_test = chosen(rows, "accuracy"), chosen(rows, "test_accuracy")
+    best, _ = FinishedRun.open(Path(args.output_dir)).choose_level("best")
+    dense_test = rows[0]["test_accuracy"]
+    print(f"validation chooses {on_validation['sparsity']:.1%} (export's best: {best['sparsity']:.1%}); there the "
+          f"held-out test half says {on_validation['test_accuracy']:.4f} against {dense_test:.4f} dense. The test "
+          f"half alone would choose {on_test['sparsity']:.1%}.")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
