@@ -141,3 +141,13 @@ def test_best_chooses_among_imp_and_the_methods_but_never_a_control(run, tmp_pat
     facts = export_ticket(paths.root, tmp_path / "best", level="best", tolerance=1.0)  # every level qualifies
     assert facts["sparsity"] == max(r["sparsity"] for r in rows if r["branch"] != "random-prune")
     assert facts["branch"] in ("one-shot", "early-bird")
+
+
+def test_a_search_level_whose_mask_never_settles_trains_to_its_end(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    rows = run_lottery(make_config(tiny_bert, out, levels=0, early_bird=[0.6], max_steps=6, early_bird_every=1,
+                                   early_bird_window=3, early_bird_threshold=0.001))  # fmt: skip
+    search = read_json(out / "early-bird" / "search_1" / "search.json")
+    assert not search["settled"] and search["stopped_at"] == 6 and len(search["distances"]) == 6
+    assert any(d >= 0.001 for _, d in search["distances"][-3:])  # why it did not stop
+    assert [(r["path"], r["total_steps"]) for r in rows] == [("imp/level_0", 6), ("early-bird/level_2_to_60.00", 18)]
