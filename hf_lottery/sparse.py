@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -80,6 +81,17 @@ def load_masks(path: Path) -> Mask:
     return {name: _unpack_checked(path, name, tensors[name], shapes[name]) for name in shapes}
 
 
+def _pruned_entries(
+    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]]
+) -> Iterator[tuple[str, list[int], torch.Tensor, torch.Tensor]]:
+    """(name, shape, values, packed mask) of each pruned tensor, taken out of ``tensors``: the rest stay dense."""
+    for name, shape in shapes.items():
+        values, packed = tensors.pop(f"{name}.values", None), tensors.pop(f"{name}.mask", None)
+        if values is None or packed is None:
+            raise LotteryError(f"{path.name}: {name} lacks its .values or .mask tensor")
+        yield name, shape, values, packed
+
+
 def read_sparse_header(path: Path) -> tuple[dict[str, torch.Tensor], Mask]:
     """What ``load_sparse`` would return, as meta tensors (names, shapes, dtypes), from the header alone.
 
@@ -89,10 +101,7 @@ def read_sparse_header(path: Path) -> tuple[dict[str, torch.Tensor], Mask]:
     tensors, shapes = _read_header(path, SPARSE_FORMAT)
     state: dict[str, torch.Tensor] = {}
     masks: Mask = {}
-    for name, shape in shapes.items():
-        values, packed = tensors.pop(f"{name}.values", None), tensors.pop(f"{name}.mask", None)
-        if values is None or packed is None:
-            raise LotteryError(f"{path.name}: {name} lacks its .values or .mask tensor")
+    for name, shape, values, packed in _pruned_entries(path, tensors, shapes):
         _check_packed(path, name, packed, shape)
         if values.dim() != 1 or values.numel() > math.prod(shape):
             raise LotteryError(
@@ -110,10 +119,7 @@ def load_sparse(path: Path) -> tuple[dict[str, torch.Tensor], Mask]:
     tensors, shapes = _read(path, SPARSE_FORMAT)
     state: dict[str, torch.Tensor] = {}
     masks: Mask = {}
-    for name, shape in shapes.items():
-        values, packed = tensors.pop(f"{name}.values", None), tensors.pop(f"{name}.mask", None)
-        if values is None or packed is None:
-            raise LotteryError(f"{path.name}: {name} lacks its .values or .mask tensor")
+    for name, shape, values, packed in _pruned_entries(path, tensors, shapes):
         mask = _unpack_checked(path, name, packed, shape)
         alive = int(mask.sum())
         if values.dim() != 1 or values.numel() != alive:
