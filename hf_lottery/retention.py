@@ -4,12 +4,17 @@ Those are level 0's (the dense model, which the cheaper methods prune), the last
 level is pruned from it, so the run can be extended) and the best ticket's so far (what ``export`` ships).
 Anything else is deleted once it is finished: a control's trained weights are never shipped, and an earlier
 trunk level can never become the best again, because more levels only add sparser candidates.
+
+With replicates that no longer holds for replicate 0 (the one exported): the best is chosen by the mean over
+the replicates, which moves as later replicates finish, so replicate 0 keeps every ticket level's weights
+(IMP's and the methods'); its controls' go all the same.
 """
 
 from __future__ import annotations
 
 from .config import RunConfig
 from .export import FinishedRun
+from .methods import METHODS
 from .paths import IMP, RunPaths
 from .report import collect_rows
 
@@ -18,6 +23,8 @@ def needed_levels(paths: RunPaths, config: RunConfig) -> set[str]:
     """The folders (as the results name them) whose trained weights the run still needs."""
     rows = collect_rows(paths)
     trunk = [r for r in rows if r["branch"] == IMP and "_to_" not in r["path"]]
+    if config.prune.replicates > 1:  # replicate 0 of several: any ticket level may become the best by the mean
+        return {r["path"] for r in rows if r["branch"] == IMP or r["branch"] in METHODS}
     best, _ = FinishedRun(paths, config, rows).choose_level("best")
     return {f"{IMP}/level_0", max(trunk, key=lambda r: r["level"])["path"], best["path"]}
 

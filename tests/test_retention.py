@@ -36,3 +36,14 @@ def test_only_level_0_the_last_trunk_level_and_the_best_keep_their_weights(tiny_
     assert len(kept_weights(paths)) <= 3
     trunk_3 = load_file(paths.level("imp", 3).mask)
     assert all(not (trunk_3[k] & ~load_file(paths.level("imp", 2).mask)[k]).any() for k in trunk_3)
+
+
+def test_with_replicates_replicate_0_keeps_every_ticket_level_since_the_mean_chooses_later(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    options = dict(control=["random-prune"], keep_weights="needed", max_steps=3, replicates=2)
+    run_lottery(make_config(tiny_bert, out, levels=2, **options))
+    paths = RunPaths(out)
+    assert kept_weights(paths) == {"imp/level_0", "imp/level_1", "imp/level_2"}  # no control's
+    assert kept_weights(paths.replicate(1)) <= {"imp/level_0", "imp/level_1", "imp/level_2"}
+    assert "imp/level_0" in kept_weights(paths.replicate(1)) and "imp/level_2" in kept_weights(paths.replicate(1))
+    export_ticket(out, tmp_path / "best")  # whichever level the means choose, its weights are there
