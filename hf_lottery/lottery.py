@@ -28,8 +28,7 @@ from .controls import CONTROLS
 from .errors import LotteryError
 from .levels import prune, shared_mask, train_from_rewind, trained_weights
 from .masks import Mask, dense_mask, select_prunable
-from .methods import METHODS, Method
-from .methods.early_bird import level_of
+from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .pruning import last_level_clipped, level_densities
 from .replicates import replicate_config
@@ -88,7 +87,7 @@ class Run:
 
     def methods(self) -> list[Method]:
         """The cheaper ticket methods this invocation asks for, each a branch over level 0."""
-        return [method() for method in METHODS.values() if method.asked(self.prune)]
+        return asked_methods(self.prune)
 
     def level_paths(self, branch: str, level: int) -> LevelPaths:
         """Where a level of this invocation lives: on the trunk, or off it when it is clipped to the target."""
@@ -111,9 +110,8 @@ def prepare_run(config: RunConfig) -> Run:
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config.prune, steps, task.model, prunable))
         raise DryRun
-    for method in METHODS.values():
-        if method.asked(config.prune):
-            method().check(task.paths, config.prune)
+    for method in asked_methods(config.prune):
+        method.check(task.paths, config.prune)
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
@@ -153,17 +151,15 @@ def plan_table(densities: list[float], prune: PruneArguments, steps: int, model:
     for level, density in enumerate(densities[1:], 1):
         runs = ", ".join(["imp", *prune.control])
         lines.append(f"| {level} | {1 - density:.1%} | {runs} | {branches * steps} |")
-    for sparsity in prune.one_shot:
-        lines.append(f"| 1 | {sparsity:.1%} | one-shot | {steps} |")
-    for sparsity in prune.early_bird:
-        lines.append(f"| - | {sparsity:.1%} | early-bird | {steps} |")
-    trainings = (trainings + len(prune.one_shot) + len(prune.early_bird)) * prune.replicates
+    methods = asked_methods(prune)
+    method_rows = [row for method in methods for row in method.plan(prune, steps)]
+    lines += method_rows
+    trainings = (trainings + len(method_rows)) * prune.replicates
     kept = trainings if prune.keep_weights == "all" else min(trainings, 3 * prune.replicates)  # level 0, trunk, best
     disk = kept * weight_bytes + trainings * mask_bytes + prune.replicates * weight_bytes  # levels, rewind points
     search = ""
-    if prune.early_bird:
-        levels = level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
-        levels *= prune.replicates
+    levels = sum(method.search_levels(prune) for method in methods) * prune.replicates
+    if levels:
         search = f", plus at most {levels * steps} in {levels} early-bird search levels (stopped once masks settle)"
     replicates = f" ({prune.replicates} replicates of the levels above)" if prune.replicates > 1 else ""
     lines.append(

@@ -131,15 +131,12 @@ class RunPaths:
         from .controls import CONTROLS
         from .methods import METHODS
 
-        found = []
-        for index, branch in enumerate((IMP, *CONTROLS)):
-            for folder in (self.root / branch).glob("level_*"):
-                level = LevelPaths(folder)
-                if level.is_done():
-                    found.append(((0, level.number, not level.clipped, index), level))  # a clipped N is below trunk N
-        for index, branch in enumerate(METHODS, 1):  # each method's levels after IMP's, by sparsity
-            for folder in (self.root / branch).glob("level_*"):
-                level = LevelPaths(folder)
-                if level.is_done():
-                    found.append(((index, level.clipped_to or 0.0, 0, 0), level))
+        def done(branch: str) -> list[LevelPaths]:
+            return [level for level in map(LevelPaths, (self.root / branch).glob("level_*")) if level.is_done()]
+
+        # IMP and its controls level by level (a clipped N below trunk N), then each method's levels by sparsity
+        found = [((0, level.number, not level.clipped, index), level)
+                 for index, branch in enumerate((IMP, *CONTROLS)) for level in done(branch)]  # fmt: skip
+        found += [((index, level.clipped_to or 0.0, 0, 0), level)
+                  for index, branch in enumerate(METHODS, 1) for level in done(branch)]  # fmt: skip
         return [level for _, level in sorted(found, key=lambda item: item[0])]

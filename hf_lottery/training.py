@@ -122,10 +122,10 @@ def train(
     the IMP driver saves the rewind point with it. When it returns True the level stops there, unevaluated
     (an early-bird search level: only its mask is wanted), and only ``steps`` is returned.
 
-    With trackers on the accelerator, loss, learning rate and
-    evaluations are logged under ``tag`` (the level's folder, e.g. ``imp/level_3``) by optimizer step.
-    ``checkpoint`` is the level's folder of checkpoints: training resumes from the latest one there (calling
-    ``on_step`` only for the steps after it) and saves one every ``--save-steps`` optimizer steps.
+    With trackers on the accelerator, loss, learning rate and evaluations are logged under ``tag`` (the level's
+    folder, e.g. ``imp/level_3``) by optimizer step. ``checkpoint`` is the level's folder of checkpoints: training
+    resumes from the latest one there (calling ``on_step`` only for the steps after it) and saves one every
+    ``--save-steps`` optimizer steps.
     """
     order, collator = torch.Generator().manual_seed(seed), data.train_collator(seed + accelerator.process_index)
     train_loader = DataLoader(

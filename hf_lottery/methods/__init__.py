@@ -5,6 +5,7 @@ Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one l
 
 from __future__ import annotations
 
+from ..config import PruneArguments
 from .base import Method
 from .early_bird import EarlyBird
 from .one_shot import OneShot
@@ -14,4 +15,10 @@ METHODS: dict[str, type[Method]] = {
     EarlyBird.name: EarlyBird,
 }
 
-__all__ = ["METHODS", "Method"]
+
+def asked_methods(prune: PruneArguments) -> list[Method]:
+    """The methods a run's pruning arguments ask for, in table order."""
+    return [method() for method in METHODS.values() if method.asked(prune)]
+
+
+__all__ = ["METHODS", "Method", "asked_methods"]

@@ -12,7 +12,9 @@ format), ``description`` and ``citation`` (the card's words), and implements:
   into ``run.paths.level(name, n, clipped_to=sparsity)``;
 - ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
   to find the mask of its level ``level`` (the results' total steps column);
-- ``results_section(paths)``: optionally, Markdown (and figures) for ``results.md`` about how it searched.
+- ``results_section(paths)``: optionally, Markdown (and figures) for ``results.md`` about how it searched;
+- ``plan(prune, steps)``: the ``--dry-run`` table's rows of its trainings, and ``search_levels(prune)``, how
+  many shortened search levels come on top, if any.
 """
 
 from __future__ import annotations
@@ -48,3 +50,9 @@ class Method:
 
     def results_section(self, paths: RunPaths) -> str:
         return ""
+
+    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
+        raise NotImplementedError
+
+    def search_levels(self, prune: PruneArguments) -> int:
+        return 0

@@ -85,6 +85,13 @@ class EarlyBird(Method):
     def results_section(self, paths: RunPaths) -> str:
         return _results_section(paths)
 
+    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
+        return [f"| - | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in prune.early_bird]
+
+    def search_levels(self, prune: PruneArguments) -> int:
+        """At most this many search levels: those before the level that reaches the highest target."""
+        return level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
+
     def train(self, run: Run) -> None:
         if run.accelerator.is_main_process and not self.settings_file(run.paths).exists():
             write_json(self.settings_file(run.paths), {k: getattr(run.prune, k) for k in SETTINGS})

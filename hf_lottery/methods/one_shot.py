@@ -30,6 +30,9 @@ class OneShot(Method):
     def asked(prune: PruneArguments) -> bool:
         return bool(prune.one_shot)
 
+    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
+        return [f"| 1 | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in prune.one_shot]
+
     def train(self, run: Run) -> None:
         dense = run.paths.level(IMP, 0)
         for sparsity in run.prune.one_shot:
