@@ -1,12 +1,46 @@
-"""hf-lottery: find lottery tickets in pretrained transformers and ship them to the Hub."""
+"""hf-lottery: find lottery tickets in pretrained transformers and ship them to the Hub.
 
-__version__ = "0.1.0"
+The public names load on first use, so ``import hf_lottery`` (and ``hf-lottery --help``) imports no torch.
+"""
 
-from .api import find_ticket  # noqa: E402
-from .callback import MaskedTrainingCallback  # noqa: E402
-from .export import export_ticket  # noqa: E402
-from .hub import load_ticket, push_ticket  # noqa: E402
-from .inference import sparsify_for_inference  # noqa: E402
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .version import __version__
+
+# Each public name and the module that defines it.
+_PUBLIC = {
+    "MaskedTrainingCallback": "callback",
+    "export_ticket": "export",
+    "find_ticket": "api",
+    "load_ticket": "tickets",
+    "push_ticket": "push",
+    "sparsify_for_inference": "inference",
+}
+
+if TYPE_CHECKING:
+    from .api import find_ticket
+    from .callback import MaskedTrainingCallback
+    from .export import export_ticket
+    from .inference import sparsify_for_inference
+    from .push import push_ticket
+    from .tickets import load_ticket
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_lottery' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
 
 __all__ = [
     "MaskedTrainingCallback",

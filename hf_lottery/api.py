@@ -32,13 +32,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
-from .config import ModelArguments, PruneArguments, RunConfig, TrainArguments
+from .arguments import ModelArguments, PruneArguments, TrainArguments
+from .config import RunConfig
 from .errors import LotteryError
-from .lottery import Run, describe_schedule, run_levels
+from .imp import describe_schedule
+from .levels import Run
+from .lottery import train_and_report
 from .masks import Mask, apply_mask, select_prunable, zero_pruned_gradient
 from .paths import RunPaths
-from .pruning import level_densities
-from .runs import check_run_dir, start_run_dir
+from .rundir import check_run_dir, start_run_dir
 from .tasks import Metric, kind_of_model
 
 TrainFn = Callable[[PreTrainedModel, Mask, int], "float | Mapping[str, float]"]
@@ -93,7 +95,7 @@ def find_ticket(
     accelerator = accelerator or Accelerator(cpu=not torch.accelerator.is_available())
     paths = RunPaths(Path(output_dir))
     check_run_dir(paths, config)
-    densities = level_densities(prune_args)
+    densities = prune_args.level_densities()
     accelerator.print(f"schedule: {describe_schedule(densities, prune_args)}")
     prunable = select_prunable(model, prune_args.include, prune_args.exclude)
     set_seed(seed)
@@ -116,7 +118,7 @@ def find_ticket(
             raise LotteryError(f"train_fn returned {sorted(scores)}, without the metric {metric!r}")
         return {k: float(v) for k, v in scores.items()}
 
-    return run_levels(Run(config, paths, accelerator, model, prunable, densities, target, train_level))
+    return train_and_report(Run(config, paths, accelerator, model, prunable, densities, target, train_level))
 
 
 def _kind(model: PreTrainedModel) -> str | None:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from . import __version__
 from .config import RunConfig
 from .controls import CONTROLS
 from .methods import METHODS
 from .report import format_table
 from .strategies import get_strategy
 from .tasks import TEST_PREFIX, Metric, get_task_kind
+from .version import __version__
 
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
 SECTION = re.compile(r"<!-- hf-lottery:start.*?<!-- hf-lottery:end -->", re.DOTALL)

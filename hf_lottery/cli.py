@@ -9,10 +9,10 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from . import __version__
 from .config import COMMAND_SECTIONS, SECTIONS, RunConfig
 from .errors import LotteryError
-from .export import DEFAULT_TOLERANCE
+from .rows import DEFAULT_TOLERANCE
+from .version import __version__
 
 USAGE = """usage: hf-lottery COMMAND [options]   (hf-lottery COMMAND --help for its options)
 
@@ -28,7 +28,7 @@ options anywhere: --debug (show tracebacks), --version
 """
 
 
-def _parse(command: str, args: list[str]) -> RunConfig:
+def parse_command(command: str, args: list[str]) -> RunConfig:
     """One HfArgumentParser over the command's parts (model, data, training, pruning or fine-tuning, hub)."""
     if args and not args[0].startswith("-"):
         args = ["--model_name_or_path", args[0], *args[1:]]
@@ -38,7 +38,7 @@ def _parse(command: str, args: list[str]) -> RunConfig:
 
 
 def _prune(args: list[str]) -> RunConfig:
-    return _parse("prune", args)
+    return parse_command("prune", args)
 
 
 def _level(value: str) -> int | str:
@@ -82,7 +82,7 @@ def _export(args: list[str]) -> None:
 
 
 def _push(args: list[str]) -> None:
-    from .hub import push_ticket
+    from .push import push_ticket
 
     parser = _ship_parser("hf-lottery push", "repo_id", "Hub repository, user/name (created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
@@ -94,7 +94,7 @@ def _push(args: list[str]) -> None:
 
 
 def _finetune(args: list[str]) -> RunConfig:
-    return _parse("finetune", args)
+    return parse_command("finetune", args)
 
 
 def _env(args: list[str]) -> None:
@@ -112,8 +112,8 @@ def _env(args: list[str]) -> None:
             lines.append(f"{package} not installed")
     import torch
 
-    from .config import TrainArguments
-    from .runs import resolve_launcher_settings
+    from .arguments import TrainArguments
+    from .launch import resolve_launcher_settings
 
     lines.append(f"accelerator: {torch.accelerator.current_accelerator() or 'none (CPU)'}")
     effective = TrainArguments()
@@ -161,7 +161,7 @@ def _run(config: RunConfig) -> None:
 
     hub = config.hub
     if hub.push_to_hub:
-        from .hub import push_ticket, require_token
+        from .push import push_ticket, require_token
 
         require_token()  # before hours of training, not after
     rows = run_finetune(config) if config.command == "finetune" else run_lottery(config)

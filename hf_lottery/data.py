@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from .config import DataArguments
+from .arguments import DataArguments
 from .errors import LotteryError
 
 VALIDATION_SPLITS = ("validation", "valid", "dev", "test")

@@ -14,19 +14,16 @@ import torch
 from safetensors.torch import load_model as load_weights_into
 from transformers import AutoConfig, PreTrainedModel
 
-from . import __version__
 from .card import render_card
 from .config import RunConfig
 from .errors import LotteryError
-from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
+from .rows import DEFAULT_TOLERANCE, best_ticket, is_clipped, row_metric, row_path, score
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
 from .tasks import TEST_PREFIX, Metric, TaskKind, get_task_kind
+from .version import __version__
 
-# "Matches dense": within one point of a higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a
-# lower-is-better one (perplexity, loss), at most this share above dense (0.01: 1% higher perplexity).
-DEFAULT_TOLERANCE = 0.01
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
     "model.safetensors", "model.sparse.safetensors", "masks.safetensors", "ticket.safetensors", "ticket.json",
 )  # fmt: skip
@@ -77,31 +74,22 @@ class FinishedRun:
                 raise LotteryError(f"the run has no level {level!r}; its levels are {names}")
             return row, f"chosen by hand (`--level {level}`)."
         if level != "best":
-            matches = sorted((r for r in imp if r["level"] == int(level)), key=lambda r: "_to_" in r.get("path", ""))
+            matches = sorted((r for r in imp if r["level"] == int(level)), key=is_clipped)
             if not matches:
                 raise LotteryError(f"the run has no level {level}; its levels are 0..{max(r['level'] for r in imp)}")
             return matches[0], f"chosen by hand (`--level {level}`)."
+        best = best_ticket(self.rows, tolerance)
         metric = self.metric
-        score = self.score
-        dense = score(imp[0])
-        tickets = [r for r in self.rows if r["branch"] == IMP or r["branch"] in METHODS]
-        within = [r for r in tickets if within_tolerance(score(r), dense, metric, tolerance)]
-        sign = 1 if metric.greater_is_better else -1
-        best = max(within, key=lambda r: (round(r["sparsity"], 6), sign * score(r)))
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         what = f"mean validation {metric.name} over its replicates" if "mean" in imp[0] else f"validation {metric.name}"
         return best, (
-            f"the sparsest level whose {what} is {how} the dense model's ({score(best):.4f} vs {dense:.4f}): the "
-            "winning ticket."
+            f"the sparsest level whose {what} is {how} the dense model's ({score(best):.4f} vs {score(imp[0]):.4f}): "
+            "the winning ticket."
         )
-
-    def score(self, row: dict) -> float:
-        """What levels are compared by: the mean over the replicates when the run has them, else the metric."""
-        return row.get("mean", row[self.metric.name])
 
     def level_paths(self, row: dict) -> LevelPaths:
         """The folder of a result row (rows of hf-lottery 0.1 name none: theirs were all on the trunk)."""
-        return LevelPaths(self.paths.root / row.get("path", f"{row['branch']}/level_{row['level']}"))
+        return LevelPaths(self.paths.root / row_path(row))
 
     def load_model(self, weights: Path) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(self.paths.model_files)
@@ -133,20 +121,6 @@ class FinishedRun:
             "metric_std": row.get("std"), "metric_replicates": row.get("replicates"),
             "dense_metric_mean": self.rows[0].get("mean"), "dense_metric_std": self.rows[0].get("std"),
         }  # fmt: skip
-
-
-def row_metric(row: dict) -> Metric:
-    """The metric of a result row; rows of hf-lottery 0.1 carry no direction (all its metrics grow)."""
-    return Metric(row["metric"], row.get("greater_is_better", True))
-
-
-def within_tolerance(value: float, dense: float, metric: Metric, tolerance: float) -> bool:
-    """Whether ``value`` "matches" dense: ``tolerance`` below it in metric units, or, for a lower-is-better
-    metric such as perplexity, at most ``tolerance`` (a share) above it: perplexity spans no fixed scale.
-    """
-    if metric.greater_is_better:
-        return value >= dense - tolerance
-    return value <= dense * (1 + tolerance)
 
 
 def model_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:

@@ -15,15 +15,16 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from .config import RunConfig
-from .errors import LotteryError
-from .hub import load_ticket
+from .errors import NotATicketError
+from .launch import finish_trackers, make_accelerator
 from .masks import Mask, dense_mask, density, select_prunable
 from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
-from .runs import default_output_dir, finish_trackers, make_accelerator, open_run_dir, save_level, start_run_dir
+from .rundir import default_output_dir, open_run_dir, save_level, start_run_dir
 from .storage import save_weights
 from .tasks import kind_of_model, resolve_task_kind
+from .tickets import load_ticket
 from .training import train
 
 
@@ -79,10 +80,8 @@ def run_finetune(config: RunConfig) -> list[dict]:
 def _load_ticket(name: str, weights: str, revision: str | None) -> tuple[PreTrainedModel, Mask]:
     try:
         return load_ticket(name, weights=weights, revision=revision)
-    except LotteryError as err:
-        if "is not an hf-lottery ticket" in str(err):
-            raise LotteryError(f"{err} (--no-mask fine-tunes it as a plain, dense model)") from None
-        raise
+    except NotATicketError as err:
+        raise NotATicketError(f"{err} (--no-mask fine-tunes it as a plain, dense model)") from None
 
 
 def _body_mask(mask: Mask, model: PreTrainedModel, log) -> Mask:

@@ -1,86 +1,144 @@
-"""What every branch does with a level: draw its mask once, from files on disk, and train it from the rewind point.
+"""A run as every branch sees it, and what every branch does with a level: draw its mask once, from files on
+disk, and train it from the rewind point.
 
-IMP's trunk, its controls and the cheaper ticket methods (``hf_lottery.methods``) share these steps, so a mask
-is computed the same way, on the main process only and broadcast, and a level is saved the same way.
+IMP's trunk, its controls and the cheaper ticket methods (``hf_lottery.methods``, through the ``RunContext``
+they are given) share these steps, so a mask is computed the same way, on the main process only and broadcast,
+and a level is saved the same way.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_model as load_weights_into
+from torch import nn
+from transformers import PreTrainedModel
 
-from .masks import Mask, apply_mask
-from .paths import LevelPaths
-from .runs import save_level
+from .arguments import PruneArguments
+from .config import RunConfig
+from .masks import Mask, apply_mask, prunable_weights
+from .methods import Method, asked_methods
+from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
+from .rundir import save_level
 from .sparse import pack_mask, unpack_mask
 from .strategies import get_strategy
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from .lottery import Run
+from .tasks import Metric
 
 
-def shared_mask(accelerator: Accelerator, compute: Callable[[], Mask]) -> Mask:
-    """``compute()`` on the main process, broadcast, so every rank holds the same mask."""
-    mask = compute() if accelerator.is_main_process else None
-    if accelerator.num_processes == 1:
+class TrainLevel(Protocol):
+    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them),
+    and its held-out ones prefixed ``test_`` when the run has a test split.
+
+    ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
+    optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
+    checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
+    the steps after it).
+    """
+
+    def __call__(
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
+    ) -> dict: ...
+
+
+@dataclass
+class Run:
+    """Everything a level needs, loaded and checked once before anything is written.
+
+    The CLI and the Python API (``find_ticket``) differ only in ``train_level``: hf-lottery's own loop on a
+    task's data, or the user's training function.
+    """
+
+    config: RunConfig
+    paths: RunPaths
+    accelerator: Accelerator
+    model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
+    prunable: list[str]
+    densities: list[float]
+    metric: Metric
+    train_level: TrainLevel
+
+    @property
+    def prune(self) -> PruneArguments:
+        return self.config.prune
+
+    def tag(self, name: str) -> str:
+        """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
+        replicate = self.paths.root.name
+        return f"{replicate}/{name}" if replicate.startswith(REPLICATE_PREFIX) else name
+
+    def branches(self) -> list[str]:
+        """IMP and its controls, trained level by level."""
+        return [IMP, *self.prune.control]
+
+    def methods(self) -> list[Method]:
+        """The cheaper ticket methods this invocation asks for, each a branch over level 0."""
+        return asked_methods(self.prune)
+
+    def level_paths(self, branch: str, level: int) -> LevelPaths:
+        """Where a level of this invocation lives: on the trunk, or off it when it is clipped to the target."""
+        clipped = level == len(self.densities) - 1 and self.prune.last_level_clipped(self.densities)
+        return self.paths.level(branch, level, self.prune.target_sparsity if clipped else None)
+
+    def shared_mask(self, compute: Callable[[], Mask]) -> Mask:
+        """``compute()`` on the main process, broadcast, so every rank holds the same mask."""
+        mask = compute() if self.accelerator.is_main_process else None
+        if self.accelerator.num_processes == 1:
+            return mask
+        shapes = {name: tuple(m.shape) for name, m in mask.items()} if mask is not None else None
+        payload = [shapes, {name: pack_mask(m) for name, m in mask.items()} if mask is not None else None]
+        broadcast_object_list(payload, from_process=0)
+        shapes, packed = payload
+        return {name: unpack_mask(packed[name].cpu(), shape) for name, shape in shapes.items()}
+
+    def shared_flag(self, flag: bool | None) -> bool:
+        """The main process's ``flag`` on every rank (a decision made from weights only the main process saw)."""
+        if self.accelerator.num_processes == 1:
+            return bool(flag)
+        payload = [flag]
+        broadcast_object_list(payload, from_process=0)
+        return bool(payload[0])
+
+    def trained_weights(self, level: LevelPaths) -> dict[str, torch.Tensor]:
+        """The prunable weights a finished level trained, loaded into a copy of the model."""
+        trained = copy.deepcopy(self.model)
+        load_weights_into(trained, str(level.weights))
+        return prunable_weights(trained, self.prunable)
+
+    def draw_mask(self, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None) -> Mask:
+        """The run's strategy applied to ``weights`` inside ``previous``; warns, naming the level ``what``, when a
+        tensor loses every weight (``what=None``: a draw that only looks, such as early-bird's checks)."""
+        mask = get_strategy(self.prune.scope).prune(weights, previous, density)
+        emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
+        if emptied and what is not None:
+            self.accelerator.print(
+                f"warning: {what} removed every weight of {', '.join(emptied[:3])}"
+                f"{' and more' if len(emptied) > 3 else ''}: their magnitudes are far below the rest "
+                "(an untrained pooler, say); --scope layer or --exclude keeps them"
+            )
         return mask
-    shapes = {name: tuple(m.shape) for name, m in mask.items()} if mask is not None else None
-    payload = [shapes, {name: pack_mask(m) for name, m in mask.items()} if mask is not None else None]
-    broadcast_object_list(payload, from_process=0)
-    shapes, packed = payload
-    return {name: unpack_mask(packed[name].cpu(), shape) for name, shape in shapes.items()}
 
-
-def shared_flag(accelerator: Accelerator, flag: bool | None) -> bool:
-    """The main process's ``flag`` on every rank (a decision made from weights only the main process looked at)."""
-    if accelerator.num_processes == 1:
-        return bool(flag)
-    payload = [flag]
-    broadcast_object_list(payload, from_process=0)
-    return bool(payload[0])
-
-
-def trained_weights(run: Run, level: LevelPaths) -> dict[str, torch.Tensor]:
-    """The prunable weights a finished level trained, loaded into a copy of the model."""
-    trained = copy.deepcopy(run.model)
-    load_weights_into(trained, str(level.weights))
-    return prunable_weights(trained, run.prunable)
-
-
-def prunable_weights(model: nn.Module, prunable: list[str]) -> dict[str, torch.Tensor]:
-    """The model's own prunable parameters (no copies)."""
-    names = set(prunable)
-    return {name: p for name, p in model.named_parameters() if name in names}
-
-
-def prune(run: Run, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str) -> Mask:
-    """The run's strategy applied to ``weights`` inside ``previous``; warns when a tensor loses every weight."""
-    mask = get_strategy(run.prune.scope).prune(weights, previous, density)
-    emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
-    if emptied:
-        run.accelerator.print(
-            f"warning: {what} removed every weight of {', '.join(emptied[:3])}"
-            f"{' and more' if len(emptied) > 3 else ''}: their magnitudes are far below the rest "
-            "(an untrained pooler, say); --scope layer or --exclude keeps them"
+    def train_from_rewind(
+        self,
+        paths: LevelPaths,
+        mask: Mask,
+        *,
+        level: int,
+        desc: str,
+        start: Callable[[nn.Module], None] | None = None,
+    ) -> None:
+        """Train ``mask`` from the rewind point (after ``start`` changed the weights, for a control); save the
+        level."""
+        model = copy.deepcopy(self.model)
+        if start is not None:
+            start(model)
+        apply_mask(model, mask)
+        metrics = self.train_level(
+            model, mask, level=level, desc=desc, tag=self.tag(paths.name), checkpoint=paths.checkpoint
         )
-    return mask
-
-
-def train_from_rewind(
-    run: Run, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
-) -> None:
-    """Train ``mask`` from the rewind point (after ``start`` changed the weights, for a control) and save the level."""
-    model = copy.deepcopy(run.model)
-    if start is not None:
-        start(model)
-    apply_mask(model, mask)
-    metrics = run.train_level(model, mask, level=level, desc=desc, tag=run.tag(paths.name), checkpoint=paths.checkpoint)
-    save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
+        save_level(self.accelerator, paths, model, mask, {**metrics, "command": self.config.to_command()}, self.metric)

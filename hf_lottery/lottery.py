@@ -1,275 +1,48 @@
-"""The IMP driver: level 0 trains the dense model, each later level prunes, rewinds and retrains; then the
-cheaper ticket methods (``hf_lottery.methods``) train their levels over the same level 0.
+"""``hf-lottery prune``: the IMP driver (``hf_lottery.imp``) over every replicate, then the run's results.
 
-Every step of a run skips itself when its output exists, which is all that resuming needs: a
-level is complete once its ``metrics.json`` is written (last, atomically), and a level killed
-halfway is trained again from its start, or from its last checkpoint with ``--save-steps``. All
-randomness of a level is seeded from the run's seed and the level, so a resumed run ends bit-for-bit
-where an uninterrupted one does.
-
-Rewinding: the whole model, task head included, goes back to the rewind point, so a level differs
-from level 0 by its mask alone. With ``--rewind-to pretrained`` the rewind point is the pretrained
-body plus the head's seeded random initialisation, exactly what level 0 started from.
+The results are written after each replicate's levels and once more when all are done, so the run directory's
+table, plot and ``results.json`` give each level's mean and std over the replicates.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Protocol
-
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from safetensors.torch import load_model as load_weights_into
-from transformers import PreTrainedModel
-
-from .config import PruneArguments, RunConfig
-from .controls import CONTROLS
-from .errors import LotteryError
-from .levels import prune, shared_mask, train_from_rewind, trained_weights
-from .masks import Mask, dense_mask, select_prunable
-from .methods import Method, asked_methods
-from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
-from .pruning import last_level_clipped, level_densities
+from .config import RunConfig
+from .imp import DryRun, prepare_run, run_levels
+from .levels import Run
 from .replicates import replicate_config
 from .report import write_results
-from .retention import drop_unneeded_weights
-from .runs import default_output_dir, finish_trackers, load_task, make_accelerator, save_level, start_run_dir
-from .storage import load_tensors, save_weights
-from .tasks import Metric
-from .training import total_optimizer_steps, train
-
-
-class TrainLevel(Protocol):
-    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them),
-    and its held-out ones prefixed ``test_`` when the run has a test split.
-
-    ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
-    optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
-    checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
-    the steps after it).
-    """
-
-    def __call__(
-        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
-    ) -> dict: ...
-
-
-@dataclass
-class Run:
-    """Everything a level needs, loaded and checked once before anything is written.
-
-    The CLI and the Python API (``find_ticket``) differ only in ``train_level``: hf-lottery's own loop on a
-    task's data, or the user's training function.
-    """
-
-    config: RunConfig
-    paths: RunPaths
-    accelerator: Accelerator
-    model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
-    prunable: list[str]
-    densities: list[float]
-    metric: Metric
-    train_level: TrainLevel
-
-    @property
-    def prune(self) -> PruneArguments:
-        return self.config.prune
-
-    def tag(self, name: str) -> str:
-        """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
-        replicate = self.paths.root.name
-        return f"{replicate}/{name}" if replicate.startswith(REPLICATE_PREFIX) else name
-
-    def branches(self) -> list[str]:
-        """IMP and its controls, trained level by level."""
-        return [IMP, *self.prune.control]
-
-    def methods(self) -> list[Method]:
-        """The cheaper ticket methods this invocation asks for, each a branch over level 0."""
-        return asked_methods(self.prune)
-
-    def level_paths(self, branch: str, level: int) -> LevelPaths:
-        """Where a level of this invocation lives: on the trunk, or off it when it is clipped to the target."""
-        clipped = level == len(self.densities) - 1 and last_level_clipped(self.densities, self.prune)
-        return self.paths.level(branch, level, self.prune.target_sparsity if clipped else None)
-
-
-def prepare_run(config: RunConfig) -> Run:
-    """Check the config, model, run directory and data; write the config only when all of them are good."""
-    config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
-    accelerator = make_accelerator(config.train)
-    densities = level_densities(config.prune)
-    task = load_task(config, accelerator, plan=f"schedule: {describe_schedule(densities, config.prune)}")
-    prunable = select_prunable(task.model, config.prune.include, config.prune.exclude)
-    data = task.kind.prepare(task.data, task.tokenizer, config.data, accelerator)
-    steps = total_optimizer_steps(config.train, len(data.train), accelerator.num_processes)
-    rewind_step = config.prune.rewind_step
-    if rewind_step is not None and rewind_step > steps:
-        raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
-    if config.prune.dry_run:
-        accelerator.print(plan_table(densities, config.prune, steps, task.model, prunable))
-        raise DryRun
-    for method in asked_methods(config.prune):
-        method.check(task.paths, config.prune)
-    start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
-    accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
-
-    def train_level(
-        model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
-    ) -> dict:
-        seed = config.train.seed + level
-        set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
-        metrics = train(
-            model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
-            checkpoint=checkpoint,
-        )  # fmt: skip
-        if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
-            return metrics
-        return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
-
-    return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
-
-
-def _tracker_config(config: RunConfig) -> dict:
-    """The run's values as trackers take them (scalars; lists as text)."""
-    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config.flat().items()}
-
-
-class DryRun(Exception):
-    """``--dry-run``: the plan is printed; nothing is trained or written."""
-
-
-def plan_table(densities: list[float], prune: PruneArguments, steps: int, model: PreTrainedModel, prunable) -> str:
-    """The levels a run will train, their optimizer steps and the bytes it will write (weights and masks)."""
-    params = dict(model.named_parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    mask_bytes = sum(params[name].numel() for name in prunable)  # a bool per prunable weight
-    branches = 1 + len(prune.control)
-    trainings = 1 + branches * (len(densities) - 1)
-    lines = ["| level | sparsity | runs | optimizer steps |", "|---|---|---|---|", f"| 0 | 0.0% | dense | {steps} |"]
-    for level, density in enumerate(densities[1:], 1):
-        runs = ", ".join(["imp", *prune.control])
-        lines.append(f"| {level} | {1 - density:.1%} | {runs} | {branches * steps} |")
-    methods = asked_methods(prune)
-    method_rows = [row for method in methods for row in method.plan(prune, steps)]
-    lines += method_rows
-    trainings = (trainings + len(method_rows)) * prune.replicates
-    kept = trainings if prune.keep_weights == "all" else min(trainings, 3 * prune.replicates)  # level 0, trunk, best
-    disk = kept * weight_bytes + trainings * mask_bytes + prune.replicates * weight_bytes  # levels, rewind points
-    search = ""
-    levels = sum(method.search_levels(prune) for method in methods) * prune.replicates
-    if levels:
-        search = f", plus at most {levels * steps} in {levels} early-bird search levels (stopped once masks settle)"
-    replicates = f" ({prune.replicates} replicates of the levels above)" if prune.replicates > 1 else ""
-    lines.append(
-        f"{trainings} trainings{replicates}, {trainings * steps} optimizer steps in all{search}; about "
-        f"{disk / 1e9:.2f} GB of weights and masks on disk"
-    )
-    return "\n".join(lines)
-
-
-def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
-    levels = len(densities) - 1
-    return (
-        f"{levels} pruning level{'s' if levels != 1 else ''} of {prune.prune_fraction:.0%} of the surviving weights, "
-        f"to {1 - densities[-1]:.1%} sparsity ({prune.scope} magnitude, rewind to {prune.rewind_to})"
-    )
 
 
 def run_lottery(config: RunConfig) -> list[dict]:
-    """Run (or resume) every level of IMP and its controls, in every replicate; return one result row per level
-    (none for a dry run).
+    """Run (or resume) every level of IMP, its controls and methods, in every replicate; return one result row
+    per level (none for a dry run).
 
     Replicate 0 is the run itself; each other replicate is prepared like it (its own model load, so that its task
-    head is drawn from its own seed) and trained into its own folder. The run directory's results, written again
-    once all are done, give each level's mean and std over the replicates.
+    head is drawn from its own seed) and trained into its own folder.
     """
     try:
         run = prepare_run(config)
     except DryRun:
         return []
-    rows = run_levels(run)
+    rows = train_and_report(run)
     replicates = config.prune.replicates
     for replicate in range(1, replicates):
         replica = replicate_config(config, replicate)
         run.accelerator.print(f"replicate {replicate} of {replicates - 1} (seed {replica.train.seed})")
-        run_levels(prepare_run(replica))
+        train_and_report(prepare_run(replica))
     if replicates > 1:
-        rows = write_results(run.paths, run.metric.name) if run.accelerator.is_main_process else []
-        run.accelerator.wait_for_everyone()
+        rows = report(run)
     return rows
 
 
-def run_levels(run: Run) -> list[dict]:
-    """Every level of IMP and its controls, each skipped when its files exist; one result row per level."""
-    print_ = run.accelerator.print
-    print_(f"run directory: {run.paths.root}")
-    _train_level_0(run)
-    for level in range(1, len(run.densities)):
-        for branch in run.branches():
-            _train_level(run, branch, level)
-        _drop_unneeded_weights(run)
-    for method in run.methods():
-        method.train(run)
-    _drop_unneeded_weights(run)
-    finish_trackers(run.accelerator)
-    rows = []
-    if run.accelerator.is_main_process:
-        rows = write_results(run.paths, run.metric.name)
+def train_and_report(run: Run) -> list[dict]:
+    """Train every level of ``run`` that is not finished, then write its results."""
+    run_levels(run)
+    return report(run)
+
+
+def report(run: Run) -> list[dict]:
+    """Write the run's results on the main process; its result rows there, none on the other ranks."""
+    rows = write_results(run.paths, run.metric.name) if run.accelerator.is_main_process else []
     run.accelerator.wait_for_everyone()
     return rows
-
-
-def _drop_unneeded_weights(run: Run) -> None:
-    if run.prune.keep_weights == "needed" and run.accelerator.is_main_process:
-        drop_unneeded_weights(run.paths, run.config)
-    run.accelerator.wait_for_everyone()
-
-
-def _train_level_0(run: Run) -> None:
-    paths = run.paths.level(IMP, 0)
-    if paths.is_done():
-        load_weights_into(run.model, str(run.paths.rewind_point))
-        return
-    rewind_step = run.prune.rewind_step or 0
-    model = copy.deepcopy(run.model)
-
-    def save_rewind_point(step: int, trained: PreTrainedModel) -> None:
-        if step == rewind_step and run.accelerator.is_main_process:
-            save_weights(run.paths.rewind_point, trained)
-
-    mask = dense_mask(model, run.prunable)
-    metrics = run.train_level(
-        model, mask, level=0, desc="level 0 (dense)", tag=run.tag(paths.name), on_step=save_rewind_point,
-        checkpoint=paths.checkpoint,
-    )  # fmt: skip
-    save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
-    load_weights_into(run.model, str(run.paths.rewind_point))
-
-
-def _train_level(run: Run, branch: str, level: int) -> None:
-    paths = run.level_paths(branch, level)
-    if paths.is_done():
-        return
-    mask = shared_mask(run.accelerator, lambda: _compute_mask(run, branch, level))
-    start = None
-    if branch != IMP:
-        control = CONTROLS[branch]()
-
-        def start(model: PreTrainedModel) -> None:
-            control.start(model, run.prunable, seed=run.config.train.seed)
-
-    desc = f"level {level} ({branch}, sparsity {1.0 - run.densities[level]:.1%})"
-    train_from_rewind(run, paths, mask, level=level, desc=desc, start=start)
-
-
-def _compute_mask(run: Run, branch: str, level: int) -> Mask:
-    """The level's mask, from files on disk only, so that a resumed run computes the same one."""
-    if branch == IMP:  # pruned from the trunk level before, never from a clipped one
-        previous = load_tensors(run.paths.level(IMP, level - 1).mask)
-        weights = trained_weights(run, run.paths.level(IMP, level - 1))
-        return prune(run, weights, previous, run.densities[level], what=f"level {level}")
-    ticket = load_tensors(run.level_paths(IMP, level).mask)
-    previous = load_tensors((run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)).mask)
-    return CONTROLS[branch]().mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)

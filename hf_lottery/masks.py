@@ -127,3 +127,9 @@ def zero_pruned_gradient(pruned: torch.Tensor) -> Callable[[torch.Tensor], torch
         return grad.masked_fill(pruned, 0)
 
     return hook
+
+
+def prunable_weights(model: nn.Module, prunable: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The model's own prunable parameters (no copies)."""
+    names = set(prunable)
+    return {name: p for name, p in model.named_parameters() if name in names}

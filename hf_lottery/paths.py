@@ -124,19 +124,3 @@ class RunPaths:
         """A trunk level, or with ``clipped_to`` (a target sparsity) the level clipped to hit it."""
         suffix = "" if clipped_to is None else f"_to_{100 * clipped_to:.2f}"
         return LevelPaths(self.root / branch / f"level_{level}{suffix}")
-
-    def finished_levels(self) -> list[LevelPaths]:
-        """Every complete level on disk, of IMP, every control and every method, in table order (level, sparsity,
-        branch)."""
-        from .controls import CONTROLS
-        from .methods import METHODS
-
-        def done(branch: str) -> list[LevelPaths]:
-            return [level for level in map(LevelPaths, (self.root / branch).glob("level_*")) if level.is_done()]
-
-        # IMP and its controls level by level (a clipped N below trunk N), then each method's levels by sparsity
-        found = [((0, level.number, not level.clipped, index), level)
-                 for index, branch in enumerate((IMP, *CONTROLS)) for level in done(branch)]  # fmt: skip
-        found += [((index, level.clipped_to or 0.0, 0, 0), level)
-                  for index, branch in enumerate(METHODS, 1) for level in done(branch)]  # fmt: skip
-        return [level for _, level in sorted(found, key=lambda item: item[0])]

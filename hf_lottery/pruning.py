@@ -6,40 +6,12 @@ exact count: ties at the magnitude threshold are broken by position, never by ch
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator
 
 import torch
 
-from .config import PruneArguments
 from .masks import Mask
-
-
-def level_densities(config: PruneArguments) -> list[float]:
-    """Density of the prunable weights at each level, level 0 (dense) first.
-
-    Each level keeps (1 - prune_fraction) of the survivors; the last level keeps less so that
-    ``target_sparsity`` is hit exactly.
-    """
-    keep = 1.0 - config.prune_fraction
-    densities = [1.0]
-    max_levels = config.levels if config.levels is not None else math.inf
-    target = config.target_sparsity
-    while len(densities) - 1 < max_levels:
-        if target is not None and 1.0 - densities[-1] >= target - 1e-12:
-            break
-        next_density = densities[-1] * keep
-        if target is not None and 1.0 - next_density >= target - 1e-12:
-            next_density = 1.0 - target
-        densities.append(next_density)
-    return densities
-
-
-def last_level_clipped(densities: list[float], config: PruneArguments) -> bool:
-    """Whether the last level prunes less than the fraction, to hit the target exactly (then it is off the trunk)."""
-    trunk = (1.0 - config.prune_fraction) ** (len(densities) - 1)
-    return len(densities) > 1 and abs(densities[-1] - trunk) > 1e-9
 
 
 def keep_counts(mask: Mask, density: float, scope: str) -> dict[str, int] | int:

@@ -15,6 +15,7 @@ from statistics import fmean, stdev
 
 from .config import RunConfig
 from .paths import RunPaths
+from .rundir import finished_levels
 from .storage import read_json
 
 # A run's seeds per level: training level L uses seed + L (reinit's seed + 1 among them), random-prune's mask of
@@ -66,7 +67,7 @@ def add_replicates(rows: list[dict], paths: RunPaths) -> None:
     others = paths.replicates()
     if not others:
         return
-    finished = [{level.name: read_json(level.metrics) for level in other.finished_levels()} for other in others]
+    finished = [{level.name: read_json(level.metrics) for level in finished_levels(other)} for other in others]
     for row in rows:
         metric = row["metric"]
         values = [row[metric], *(levels[row["path"]][metric] for levels in finished if row["path"] in levels)]

@@ -11,32 +11,9 @@ from __future__ import annotations
 from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, RunPaths
-from .replicates import add_replicates
-from .storage import atomic_path, read_json, write_json, write_text
+from .rows import collect_rows, is_clipped
+from .storage import atomic_path, write_json, write_text
 from .tasks import TEST_PREFIX
-
-
-def collect_rows(paths: RunPaths) -> list[dict]:
-    """Every finished level on disk, dense first: those of earlier invocations and controls added later too.
-
-    Each row gets ``total_steps``: the optimizer steps spent to produce it, its own training plus level 0 and
-    whatever found its mask (the IMP trunk levels before it, or a method's search), which is what the cheaper
-    methods are compared by. With replicates on disk, each row also gets every replicate's metric, their mean and
-    std (``replicates.add_replicates``).
-    """
-    rows = [{**read_json(level.metrics), "path": level.name} for level in paths.finished_levels()]
-    trunk = {r["level"]: r.get("steps", 0) for r in rows if r["branch"] == IMP and "_to_" not in r["path"]}
-    for row in rows:
-        before = 0
-        if row["level"] > 0:
-            before = trunk.get(0, 0)
-            if row["branch"] in METHODS:
-                before += METHODS[row["branch"]]().search_steps(paths, row["level"])
-            else:
-                before += sum(trunk.get(n, 0) for n in range(1, row["level"]))
-        row["total_steps"] = before + row.get("steps", 0)
-    add_replicates(rows, paths)
-    return rows
 
 
 def format_table(rows: list[dict], metric: str) -> str:
@@ -79,7 +56,7 @@ def _column(key: str) -> str:
 def _run_name(row: dict) -> str:
     if not row["level"]:
         return "dense" if row["sparsity"] == 0 else "fine-tuned ticket"
-    clipped = "_to_" in row.get("path", "") and row["branch"] not in METHODS  # a method's levels all hit targets
+    clipped = is_clipped(row) and row["branch"] not in METHODS  # a method's levels all hit targets
     return row["branch"] + (" (clipped)" if clipped else "")
 
 

@@ -12,26 +12,24 @@ the replicates, which moves as later replicates finish, so replicate 0 keeps eve
 
 from __future__ import annotations
 
-from .config import RunConfig
-from .export import FinishedRun
 from .methods import METHODS
 from .paths import IMP, RunPaths
-from .report import collect_rows
+from .rows import best_ticket, collect_rows, is_clipped
+from .rundir import finished_levels
 
 
-def needed_levels(paths: RunPaths, config: RunConfig) -> set[str]:
+def needed_levels(paths: RunPaths, replicates: int) -> set[str]:
     """The folders (as the results name them) whose trained weights the run still needs."""
     rows = collect_rows(paths)
-    trunk = [r for r in rows if r["branch"] == IMP and "_to_" not in r["path"]]
-    if config.prune.replicates > 1:  # replicate 0 of several: any ticket level may become the best by the mean
+    trunk = [r for r in rows if r["branch"] == IMP and not is_clipped(r)]
+    if replicates > 1:  # replicate 0 of several: any ticket level may become the best by the mean
         return {r["path"] for r in rows if r["branch"] == IMP or r["branch"] in METHODS}
-    best, _ = FinishedRun(paths, config, rows).choose_level("best")
-    return {f"{IMP}/level_0", max(trunk, key=lambda r: r["level"])["path"], best["path"]}
+    return {f"{IMP}/level_0", max(trunk, key=lambda r: r["level"])["path"], best_ticket(rows)["path"]}
 
 
-def drop_unneeded_weights(paths: RunPaths, config: RunConfig) -> None:
+def drop_unneeded_weights(paths: RunPaths, replicates: int) -> None:
     """Delete the trained weights of every finished level the run no longer needs (main process only)."""
-    keep = needed_levels(paths, config)
-    for level in paths.finished_levels():
+    keep = needed_levels(paths, replicates)
+    for level in finished_levels(paths):
         if level.name not in keep:
             level.weights.unlink(missing_ok=True)

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from .arguments import TrainArguments
 from .checkpoint import LevelCheckpoints
-from .config import TrainArguments
 from .masks import Mask
 from .tasks import PreparedData
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from accelerate import PartialState
 from safetensors.torch import save_file
 
-from hf_lottery import lottery
+from hf_lottery import imp
 from hf_lottery.cli import main
 
 recorded: dict = {}
 steps: dict = {}
 trainings = 0
-real_train = lottery.train
+real_train = imp.train
 
 
 def recording_train(model, mask, *args, desc, **kwargs):
@@ -33,7 +33,7 @@ def recording_train(model, mask, *args, desc, **kwargs):
     return metrics
 
 
-lottery.train = recording_train
+imp.train = recording_train
 code = main(sys.argv[1:])
 if os.environ.get("MP_RECORD_DIR"):
     folder, rank = Path(os.environ["MP_RECORD_DIR"]), PartialState().process_index

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from hf_lottery.cli import parse_command
 from hf_lottery.config import RunConfig
 from hf_lottery.errors import LotteryError
 
@@ -79,3 +80,40 @@ def test_command_reproduces_the_config():
     assert config.to_command() == (
         "hf-lottery prune bert-base-uncased --task sst2 --text-columns a b --target-sparsity 0.9 --scope layer"
     )
+
+
+# Four command lines and the run names, 0.1 names and reproducing commands hf-lottery gave them before its
+# configuration was split into plug-in arguments: a change here renames existing run directories.
+PINNED = {
+    "c422d34eec 3f52d210f3": (
+        "bert-base-uncased --task sst2 --target-sparsity 0.9",
+        "hf-lottery prune bert-base-uncased --task sst2 --target-sparsity 0.9",
+    ),
+    "323f4da4ec 5289c9a6c6": (
+        "./my-model --train-file train.tsv --validation-file dev.tsv --text-columns sentence --label-column label "
+        "--levels 3 --scope layer --control reinit random-prune --learning-rate 3e-5 --mixed-precision no "
+        "--gradient-accumulation-steps 1",
+        "hf-lottery prune ./my-model --train-file train.tsv --validation-file dev.tsv --text-columns sentence "
+        "--label-column label --learning-rate 3e-05 --levels 3 --scope layer --control random-prune reinit",
+    ),
+    "ae9777ffb3 b187ea3518": (
+        "bert-base-uncased --mlm-probability 0.2 --max-length 64 --scope layer",
+        "hf-lottery prune bert-base-uncased --max-length 64 --mlm-probability 0.2 --target-sparsity 0.7 --scope layer",
+    ),
+    "3cb61458e9 4174c4372b": (
+        "gpt2 --train-file a.txt --validation-file b.txt --task-kind causal-lm --rewind-to step:10 --one-shot 0.5 "
+        "--early-bird 0.7 --mixed-precision bf16 --gradient-accumulation-steps 2 --target-sparsity 0.8 --include attn "
+        "--seed 3",
+        "hf-lottery prune gpt2 --task-kind causal-lm --train-file a.txt --validation-file b.txt "
+        "--gradient-accumulation-steps 2 --mixed-precision bf16 --seed 3 --target-sparsity 0.8 --include attn "
+        "--rewind-to step:10 --one-shot 0.5 --early-bird 0.7",
+    ),
+}
+
+
+@pytest.mark.parametrize(("hashes", "case"), PINNED.items())
+def test_run_names_and_commands_of_four_command_lines_are_pinned(hashes, case):
+    args, command = case
+    config = parse_command("prune", args.split())
+    assert f"{config.run_hash()} {config.legacy_run_hash()}" == hashes
+    assert config.to_command() == command

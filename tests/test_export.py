@@ -153,7 +153,7 @@ def test_load_ticket_refuses_a_file_that_does_not_match_its_config(exported, tmp
 
 
 def test_the_base_models_license_is_carried_to_the_card(run, tmp_path):
-    from hf_lottery.hub import base_model_license
+    from hf_lottery.push import base_model_license
 
     base = tmp_path / "base"
     base.mkdir()

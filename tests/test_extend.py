@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
-from hf_lottery.runs import default_output_dir
+from hf_lottery.rundir import default_output_dir
 from hf_lottery.storage import read_json
 from tests.helpers import make_config
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery import lottery
+from hf_lottery import imp
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
@@ -15,10 +15,10 @@ LEVELS = 3
 
 
 class TrainSpy:
-    """Wraps ``lottery.train`` to record each level's starting weights; can interrupt a chosen call."""
+    """Wraps ``imp.train`` to record each level's starting weights; can interrupt a chosen call."""
 
     def __init__(self, interrupt_call: int | None = None, interrupt_step: int = 2, record_step: int | None = None):
-        self.real = lottery.train
+        self.real = imp.train
         self.starts: dict[str, dict[str, torch.Tensor]] = {}
         self.at_step: dict[str, torch.Tensor] = {}
         self.calls = 0
@@ -50,7 +50,7 @@ def finished(tiny_bert, tmp_path_factory):
     config = make_config(tiny_bert, out, levels=LEVELS, prune_fraction=0.5, control=["random-prune", "reinit"])
     spy = TrainSpy()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lottery, "train", spy)
+        mp.setattr(imp, "train", spy)
         rows = run_lottery(config)
     return config, RunPaths(out), rows, spy
 
@@ -140,7 +140,7 @@ def test_a_killed_run_resumes_to_the_same_result(finished, tiny_bert, tmp_path):
         return make_config(tiny_bert, out, levels=LEVELS, prune_fraction=0.5, control=controls)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lottery, "train", TrainSpy(interrupt_call=6))  # level 2's random-prune control, mid-level
+        mp.setattr(imp, "train", TrainSpy(interrupt_call=6))  # level 2's random-prune control, mid-level
         with pytest.raises(KeyboardInterrupt):
             run_lottery(make())
     paths = RunPaths(out)
@@ -149,7 +149,7 @@ def test_a_killed_run_resumes_to_the_same_result(finished, tiny_bert, tmp_path):
 
     spy = TrainSpy()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lottery, "train", spy)
+        mp.setattr(imp, "train", spy)
         run_lottery(make())
     assert spy.calls == 1 + LEVELS * len(BRANCHES) - 5  # finished levels are not trained again
     assert torch.equal(
@@ -170,7 +170,7 @@ def test_rewind_to_step_k_saves_the_weights_after_k_steps(tiny_bert, tmp_path):
     config = make_config(tiny_bert, tmp_path / "run", levels=1, rewind_to="step:2")
     spy = TrainSpy(record_step=2)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lottery, "train", spy)
+        mp.setattr(imp, "train", spy)
         run_lottery(config)
     rewind = load_file(RunPaths(tmp_path / "run").rewind_point)
     pretrained = spy.starts[next(d for d in spy.starts if d.startswith("level 0"))]

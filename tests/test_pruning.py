@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from hf_lottery.pruning import keep_counts, level_densities, magnitude_prune, random_prune
+from hf_lottery.pruning import keep_counts, magnitude_prune, random_prune
 from tests.helpers import make_config
 
 
 def densities(**kw):
-    return level_densities(make_config("m", "out", **kw).prune)
+    return make_config("m", "out", **kw).prune.level_densities()
 
 
 def test_density_is_keep_fraction_to_the_level_and_target_is_hit_exactly():

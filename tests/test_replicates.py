@@ -14,7 +14,8 @@ from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.replicates import replicate_seed
-from hf_lottery.report import collect_rows, format_table
+from hf_lottery.report import format_table
+from hf_lottery.rows import collect_rows
 from hf_lottery.storage import read_json, write_json
 from tests.helpers import make_config
 

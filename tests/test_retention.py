@@ -7,11 +7,12 @@ from hf_lottery import export_ticket
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
+from hf_lottery.rundir import finished_levels
 from tests.helpers import make_config
 
 
 def kept_weights(paths: RunPaths) -> set[str]:
-    return {level.name for level in paths.finished_levels() if level.weights.exists()}
+    return {level.name for level in finished_levels(paths) if level.weights.exists()}
 
 
 def test_only_level_0_the_last_trunk_level_and_the_best_keep_their_weights(tiny_bert, tmp_path):
@@ -19,7 +20,7 @@ def test_only_level_0_the_last_trunk_level_and_the_best_keep_their_weights(tiny_
     options = dict(control=["random-prune"], one_shot=[0.6], keep_weights="needed", max_steps=3)
     rows = run_lottery(make_config(tiny_bert, out, levels=2, **options))
     paths = RunPaths(out)
-    assert all(level.mask.exists() and level.metrics.exists() for level in paths.finished_levels())
+    assert all(level.mask.exists() and level.metrics.exists() for level in finished_levels(paths))
     facts = export_ticket(out, tmp_path / "best")  # the best ticket still ships
     best = next(
         r["path"] for r in rows if abs(r["sparsity"] - facts["sparsity"]) < 1e-9 and r["branch"] == facts["branch"]

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelFo
 from hf_lottery import export_ticket, load_ticket
 from hf_lottery.cli import main
 from hf_lottery.demo import DEMO_DATA
-from hf_lottery.export import within_tolerance
 from hf_lottery.masks import density
 from hf_lottery.paths import RunPaths
+from hf_lottery.rows import within_tolerance
 from hf_lottery.storage import read_json
 from hf_lottery.tasks import Metric
 from tests.helpers import SENTENCES

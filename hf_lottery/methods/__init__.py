@@ -5,7 +5,7 @@ Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one l
 
 from __future__ import annotations
 
-from ..config import PruneArguments
+from ..arguments import PruneArguments
 from .base import Method
 from .early_bird import EarlyBird
 from .one_shot import OneShot

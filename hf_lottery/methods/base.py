@@ -8,8 +8,8 @@ format), ``description`` and ``citation`` (the card's words), and implements:
 - ``asked(prune)``: whether the run's pruning arguments ask for it (its flags);
 - ``check(paths, prune)``: refuse, in one line and before anything is written, what the run directory
   cannot take (settings that differ from those its finished levels were found with);
-- ``train(run)``: train its levels that are not finished, each saved with ``levels.train_from_rewind``
-  into ``run.paths.level(name, n, clipped_to=sparsity)``;
+- ``train(run)``: train its levels that are not finished, each saved with ``run.train_from_rewind`` into
+  ``run.paths.level(name, n, clipped_to=sparsity)``; ``run`` is a ``RunContext``, all a method sees of the run;
 - ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
   to find the mask of its level ``level`` (the results' total steps column);
 - ``results_section(paths)``: optionally, Markdown (and figures) for ``results.md`` about how it searched;
@@ -19,13 +19,54 @@ format), ``description`` and ``citation`` (the card's words), and implements:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import ClassVar, Protocol
 
-from ..config import PruneArguments
-from ..paths import RunPaths
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import PreTrainedModel
 
-if TYPE_CHECKING:
-    from ..lottery import Run
+from ..arguments import PruneArguments
+from ..masks import Mask
+from ..paths import LevelPaths, RunPaths
+
+
+class RunContext(Protocol):
+    """What a method sees of the run it is a branch of (the run implements it; a method imports no run module)."""
+
+    paths: RunPaths
+    accelerator: Accelerator
+    model: PreTrainedModel  # the rewind point
+    prunable: list[str]
+
+    @property
+    def prune(self) -> PruneArguments: ...
+
+    def tag(self, name: str) -> str:
+        """The tracker tag of a folder of the run (``early-bird/search_2``)."""
+
+    def train_level(
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
+    ) -> dict:
+        """Train ``model`` in place with ``mask`` fixed; ``on_step(step, model)`` returning True stops it there."""
+
+    def shared_mask(self, compute: Callable[[], Mask]) -> Mask:
+        """``compute()`` on the main process, the same mask on every rank."""
+
+    def shared_flag(self, flag: bool | None) -> bool:
+        """The main process's ``flag`` on every rank."""
+
+    def trained_weights(self, level: LevelPaths) -> dict[str, torch.Tensor]:
+        """The prunable weights a finished level trained."""
+
+    def draw_mask(self, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None) -> Mask:
+        """The run's strategy applied to ``weights`` inside ``previous``, keeping ``density``."""
+
+    def train_from_rewind(
+        self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
+    ) -> None:
+        """Train ``mask`` from the rewind point and save the level to ``paths``."""
 
 
 class Method:
@@ -42,7 +83,7 @@ class Method:
     def check(self, paths: RunPaths, prune: PruneArguments) -> None:
         """Nothing to refuse by default."""
 
-    def train(self, run: Run) -> None:
+    def train(self, run: RunContext) -> None:
         raise NotImplementedError
 
     def search_steps(self, paths: RunPaths, level: int) -> int:

@@ -22,19 +22,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..config import PruneArguments
+from ..arguments import PruneArguments
 from ..errors import LotteryError
-from ..levels import prunable_weights, prune, shared_flag, shared_mask, train_from_rewind, trained_weights
-from ..masks import Mask, apply_mask
+from ..masks import Mask, apply_mask, prunable_weights
 from ..paths import IMP, RunPaths
 from ..storage import atomic_path, load_tensors, read_json, save_tensors, write_json
-from ..strategies import get_strategy
-from .base import Method
-
-if TYPE_CHECKING:
-    from ..lottery import Run
+from .base import Method, RunContext
 
 SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
 RECORD = "search.json"
@@ -92,7 +86,7 @@ class EarlyBird(Method):
         """At most this many search levels: those before the level that reaches the highest target."""
         return level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
 
-    def train(self, run: Run) -> None:
+    def train(self, run: RunContext) -> None:
         if run.accelerator.is_main_process and not self.settings_file(run.paths).exists():
             write_json(self.settings_file(run.paths), {k: getattr(run.prune, k) for k in SETTINGS})
         keep = 1.0 - run.prune.prune_fraction
@@ -102,37 +96,37 @@ class EarlyBird(Method):
             if level == 0:  # level 0 is IMP's, trained fully: its weights give level 1's masks
                 dense = run.paths.level(IMP, 0)
                 if run.accelerator.is_main_process and self._missing(run, 1, crossed):
-                    self._draw(run, trained_weights(run, dense), load_tensors(dense.mask), 1, crossed)
+                    self._draw(run, run.trained_weights(dense), load_tensors(dense.mask), 1, crossed)
                 run.accelerator.wait_for_everyone()
             elif self._missing(run, level + 1, crossed) or not (self.search_folder(run.paths, level) / RECORD).exists():
                 self._search(run, level, crossed)
         for target in targets:
             paths = run.paths.level(self.name, level_of(target, keep), clipped_to=target)
             if not paths.is_done():
-                mask = shared_mask(run.accelerator, lambda: load_tensors(paths.mask))  # noqa: B023 (called at once)
-                train_from_rewind(run, paths, mask, level=paths.number, desc=f"early-bird to {target:.1%}")
+                mask = run.shared_mask(lambda: load_tensors(paths.mask))  # noqa: B023 (called at once)
+                run.train_from_rewind(paths, mask, level=paths.number, desc=f"early-bird to {target:.1%}")
 
-    def _outputs(self, run: Run, level: int, crossed: list[float]) -> dict[float | None, Path]:
+    def _outputs(self, run: RunContext, level: int, crossed: list[float]) -> dict[float | None, Path]:
         """The masks drawn for ``level``: the search level's (key None) and those of the targets it crosses."""
         out: dict[float | None, Path] = {None: self.search_folder(run.paths, level) / "mask.safetensors"}
         return out | {t: run.paths.level(self.name, level, clipped_to=t).mask for t in crossed}
 
-    def _missing(self, run: Run, level: int, crossed: list[float]) -> bool:
+    def _missing(self, run: RunContext, level: int, crossed: list[float]) -> bool:
         return not all(path.exists() for path in self._outputs(run, level, crossed).values())
 
-    def _draw(self, run: Run, weights: dict, previous: Mask, level: int, crossed: list[float]) -> None:
+    def _draw(self, run: RunContext, weights: dict, previous: Mask, level: int, crossed: list[float]) -> None:
         """Save the masks of ``level`` drawn from ``weights`` (those of search level ``level - 1`` where it stopped)."""
         keep = 1.0 - run.prune.prune_fraction
         for target, path in self._outputs(run, level, crossed).items():
             if not path.exists():
                 density = keep**level if target is None else 1.0 - target
-                save_tensors(path, prune(run, weights, previous, density, what=f"early-bird level {level}"))
+                save_tensors(path, run.draw_mask(weights, previous, density, what=f"early-bird level {level}"))
 
-    def _search(self, run: Run, level: int, crossed: list[float]) -> None:
+    def _search(self, run: RunContext, level: int, crossed: list[float]) -> None:
         """Train search level ``level`` until the next mask settles; save what it drew and where it stopped."""
         folder = self.search_folder(run.paths, level)
-        prune_args, strategy = run.prune, get_strategy(run.prune.scope)
-        mask = shared_mask(run.accelerator, lambda: load_tensors(folder / "mask.safetensors"))
+        prune_args = run.prune
+        mask = run.shared_mask(lambda: load_tensors(folder / "mask.safetensors"))
         alive = sum(int(m.sum()) for m in mask.values())
         next_density = (1.0 - prune_args.prune_fraction) ** (level + 1)
         model = copy.deepcopy(run.model)
@@ -145,14 +139,14 @@ class EarlyBird(Method):
                 return False
             settled = None
             if run.accelerator.is_main_process:
-                drawn = strategy.prune(weights, mask, next_density)
+                drawn = run.draw_mask(weights, mask, next_density, what=None)
                 if seen["mask"] is not None:
                     distance = mask_distance(drawn, seen["mask"], alive)
                     seen["distances"].append([step, distance])
                     seen["below"] = seen["below"] + 1 if distance < prune_args.early_bird_threshold else 0
                 seen["mask"] = drawn
                 settled = seen["below"] >= prune_args.early_bird_window
-            seen["settled"] = shared_flag(run.accelerator, settled)
+            seen["settled"] = run.shared_flag(settled)
             return seen["settled"]
 
         desc = f"early-bird search level {level} (sparsity {1.0 - (1.0 - prune_args.prune_fraction) ** level:.1%})"

@@ -6,17 +6,12 @@ pruning step, and shows what the iterations of IMP buy.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
-from ..config import PruneArguments
-from ..levels import prune, shared_mask, train_from_rewind, trained_weights
+from ..arguments import PruneArguments
 from ..masks import Mask
 from ..paths import IMP, LevelPaths
 from ..storage import load_tensors
-from .base import Method
-
-if TYPE_CHECKING:
-    from ..lottery import Run
+from .base import Method, RunContext
 
 
 class OneShot(Method):
@@ -33,16 +28,16 @@ class OneShot(Method):
     def plan(self, prune: PruneArguments, steps: int) -> list[str]:
         return [f"| 1 | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in prune.one_shot]
 
-    def train(self, run: Run) -> None:
+    def train(self, run: RunContext) -> None:
         dense = run.paths.level(IMP, 0)
         for sparsity in run.prune.one_shot:
             paths = run.paths.level(self.name, 1, clipped_to=sparsity)
             if paths.is_done():
                 continue
-            mask = shared_mask(run.accelerator, partial(self._draw, run, dense, sparsity))
-            train_from_rewind(run, paths, mask, level=1, desc=f"one-shot to {sparsity:.1%}")
+            mask = run.shared_mask(partial(self._draw, run, dense, sparsity))
+            run.train_from_rewind(paths, mask, level=1, desc=f"one-shot to {sparsity:.1%}")
 
     @staticmethod
-    def _draw(run: Run, dense: LevelPaths, sparsity: float) -> Mask:
-        weights = trained_weights(run, dense)
-        return prune(run, weights, load_tensors(dense.mask), 1.0 - sparsity, what=f"one-shot to {sparsity:.1%}")
+    def _draw(run: RunContext, dense: LevelPaths, sparsity: float) -> Mask:
+        weights = run.trained_weights(dense)
+        return run.draw_mask(weights, load_tensors(dense.mask), 1.0 - sparsity, what=f"one-shot to {sparsity:.1%}")

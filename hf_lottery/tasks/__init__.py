@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..config import DataArguments, ModelArguments
+from ..arguments import DataArguments, ModelArguments
 from ..errors import LotteryError
 from .base import TEST_PREFIX, Metric, PreparedData, TaskData, TaskKind
 from .causal_lm import CausalLM

@@ -26,7 +26,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..config import DataArguments
+from ..arguments import DataArguments
 from ..errors import LotteryError
 
 

@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, PretrainedConfig, default_data_collator
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from ..config import DataArguments
+from ..arguments import DataArguments
 from ..errors import LotteryError
 from .base import PreparedData, TaskData
 from .text import LanguageModelKind, evaluate_perplexity

@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from ..config import DataArguments
+from ..arguments import DataArguments
 from ..errors import LotteryError
 from .base import PreparedData, TaskData
 from .text import IGNORE_INDEX, LanguageModelKind, evaluate_perplexity

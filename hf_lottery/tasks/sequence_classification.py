@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from ..config import DataArguments
+from ..arguments import DataArguments
 from ..data import check_columns, load_hub_splits, read_table
 from ..errors import LotteryError
 from ..metrics import compute_metrics

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..config import DataArguments
+from ..arguments import DataArguments
 from ..data import VALIDATION_SPLITS, check_columns, load_hub_splits
 from ..errors import LotteryError
 from .base import Metric, TaskData, TaskKind

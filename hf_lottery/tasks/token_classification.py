@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
 
-from ..config import DataArguments
+from ..arguments import DataArguments
 from ..data import check_columns, load_hub_splits
 from ..errors import LotteryError
 from .base import ClassifierKind, Metric, PreparedData, TaskData

@@ -1,15 +1,13 @@
-"""The Hub round trip: push a run's ticket as one commit, and load a ticket from the Hub or a folder.
+"""Loading a ticket from the Hub or a folder, as untrusted input: only ``config.json`` and one sparse file are read,
+nothing is unpickled, and the model is checked against the file on the meta device before memory is allocated.
 
-``huggingface_hub`` does the work as it is (``create_repo(exist_ok=True)``, one ``upload_folder`` commit,
-``snapshot_download`` with ``allow_patterns``); tokens come from ``HF_TOKEN`` or ``hf auth login`` and are
-never printed or written by us. Every failure is one ``LotteryError`` line.
+Every failure of the Hub client is one ``LotteryError`` line (``hub_errors``, which pushing shares).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -17,9 +15,8 @@ from typing import Literal
 
 import httpx2  # huggingface_hub 2.x talks HTTP through it
 import torch
-from huggingface_hub import HfApi, ModelCard, get_token, hf_hub_download, model_info, snapshot_download
+from huggingface_hub import snapshot_download
 from huggingface_hub.errors import (
-    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -28,8 +25,8 @@ from huggingface_hub.errors import (
 )
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from .errors import LotteryError
-from .export import DEFAULT_TOLERANCE, FACTS_FILE, SPARSE_FILE, TICKET_FILE, export_ticket, model_state
+from .errors import LotteryError, NotATicketError
+from .export import FACTS_FILE, SPARSE_FILE, TICKET_FILE, model_state
 from .masks import Mask, check_mask
 from .sparse import load_sparse, read_sparse_header
 from .tasks import get_task_kind
@@ -55,66 +52,6 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
         raise LotteryError(f"{repo_id}: the Hub answered {status}: {str(err).splitlines()[0]}") from None
     except (httpx2.TransportError, ConnectionError) as err:
         raise LotteryError(f"could not reach the Hub ({type(err).__name__}); check your network") from None
-
-
-def require_token(token: str | None = None) -> str:
-    token = token or get_token()
-    if not token:
-        raise LotteryError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a write token)")
-    return token
-
-
-def base_model_license(name: str, token: str | None = None) -> str | None:
-    """The base model's license from its card, where known; never fails a push."""
-    try:
-        folder = Path(name)
-        if folder.is_dir():
-            return ModelCard.load(folder / "README.md").data.license if (folder / "README.md").exists() else None
-        card_data = model_info(name, token=token).card_data
-        return card_data.license if card_data else None
-    except Exception:  # a license is nice to have; a missing one never stops the push
-        return None
-
-
-def push_ticket(
-    run_dir: Path,
-    repo_id: str,
-    level: int | str = "best",
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-    token: str | None = None,
-) -> str:
-    """Export one level of ``run_dir`` and upload it to ``repo_id`` in one commit; return the commit URL."""
-    base = _run_base_model(run_dir)  # a missing or unfinished run is the first thing to say
-    token = require_token(token)
-    api = HfApi(token=token)
-    with hub_errors(repo_id, revision):
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        try:
-            existing = Path(hf_hub_download(repo_id, "README.md", revision=revision, token=token)).read_text("utf-8")
-        except EntryNotFoundError:
-            existing = None
-        with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
-            folder = Path(tmp) / "repo"
-            facts = export_ticket(
-                run_dir, folder, level, tolerance, repo_id, existing, base_model_license(base, token)
-            )  # fmt: skip
-            message = commit_message or (
-                f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "
-                f"{facts['metric']} {facts['metric_value']:.4f} (dense {facts['dense_metric_value']:.4f})"
-            )
-            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=message)
-    return commit.commit_url
-
-
-def _run_base_model(run_dir: Path) -> str:
-    from .export import FinishedRun
-
-    return FinishedRun.open(run_dir).config.model.model_name_or_path
 
 
 def load_ticket(
@@ -148,7 +85,7 @@ def load_ticket(
     filename = SPARSE_FILE if weights == "trained" else TICKET_FILE
     folder = _fetch(str(repo_or_path), ["config.json", filename, FACTS_FILE], revision, token)
     if not (folder / filename).is_file():
-        raise LotteryError(f"{repo_or_path} is not an hf-lottery ticket: it has no {filename}")
+        raise NotATicketError(f"{repo_or_path} is not an hf-lottery ticket: it has no {filename}")
     kind = get_task_kind(ticket_task_kind(folder))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -1,138 +1,27 @@
-"""What every training command shares: the Accelerator, the run directory, the task's model and data.
+"""A run directory: named, checked against the run it holds, started, and filled level by level.
 
 A run directory is checked before anything is loaded and written only once the model and data are good, so
-bad input leaves nothing behind.
+bad input leaves nothing behind. A level is complete once its ``metrics.json`` is written, last.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
-from accelerate.utils import (
-    DistributedType,
-    GradientAccumulationPlugin,
-    is_tensorboard_available,
-    is_wandb_available,
-    set_seed,
-)
 from transformers import PreTrainedModel
 
-from .config import LAUNCHER_DEFAULTS, REACH_FIELDS, DataArguments, RunConfig, TrainArguments
+from .config import REACH_FIELDS, RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
-from .model import load_model_config, load_tokenizer
+from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
-from .pruning import last_level_clipped, level_densities
 from .storage import read_json, remove_folder, save_tensors, save_weights, write_folder, write_json, write_text
-from .tasks import TEST_PREFIX, Metric, TaskData, TaskKind, resolve_task_kind
-
-
-@dataclass
-class LoadedTask:
-    """A run's task kind, run directory, raw data, model and tokenizer, each checked as it was loaded."""
-
-    kind: TaskKind
-    paths: RunPaths
-    data: TaskData
-    model: PreTrainedModel
-    tokenizer: object
-
-
-def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None = None) -> LoadedTask:
-    """The model's config first (a bad model id fails before anything else), the task kind, the run
-    directory (checked, not yet written), the data, and then the model with the kind's head.
-
-    The run's first lines say what it will do (the task kind, its data and ``plan``) before any download.
-    """
-    name, revision = config.model.model_name_or_path, config.model.revision
-    model_config = load_model_config(name, revision)
-    kind = resolve_task_kind(config.model, config.data, model_config)
-    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if positions and config.data.max_length > positions:
-        if config.data.max_length != DataArguments.max_length:
-            limit = f"model {name!r} has {positions} positions"
-            raise LotteryError(f"--max-length {config.data.max_length} is too long: {limit}")
-        config.data.max_length = positions  # the default fits every model: as long as it allows
-    paths = open_run_dir(config, kind)
-    accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
-    if plan:
-        accelerator.print(plan)
-    data = kind.load_data(config.data)
-    set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
-    model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)
-    tokenizer = load_tokenizer(name, model, revision)
-    return LoadedTask(kind, paths, data, model, tokenizer)
-
-
-# The Accelerator settings hf-lottery exposes: each flag's environment variable as `accelerate launch` and
-# `accelerate config` set it, and the value when neither the flag nor the launcher says anything.
-LAUNCHER_SETTINGS = {
-    "mixed_precision": "ACCELERATE_MIXED_PRECISION",
-    "gradient_accumulation_steps": "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
-}
-
-
-def finish_trackers(accelerator: Accelerator) -> None:
-    """Close the trackers' files (``Accelerator.end_training`` would also tear down the process group)."""
-    for tracker in accelerator.trackers:
-        tracker.finish()
-    accelerator.trackers = []
-
-
-def resolve_launcher_settings(args: TrainArguments) -> dict[str, str]:
-    """Fill each Accelerator setting left unset: the flag wins, then the launcher's environment, then the default.
-
-    The resolved values are written into ``args`` (so the run's config records what ran) and passed to
-    Accelerate explicitly, so an environment variable can never make Accelerate and the run's step count
-    disagree. Returns where each value came from, for ``hf-lottery env``.
-    """
-    sources = {}
-    for name, variable in LAUNCHER_SETTINGS.items():
-        if getattr(args, name) is not None:
-            sources[name] = "flag"
-            continue
-        raw, default = os.environ.get(variable, "").strip().lower(), LAUNCHER_DEFAULTS[name]
-        sources[name] = variable if raw else "default"
-        try:
-            setattr(args, name, (int(raw) if isinstance(default, int) else raw) if raw else default)
-        except ValueError:
-            raise LotteryError(f"{variable}={raw!r} in the environment is not a number") from None
-    TrainArguments.__post_init__(args)  # the launcher's values are checked like flags
-    return sources
-
-
-TRACKER_PACKAGES = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
-
-
-def make_accelerator(args: TrainArguments) -> Accelerator:
-    resolve_launcher_settings(args)
-    available = TRACKER_PACKAGES.get(args.report_to)
-    if available is not None and not available():
-        raise LotteryError(
-            f"--report-to {args.report_to} needs the {args.report_to} package: pip install {args.report_to}"
-        )
-    accelerator = Accelerator(
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=args.output_dir,  # TensorBoard's event files go to the run directory
-        mixed_precision=args.mixed_precision,
-        # A plugin, not the number: Accelerate lets its environment variable override a plain number.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps),
-        cpu=not torch.accelerator.is_available(),  # so torchrun on a CPU machine means gloo processes, not copies
-    )
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise LotteryError(
-            f"{accelerator.distributed_type.value} shards the parameters, so masks cannot hold on to them; "
-            "run with plain data parallelism (accelerate launch --multi_gpu)"
-        )
-    return accelerator
+from .tasks import TEST_PREFIX, Metric, TaskKind
 
 
 def default_output_dir(config: RunConfig) -> Path:
@@ -210,7 +99,7 @@ def start_run_dir(
             write_folder(paths.model_files, save_model_files)
         for stale in paths.root.rglob(".*.tmp-*"):  # left by a killed run; never mistaken for a result
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        for level in paths.finished_levels():  # killed between its metrics.json and the removal of its checkpoints
+        for level in finished_levels(paths):  # killed between its metrics.json and the removal of its checkpoints
             remove_folder(level.checkpoint)
     accelerator.wait_for_everyone()
 
@@ -221,8 +110,8 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
     0.1 stored a level clipped to hit --target-sparsity as an ordinary level, which an extended run would
     prune from. Folders are renamed before config.json is rewritten, so a kill in between repeats the move.
     """
-    densities = level_densities(old.prune) if old.prune is not None else [1.0]
-    if old.prune is not None and last_level_clipped(densities, old.prune):
+    densities = old.prune.level_densities() if old.prune is not None else [1.0]
+    if old.prune is not None and old.prune.last_level_clipped(densities):
         last = len(densities) - 1
         for branch in (IMP, *CONTROLS):
             trunk, clipped = paths.level(branch, last), paths.level(branch, last, old.prune.target_sparsity)
@@ -254,3 +143,18 @@ def save_level(
         with open(paths.root.parent.parent / "training.log", "a", encoding="utf-8") as log:  # a batch job's record
             log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}, {metrics.get('steps', 0)} steps\n")
     accelerator.wait_for_everyone()
+
+
+def finished_levels(paths: RunPaths) -> list[LevelPaths]:
+    """Every complete level on disk, of IMP, every control and every method, in table order (level, sparsity,
+    branch)."""
+
+    def done(branch: str) -> list[LevelPaths]:
+        return [level for level in map(LevelPaths, (paths.root / branch).glob("level_*")) if level.is_done()]
+
+    # IMP and its controls level by level (a clipped N below trunk N), then each method's levels by sparsity
+    found = [((0, level.number, not level.clipped, index), level)
+             for index, branch in enumerate((IMP, *CONTROLS)) for level in done(branch)]  # fmt: skip
+    found += [((index, level.clipped_to or 0.0, 0, 0), level)
+              for index, branch in enumerate(METHODS, 1) for level in done(branch)]  # fmt: skip
+    return [level for _, level in sorted(found, key=lambda item: item[0])]

@@ -1,0 +1,78 @@
+"""The launcher's settings and the Accelerator every training command runs on, with its trackers.
+
+``accelerate launch`` and ``accelerate config`` speak through environment variables; a flag beats them, and
+the values a run resolves are passed to Accelerate explicitly, so the run and Accelerate never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, GradientAccumulationPlugin, is_tensorboard_available, is_wandb_available
+
+from .arguments import LAUNCHER_DEFAULTS, TrainArguments
+from .errors import LotteryError
+
+# The Accelerator settings hf-lottery exposes: each flag's environment variable as `accelerate launch` and
+# `accelerate config` set it, and the value when neither the flag nor the launcher says anything.
+LAUNCHER_SETTINGS = {
+    "mixed_precision": "ACCELERATE_MIXED_PRECISION",
+    "gradient_accumulation_steps": "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+}
+
+
+def resolve_launcher_settings(args: TrainArguments) -> dict[str, str]:
+    """Fill each Accelerator setting left unset: the flag wins, then the launcher's environment, then the default.
+
+    The resolved values are written into ``args`` (so the run's config records what ran) and passed to
+    Accelerate explicitly, so an environment variable can never make Accelerate and the run's step count
+    disagree. Returns where each value came from, for ``hf-lottery env``.
+    """
+    sources = {}
+    for name, variable in LAUNCHER_SETTINGS.items():
+        if getattr(args, name) is not None:
+            sources[name] = "flag"
+            continue
+        raw, default = os.environ.get(variable, "").strip().lower(), LAUNCHER_DEFAULTS[name]
+        sources[name] = variable if raw else "default"
+        try:
+            setattr(args, name, (int(raw) if isinstance(default, int) else raw) if raw else default)
+        except ValueError:
+            raise LotteryError(f"{variable}={raw!r} in the environment is not a number") from None
+    TrainArguments.__post_init__(args)  # the launcher's values are checked like flags
+    return sources
+
+
+TRACKER_PACKAGES = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+
+
+def make_accelerator(args: TrainArguments) -> Accelerator:
+    resolve_launcher_settings(args)
+    available = TRACKER_PACKAGES.get(args.report_to)
+    if available is not None and not available():
+        raise LotteryError(
+            f"--report-to {args.report_to} needs the {args.report_to} package: pip install {args.report_to}"
+        )
+    accelerator = Accelerator(
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,  # TensorBoard's event files go to the run directory
+        mixed_precision=args.mixed_precision,
+        # A plugin, not the number: Accelerate lets its environment variable override a plain number.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps),
+        cpu=not torch.accelerator.is_available(),  # so torchrun on a CPU machine means gloo processes, not copies
+    )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise LotteryError(
+            f"{accelerator.distributed_type.value} shards the parameters, so masks cannot hold on to them; "
+            "run with plain data parallelism (accelerate launch --multi_gpu)"
+        )
+    return accelerator
+
+
+def finish_trackers(accelerator: Accelerator) -> None:
+    """Close the trackers' files (``Accelerator.end_training`` would also tear down the process group)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers = []
