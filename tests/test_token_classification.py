@@ -17,6 +17,8 @@ from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
 from hf_lottery.tasks import get_task_kind
 from hf_lottery.tasks import token_classification as tc
+from hf_lottery.tasks import token_metrics as tm
+from hf_lottery.tasks import token_readers as tr
 
 # The path of tests/helpers.py's SHARED, spelled out so that this file imports nothing but the package.
 EWT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ud-english-ewt"
@@ -52,10 +54,10 @@ def one_line_error(excinfo) -> str:
 
 def test_entities_follow_conlleval():
     # I-X after O starts an entity; I-X after I-X continues it; B-X after I-X starts a new one.
-    assert tc.entities(["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == {(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC")}
+    assert tm.entities(["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == {(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC")}
     # I-Y after X starts a Y entity; an entity open at the end is closed there.
-    assert tc.entities(["B-PER", "I-LOC", "I-LOC"]) == {(0, 1, "PER"), (1, 3, "LOC")}
-    assert tc.entities(["O", "O"]) == set()
+    assert tm.entities(["B-PER", "I-LOC", "I-LOC"]) == {(0, 1, "PER"), (1, 3, "LOC")}
+    assert tm.entities(["O", "O"]) == set()
 
 
 def test_entity_f1_by_hand():
@@ -63,29 +65,29 @@ def test_entity_f1_by_hand():
     # and ORG(1-3) written I-ORG I-ORG after O: an entity that matches. 2 of 3 right both ways.
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]]
     pred = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "I-ORG", "I-ORG"]]
-    scores = tc.entity_f1(gold, pred)
+    scores = tm.entity_f1(gold, pred)
     assert scores == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
 
     # Gold: PER(0-3), LOC(4-6). Predicted: PER(0-1), LOC(1-3) (I-LOC after PER), LOC(4-6): 1 of 3 predicted
     # right, 1 of 2 gold found; F1 = 2 * 1/3 * 1/2 / (1/3 + 1/2) = 0.4.
     gold = [["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC"]]
     pred = [["B-PER", "I-LOC", "I-LOC", "O", "B-LOC", "I-LOC"]]
-    assert tc.entity_f1(gold, pred) == pytest.approx({"precision": 1 / 3, "recall": 1 / 2, "f1": 0.4})
+    assert tm.entity_f1(gold, pred) == pytest.approx({"precision": 1 / 3, "recall": 1 / 2, "f1": 0.4})
 
-    assert tc.entity_f1([["B-PER"]], [["O"]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert tm.entity_f1([["B-PER"]], [["O"]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
 
 
 def test_token_accuracy_and_metric_choice():
     gold = [["NOUN", "VERB", "PUNCT"], ["DET"]]
     pred = [["NOUN", "NOUN", "PUNCT"], ["DET"]]
-    assert tc.token_accuracy(gold, pred) == {"accuracy": 0.75}
-    assert tc.tag_metrics(gold, pred, entity_level=False) == {"accuracy": 0.75}
-    both = tc.tag_metrics([["B-PER", "O"]], [["B-PER", "B-PER"]], entity_level=True)
+    assert tm.token_accuracy(gold, pred) == {"accuracy": 0.75}
+    assert tm.tag_metrics(gold, pred, entity_level=False) == {"accuracy": 0.75}
+    both = tm.tag_metrics([["B-PER", "O"]], [["B-PER", "B-PER"]], entity_level=True)
     assert both == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "accuracy": 0.5})
-    assert tc.tag_metric(["B-PER", "I-PER", "O"]).name == "f1"
-    assert tc.tag_metric(["B-PER", "NOUN", "O"]).name == "accuracy"
-    assert tc.tag_metric(["O"]).name == "accuracy"  # no entity tag: nothing to find
-    assert tc.tag_metric(["NOUN", "VERB"]).name == "accuracy"
+    assert tm.tag_metric(["B-PER", "I-PER", "O"]).name == "f1"
+    assert tm.tag_metric(["B-PER", "NOUN", "O"]).name == "accuracy"
+    assert tm.tag_metric(["O"]).name == "accuracy"  # no entity tag: nothing to find
+    assert tm.tag_metric(["NOUN", "VERB"]).name == "accuracy"
 
 
 # --- reading -----------------------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ def test_real_ud_ewt_dev_file():
     assert {"NOUN", "PUNCT", "VERB", "PROPN", "X"} <= set(data.label_names) and "_" not in data.label_names
     assert all(len(w) == len(t) for w, t in zip(words, data.train.tags, strict=True))
     assert "didn't" not in {w for sentence in words for w in sentence}  # a multiword token's surface form
-    assert tc.read_conllu(path, "xpos", limit=10)[0] == words[:10]
+    assert tr.read_conllu(path, "xpos", limit=10)[0] == words[:10]
     assert len(load(path, max_train_samples=100, max_eval_samples=7).validation.tokens) == 7
 
 
@@ -184,7 +186,7 @@ def test_validation_tags_must_occur_in_training_and_label_column_is_checked(tmp_
 
 def fake_hub(monkeypatch, train: Dataset, validation: Dataset) -> DataArguments:
     """``load_hub_splits`` answered from memory: the Hub path with no network."""
-    monkeypatch.setattr(tc, "load_hub_splits", lambda name, config, args: (train, validation, None))
+    monkeypatch.setattr(tr, "load_hub_splits", lambda name, config, args: (train, validation, None))
     return DataArguments(dataset_name="someone/ner")
 
 
@@ -233,7 +235,7 @@ def test_labels_go_to_the_first_sub_token(tiny_bert):
     assert tc.align_labels([None, 0, 0, 1, None], [3, 4]) == [-100, 3, -100, 4, -100]
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     assert tokenizer.is_fast
-    split = tc.TaggedSplit([["the", "good!", "film"]], [[0, 1, 2]])  # "good!" is two sub-tokens: good, !
+    split = tr.TaggedSplit([["the", "good!", "film"]], [[0, 1, 2]])  # "good!" is two sub-tokens: good, !
     row = tc.tokenize_and_align(split, tokenizer, max_length=32)[0]
     tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
     assert tokens == ["[CLS]", "the", "good", "[UNK]", "film", "[SEP]"]
