@@ -8,69 +8,44 @@ that runs torch's own CSR kernel (MKL's sparse ``mm``), and leaves every other l
     with torch.inference_mode():
         out = model(**inputs)
 
-Measured on the development machine (torch 2.13 CPU, AMD EPYC with AVX-512, 2 cores, nothing else
-running; medians of interleaved repeats), SparseLinear time / dense ``F.linear`` time for one layer with
-random unstructured sparsity:
+This docstring says why it is built this way; the measurements behind each choice (one layer against dense
+``F.linear`` by shape, tokens, threads and sparsity; a whole BERT-base forward; the machines) are in
+docs/benchmarks.md, produced by ``scripts/bench_inference.py``.
 
-    | out x in | tokens | threads | 85%  | 90%  | 93%  | 95%  | 97%  |
-    | 3072x768 | 128    | 1       | 0.85 | 0.49 | 0.38 | 0.29 | 0.21 |
-    | 3072x768 | 128    | 2       | 1.03 | 0.71 | 0.60 | 0.41 | 0.28 |
-    | 3072x768 | 2048   | 1       | 1.34 | 1.02 | 0.86 | 0.69 | 0.58 |
-    | 3072x768 | 2048   | 2       | 1.76 | 1.42 | 1.21 | 1.08 | 0.88 |
-    | 768x3072 | 128    | 1       | 1.00 | 0.61 | 0.44 | 0.40 | 0.39 |
-    | 768x3072 | 128    | 2       | 1.28 | 0.93 | 0.74 | 0.58 | 0.44 |
-    | 768x3072 | 2048   | 1       | 1.20 | 0.92 | 0.66 | 0.54 | 0.40 |
-    | 768x3072 | 2048   | 2       | 1.43 | 1.04 | 0.83 | 0.66 | 0.47 |
-    | 768x768  | 128    | 1       | 1.42 | 0.94 | 0.72 | 0.58 | 0.40 |
-    | 768x768  | 128    | 2       | 1.42 | 1.08 | 0.85 | 0.71 | 0.60 |
-    | 768x768  | 2048   | 1       | 1.50 | 0.96 | 0.85 | 0.66 | 0.45 |
-    | 768x768  | 2048   | 2       | 1.46 | 1.10 | 1.02 | 1.03 | 0.65 |
+Why a threshold, and why this one: CSR beats the dense matmul only above a break-even sparsity, and the
+dense matmul gains more from a second thread than MKL's CSR kernel does, so the break-even moves up with
+threads and with tokens. ``DEFAULT_MIN_SPARSITY`` is the lowest sparsity at which CSR was faster for every
+BERT shape for a sequence at a time with 1 or 2 threads, and for batches of 16 sequences with 1 thread. A
+ticket pruned to 90% globally therefore keeps most layers dense by default; ``min_sparsity=0.9`` is the
+right choice for single-thread, one-sequence serving. A loaded machine slows the dense kernel more than the
+sparse one and moves the break-even down, so measure on the machine you serve from
+(``python scripts/bench_inference.py --kernels``).
 
-The dense matmul gains about 1.8x from a second thread, MKL's CSR kernel less, so the break-even moves
-up with threads and with tokens. The default threshold, 0.93, is the lowest sparsity at which CSR is
-faster for every BERT shape for a sequence at a time (128 tokens) with 1 or 2 threads, and for batches
-of 16 sequences with 1 thread; batches with 2 threads still lose on some shapes below 97%. A ticket pruned
-to 90% globally therefore keeps most layers dense by default; ``min_sparsity=0.9`` is the right choice for
-single-thread, one-sequence serving (0.49-0.94 above). An earlier sweep on the same machine shared with
-other jobs put the break-even near 82%: a loaded machine slows the dense kernel more than the sparse one,
-so measure on the machine you serve from (``python scripts/bench_inference.py --kernels``).
+Why this formulation: ``torch.addmm(b, W_csr, x.T).T`` is the only fast order. ``F.linear(x, W_csr)`` and
+``x @ W.T`` as CSR convert the transposed weight on every call; COO is slower; BSR with 2×2 blocks keeps
+every block that holds a survivor, far more than the survivors at unstructured sparsity, and is slower too
+(MKL refuses non-square blocks); asking for the output in ``(tokens, out)`` layout takes MKL's slower
+column-major path. So the output is computed as ``(out, tokens)`` and transposed back into a contiguous
+tensor, like ``nn.Linear``'s (returning the transposed view saved nothing measurable in the whole model and
+would break code that ``.view()``s it). Weights wider than ``K_TILE`` inputs are split into column blocks
+that accumulate into one output (faster for the 3072-wide FFN output layer). Indices are int32, which
+torch's MKL takes without a conversion per call. Tiling the tokens helped for long inputs with 1 thread but
+was far slower with 2 threads on a busy machine, so it is not done.
 
-Why this formulation (one layer at 90%, ratios to dense): ``torch.addmm(b, W_csr, x.T).T`` is the only fast
-order. ``F.linear(x, W_csr)`` and ``x @ W.T`` as CSR convert the transposed weight on every call (2.4-4.1×);
-COO is 4-40×; BSR with 2×2 blocks stores 34% of the blocks at 90% unstructured sparsity (1.4-3.4×; MKL
-refuses non-square blocks); asking for the output in ``(tokens, out)`` layout takes MKL's column-major path
-(2.4-2.8×). So the output is computed as ``(out, tokens)`` and transposed back into a contiguous tensor,
-like ``nn.Linear``'s (returning the transposed view saved nothing measurable in the whole model and would
-break code that ``.view()``s it). Weights wider than ``K_TILE`` inputs are split into column blocks that
-accumulate into one output (the 3072-wide FFN output layer: 0.62× → 0.52× at 128 tokens). Indices are
-int32, which torch's MKL takes without a conversion per call. Tiling the tokens helped at 2048 tokens with 1
-thread but was up to 10× slower with 2 threads on the busy machine, so it is not done.
+A whole model gains less than its Linear layers: attention, GELU, LayerNorm and the two layout copies per
+layer stay as they are.
 
-A whole BERT-base ``BertModel`` forward (seq 128, every encoder Linear magnitude-pruned per tensor,
-``python scripts/bench_inference.py``, nothing else running), sparse / dense latency:
-
-    | threads | sparsity | batch 1 | batch 16 |
-    | 1       | 90%      | 0.59    | 0.79     |   (min_sparsity=0.9; the default keeps 90% layers dense)
-    | 1       | 95%      | 0.40-0.50 | 0.49-0.80 |   (two runs: the spread is the machine's)
-    | 2       | 90%      | 0.83    | 1.17     |   (min_sparsity=0.9: slower for batches, hence the default)
-    | 2       | 95%      | 0.58-0.60 | 0.71-0.78 |
-
-The issue's goal, 0.5x at 90% for batch 1, is not reached on the quiet machine (0.59x with 1 thread): the
-Linear layers alone run at about 0.5x, while attention, GELU, LayerNorm and the two layout copies per layer
-stay. It is reached at 95% with 1 thread (0.40-0.50x).
-
-Threads: on this 2-core machine shared with other work, 2 threads with OpenMP's default (spinning) wait
-were slower than 1 thread for dense and sparse alike (a 12-layer dense forward, batch 1: 1.8 s against
-0.29 s): a thread spins at each barrier while its partner is descheduled, and ratios drift towards 1.
-With ``OMP_WAIT_POLICY=PASSIVE`` in the environment, 2 threads gave 0.49× at 90% and 0.32× at 95% (batch 1;
-0.77× and 0.49× for batch 16), in line with 1 thread. So measure with your own setting; on a loaded host
-``torch.set_num_threads(1)`` or a passive wait policy helps dense and sparse models alike.
+Threads: with OpenMP's default (spinning) wait, a thread spins at each barrier while its partner is
+descheduled, so on a machine shared with other work 2 threads can be slower than 1 for dense and sparse
+alike, and ratios drift towards 1. ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or
+``torch.set_num_threads(1)`` on a loaded host, helps dense and sparse models alike; measure with your own
+setting.
 
 Where it cannot help, and does not pretend to:
 
-- **GPU**: not measured (no GPU here). The break-even above holds for MKL on CPU only; CUDA's CSR path is
+- **GPU**: not measured (no GPU here). The break-even holds for MKL on CPU only; CUDA's CSR path is
   another kernel (cuSPARSE) with its own, unmeasured break-even, so layers not on the CPU stay dense (logged).
-- **Low sparsity**: below about 90% CSR is slower, so such layers stay dense (``min_sparsity`` overrides).
+- **Low sparsity**: below the break-even CSR is slower, so such layers stay dense (``min_sparsity`` overrides).
 - **float16/bfloat16**: torch has no CPU CSR matmul for them; such layers stay dense (logged). float32 and
   float64 are supported.
 - **Training**: inference only. Weights are buffers, the model is put in ``eval()`` with ``requires_grad``
@@ -99,7 +74,7 @@ from .masks import apply_mask, check_mask
 logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_SPARSITY = 0.93
-"""Break-even measured with ``scripts/bench_inference.py --kernels`` (see the module docstring)."""
+"""Break-even measured with ``scripts/bench_inference.py --kernels`` (the module docstring; docs/benchmarks.md)."""
 
 K_TILE = 768
 """Widest column block of a CSR weight (see ``SparseLinear``); measured, not derived from the cache size."""
@@ -112,10 +87,10 @@ class SparseLinear(nn.Module):
     """``y = x @ W.T + b`` with ``W`` stored in CSR: an inference-only stand-in for a sparse ``nn.Linear``.
 
     Computed as ``(W @ x.T).T`` by ``torch.addmm`` with the CSR matrix on the left (MKL's sparse kernel);
-    ``F.linear(x, W_csr)`` would convert ``W.T`` to CSR again on every call and is 2-3× slower than dense.
+    ``F.linear(x, W_csr)`` would convert ``W.T`` to CSR again on every call and is slower than dense.
     A weight wider than ``K_TILE`` inputs is stored as column blocks, multiplied one after the other into
-    the same output, so that the rows of ``x.T`` each block reads stay in cache (about 1.2× faster for BERT's
-    3072-wide FFN output). The blocks and the bias are buffers, not parameters: nothing here trains.
+    the same output, so that the rows of ``x.T`` each block reads stay in cache (faster for BERT's 3072-wide
+    FFN output; docs/benchmarks.md). The blocks and the bias are buffers, not parameters: nothing here trains.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, mask: torch.Tensor | None = None):
@@ -222,7 +197,7 @@ def sparsify_for_inference(
     tensors keyed by ``named_parameters()`` names, as hf-lottery writes them), the share the mask prunes: the
     mask is the truth, so a survivor equal to 0.0 is kept and a pruned weight is zeroed whatever its value
     (every masked weight of the model is zeroed first, dense layers included). ``min_sparsity`` defaults to
-    ``DEFAULT_MIN_SPARSITY`` (0.93, measured: see the module docstring). Only exact ``nn.Linear`` (not
+    ``DEFAULT_MIN_SPARSITY`` (0.93, measured: see docs/benchmarks.md). Only exact ``nn.Linear`` (not
     subclasses such as ``MultiheadAttention``'s projection, which is not called as a module) and ``Conv1D``
     are considered. Returns the model, now in ``eval()`` with ``requires_grad`` off; what was swapped is
     logged (``sparse_layers(model)`` lists it, ``plan_inference`` tells beforehand, with reasons).

@@ -1,4 +1,4 @@
-"""Every file name of a run directory, in one place.
+"""The layout of a run directory, and the names of the files the run as a whole reads and writes.
 
     run_dir/
       config.json                    the RunConfig (format_version 2), written first
@@ -17,6 +17,20 @@
 A level folder holds mask.safetensors, weights.safetensors (trained), sparsity.json and
 metrics.json; metrics.json is written last, so its presence means the level is complete. While a level
 trains with --save-steps, checkpoint/ holds its latest training state (removed when the level is complete).
+
+Some names live next to the code that writes them, not here:
+
+- ``training.log`` (in the run directory, one line per finished level) is appended by ``save_level``, which
+  writes a level's files; ``model/base_model.json`` (the base model's name, revision and commit) is
+  written by ``start_run_dir``, which creates the run directory, and read back when a ticket is exported.
+- The early-bird method (``methods/early_bird.py``) names its own files: ``early-bird/settings.json``,
+  ``early-bird/search_K/`` with ``mask.safetensors`` and ``search.json``, and ``early_bird_distances.png`` in
+  the run directory.
+- The checkpoints inside a level (``checkpoint.py``): ``checkpoint/step_<N>/``, holding Accelerate's state
+  plus ``progress.json`` and ``best_weights.safetensors``, written as ``checkpoint/.step_<N>.tmp-save`` first.
+- Atomic writes (``storage.py``): a file or folder is written to a ``.<name>.tmp-*`` sibling and renamed into
+  place, and a folder is renamed to one before it is deleted; the next run removes any a kill left behind.
+- With ``--report-to tensorboard``, Accelerate writes TensorBoard's event files under the run directory.
 """
 
 from __future__ import annotations

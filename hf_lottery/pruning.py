@@ -1,7 +1,14 @@
-"""Pruning strategies: the level schedule, magnitude pruning (IMP) and random pruning (a control).
+"""The level schedule and the pruning kernels: magnitude selection (IMP's rule) and random selection (a control's).
 
-Every strategy only removes weights that are still alive, so masks only ever shrink, and removes an
-exact count: ties at the magnitude threshold are broken by position, never by chance.
+``level_densities`` gives each level's density and ``keep_counts`` how many weights survive it (one total or
+one count per tensor); ``magnitude_prune`` and ``random_prune`` choose which. The pruning strategies that
+``--scope`` names live in ``hf_lottery/strategies/`` and call ``magnitude_prune``; the controls live in
+``hf_lottery/controls/``, where ``random-prune`` calls ``random_prune``.
+
+Both kernels only remove weights that are still alive, so masks only ever shrink, and remove an exact
+count: ties at the magnitude threshold are broken by position, never by chance. Magnitude selection is an
+exact two-level radix select over the weights' float bits, streaming over the tensors with no concatenated
+copy and no sort.
 """
 
 from __future__ import annotations

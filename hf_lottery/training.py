@@ -5,8 +5,8 @@ rank applies the same update) and before clipping (so the norm is the sparse net
 masked once, before the first step, and stay exactly zero from then on: each level gets a fresh AdamW, so
 a pruned weight has zero gradient and zero moments, its update is ``lr * 0 / (sqrt(0) + eps) = 0`` and
 decoupled weight decay multiplies zero. Masking the weights again after every step cost a full pass over
-them for nothing (measured by ``scripts/bench_masking.py``); the tests check the zeros under weight decay,
-gradient accumulation, mixed precision and several processes.
+them for nothing (measured by ``scripts/bench_masking.py``; the numbers are in docs/benchmarks.md); the tests
+check the zeros under weight decay, gradient accumulation, mixed precision and several processes.
 """
 
 from __future__ import annotations
@@ -38,19 +38,20 @@ _PIECE = 31 * 1024
 class MaskEnforcer:
     """Holds each mask on its parameter's device and dtype, so enforcing it is one fused multiply per call.
 
-    Where the time went, and why it is like this:
+    Where the time went, and why it is like this (the timings, from ``scripts/bench_masking.py``, are in
+    docs/benchmarks.md):
 
     - Tensors whose mask keeps everything (all of them at level 0) are left out: multiplying them by
       ones is two full passes over their weights and gradients per step for nothing.
     - A multiply by a 0/1 mask of the parameter's own dtype is the fastest zeroing measured on CPU
       (a bool mask is cast to the parameter's dtype on every call; ``masked_fill_`` and ``where`` are
-      several times slower).
+      slower).
     - Each per-tensor op forks and joins torch's thread pool. When another process holds a core, every
-      join waits for a descheduled thread: 0.2 to 1.2 s per call for a BERT-base model on 2 busy cores,
-      against about 30 ms on one thread whatever the load. So contiguous CPU tensors are cut into pieces
-      below torch's grain size, which run on the calling thread. On 2 idle cores that gives up about
-      15 ms per call (the multiply is memory-bound; a second thread halves it at best); on a many-core
-      CPU it gives up more bandwidth. GPU tensors are not cut.
+      join waits for a descheduled thread, which costs far more than the multiply itself, while one thread
+      takes the same time whatever the load. So contiguous CPU tensors are cut into pieces below torch's
+      grain size, which run on the calling thread. On idle cores that gives up some time per call (the
+      multiply is memory-bound; a second thread halves it at best); on a many-core CPU it gives up more
+      bandwidth. GPU tensors are not cut.
     - Masks follow their parameter: if the model is moved or cast after construction (``accelerate``
       prepares the model after the enforcer is built), a mask is moved once, on first use.
     """
@@ -208,10 +209,10 @@ def train(
 def adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel where it has one (CPU, CUDA): one pass per tensor instead of a dozen.
 
-    On CPU the default (one op at a time) is 6x slower than fused for a BERT-base model (648 against 102 ms), and slower
-    again on a sparse one: the square root of the zero second moments of pruned weights takes twice the
-    time of a nonzero one on some CPUs (AMD EPYC, measured in ``scripts/bench_masking.py``). The fused
-    kernel is as fast on zeros as on anything else.
+    On CPU the default (one op at a time) is several times slower than fused, and slower again on a sparse
+    model: the square root of the zero second moments of pruned weights is a slow path on some CPUs. The
+    fused kernel is as fast on zeros as on anything else. The timings, from ``scripts/bench_masking.py``, are
+    in docs/benchmarks.md.
     """
     fused = True if device.type in ("cpu", "cuda") else None
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
