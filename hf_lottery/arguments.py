@@ -18,7 +18,7 @@ from .errors import LotteryError
 
 # The schedule of `hf-lottery prune MODEL` with no data and no schedule: Chen et al.'s universal masked-LM ticket.
 DEFAULT_LM_TARGET_SPARSITY = 0.7
-# Accelerator settings left unset (None) take the launcher's value, else these (resolved in runs.py). A resolved
+# Accelerator settings left unset (None) take the launcher's value, else these (resolved in launch.py). A resolved
 # default counts as a default in the run's name, as it did when these were plain defaults.
 LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 

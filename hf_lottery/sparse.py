@@ -1,6 +1,6 @@
 """The sparse file format: bit-packed masks and sparse state dicts, as plain safetensors files.
 
-Readable without this package (the README documents it):
+Readable without this package (docs/ticket-format.md documents it):
 
 - A **packed mask** is a ``uint8`` tensor of ``ceil(numel / 8)`` bytes: element ``i`` of the row-major
   flattened mask is bit ``i % 8`` (least significant first) of byte ``i // 8``; padding bits are 0.
