@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
-from .arguments import ModelArguments, PruneArguments, TrainArguments
-from .config import RunConfig
+from .config import RunConfig, sections
 from .errors import LotteryError
 from .imp import describe_schedule
 from .levels import Run
 from .lottery import train_and_report
 from .masks import Mask, apply_mask, select_prunable, zero_pruned_gradient
+from .methods import asked_methods
 from .paths import RunPaths
 from .rundir import check_run_dir, start_run_dir
 from .tasks import Metric, kind_of_model
@@ -71,27 +72,31 @@ def find_ticket(
         json.dumps(dict(run_config))
     except (TypeError, ValueError) as err:
         raise LotteryError(f"run_config must be a JSON mapping (numbers, strings, lists): {err}") from None
-    prune_args = PruneArguments(**prune)
-    if prune_args.early_bird:
-        raise LotteryError("early_bird stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
+    options = {f.name for name, part in sections("api").items() if name not in ("model", "train") for f in fields(part)}
+    unknown = sorted(set(prune) - options)
+    if unknown:
+        raise TypeError(f"find_ticket() got unexpected pruning option(s): {', '.join(unknown)}")
+    name = getattr(model, "name_or_path", None) or type(model).__name__
+    config = RunConfig.build("api", model_name_or_path=name, seed=seed, output_dir=str(output_dir), **prune)
+    prune_args = config.prune
+    methods = asked_methods(config.plugins)
+    stopping = [m for m in methods if m.stops_levels]
+    if stopping:
+        option = fields(stopping[0].arguments)[0].name
+        raise LotteryError(f"{option} stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
     if prune_args.replicates > 1:
         raise LotteryError(
             "find_ticket runs one replicate: its model is one initialisation and train_fn's seeds are yours; "
             "call it once per seed with another output_dir, or use `hf-lottery prune --replicates`"
         )
     if prune_args.target_sparsity is None and prune_args.levels is None:
-        if not prune_args.one_shot:
+        if not methods:
             raise LotteryError("give target_sparsity (e.g. 0.7), levels or one_shot")
-        prune_args.levels = 0  # one-shot only: IMP trains the dense level 0
+        prune_args.levels = 0  # only the cheaper methods: IMP trains the dense level 0
     if prune_args.rewind_step is not None:
         raise LotteryError("find_ticket rewinds to the model it is given; rewind_to='step:K' needs hf-lottery's loop")
-    config = RunConfig(
-        command="api",
-        model=ModelArguments(model_name_or_path=model.name_or_path or type(model).__name__, task_kind=_kind(model)),
-        train=TrainArguments(seed=seed, output_dir=str(output_dir)),
-        prune=prune_args,
-        run_config=dict(run_config),
-    )
+    config.model.task_kind = _kind(model)
+    config.run_config = dict(run_config)
     accelerator = accelerator or Accelerator(cpu=not torch.accelerator.is_available())
     paths = RunPaths(Path(output_dir))
     check_run_dir(paths, config)

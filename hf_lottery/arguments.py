@@ -8,6 +8,7 @@ needs the registries (the names ``--scope`` and ``--control`` may take) is check
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,11 +24,24 @@ DEFAULT_LM_TARGET_SPARSITY = 0.7
 LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+# A field's role, in its metadata: what it is to a run directory. Identity (the default) decides what the run
+# computes: config.json records it and the directory's name hashes it. Reach is how far an invocation goes (more
+# levels, another control, a method's branch): rerunning with more extends the same run, and run_log.jsonl records
+# each invocation's reach. Output is where the run is written or pushed, whether it runs at all, how often it saves
+# its progress and which weights it keeps: none changes what it computes, nor belongs in its command line.
+IDENTITY, REACH, OUTPUT = "identity", "reach", "output"
 
 
-def _positive(owner: object, *names: str) -> None:
+def help_(text: str, role: str = IDENTITY) -> dict[str, str]:
+    """A field's metadata: its ``--help`` text and its role."""
+    return {"help": text, "role": role}
+
+
+def role(f: dataclasses.Field) -> str:
+    return f.metadata.get("role", IDENTITY)
+
+
+def positive(owner: object, *names: str) -> None:
     """Refuse values below 1 of the named fields (None means "not set" and passes)."""
     for name in names:
         value = getattr(owner, name)
@@ -38,12 +52,12 @@ def _positive(owner: object, *names: str) -> None:
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
-        default=None, metadata=_help("Hub model id or local folder of a pretrained transformer.")
+        default=None, metadata=help_("Hub model id or local folder of a pretrained transformer.")
     )
-    revision: str | None = field(default=None, metadata=_help("Hub revision (branch, tag or commit) of the model."))
+    revision: str | None = field(default=None, metadata=help_("Hub revision (branch, tag or commit) of the model."))
     task_kind: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "sequence-classification, token-classification, masked-lm or causal-lm. Default: inferred: "
             "--task or --label-column means sequence classification, .conll/.conllu files token "
             "classification, .txt files or no data at all language modelling (masked-LM for encoders such "
@@ -63,51 +77,50 @@ class DataArguments:
 
     task: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli). With --train-file, "
             "the task's label count and metric apply to the local files."
         ),
     )
     dataset_name: str | None = field(
-        default=None, metadata=_help("A data set on the Hub (datasets.load_dataset), with --text-columns etc.")
+        default=None, metadata=help_("A data set on the Hub (datasets.load_dataset), with --text-columns etc.")
     )
-    dataset_config: str | None = field(default=None, metadata=_help("Configuration name of --dataset-name."))
+    dataset_config: str | None = field(default=None, metadata=help_("Configuration name of --dataset-name."))
     train_file: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Local training file: .csv, .tsv or .jsonl (classification), .conll or .conllu (token "
             "classification), .txt with one document per line (language modelling)."
         ),
     )
     validation_file: str | None = field(
-        default=None, metadata=_help("Local validation file, same format: the level to ship is chosen on it.")
+        default=None, metadata=help_("Local validation file, same format: the level to ship is chosen on it.")
     )
     test_file: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Local test file, same format, text and label columns: every level is also scored on it, and it "
             "never chooses a level, so its scores are held out (choosing on validation flatters the chosen level)."
         ),
     )
     test_split: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Split of --dataset-name scored like --test-file (e.g. test). GLUE's test splits (--task) have "
             "no labels: give a labelled local copy with --train-file/--validation-file/--test-file instead."
         ),
     )
     text_columns: list[str] | None = field(
-        default=None, metadata=_help("Text columns: one or two for classification, one for token lists or text.")
+        default=None, metadata=help_("Text columns: one or two for classification, one for token lists or text.")
     )
-    label_column: str | None = field(default=None, metadata=_help("Label (or tag) column of the data."))
-    max_train_samples: int | None = field(default=None, metadata=_help("Use only the first N training rows."))
+    label_column: str | None = field(default=None, metadata=help_("Label (or tag) column of the data."))
+    max_train_samples: int | None = field(default=None, metadata=help_("Use only the first N training rows."))
     max_eval_samples: int | None = field(
-        default=None, metadata=_help("Use only the first N validation rows (and test rows).")
+        default=None, metadata=help_("Use only the first N validation rows (and test rows).")
     )
     max_length: int = field(
-        default=128, metadata=_help("Tokens per example after truncation (block length for causal-LM).")
+        default=128, metadata=help_("Tokens per example after truncation (block length for causal-LM).")
     )
-    mlm_probability: float = field(default=0.15, metadata=_help("Share of tokens masked for masked-LM."))
 
     def __post_init__(self) -> None:
         if (self.train_file is None) != (self.validation_file is None):
@@ -117,9 +130,7 @@ class DataArguments:
         self._check_test()
         if self.text_columns is not None and len(self.text_columns) not in (1, 2):
             raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
-        _positive(self, "max_length", "max_train_samples", "max_eval_samples")
-        if not 0.0 < self.mlm_probability < 1.0:
-            raise LotteryError(f"--mlm-probability must be in (0, 1), got {self.mlm_probability}")
+        positive(self, "max_length", "max_train_samples", "max_eval_samples")
 
     def _check_test(self) -> None:
         """A test split needs the source it belongs to, and must be data the run never trains or chooses on."""
@@ -145,52 +156,54 @@ class DataArguments:
 
 @dataclass
 class TrainArguments:
-    learning_rate: float = field(default=2e-5, metadata=_help("Peak AdamW learning rate."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW decoupled weight decay."))
-    warmup_ratio: float = field(default=0.1, metadata=_help("Share of the steps with linear warm-up."))
-    batch_size: int = field(default=32, metadata=_help("Examples per device per forward pass."))
-    eval_batch_size: int = field(default=64, metadata=_help("Examples per device when evaluating."))
+    learning_rate: float = field(default=2e-5, metadata=help_("Peak AdamW learning rate."))
+    weight_decay: float = field(default=0.0, metadata=help_("AdamW decoupled weight decay."))
+    warmup_ratio: float = field(default=0.1, metadata=help_("Share of the steps with linear warm-up."))
+    batch_size: int = field(default=32, metadata=help_("Examples per device per forward pass."))
+    eval_batch_size: int = field(default=64, metadata=help_("Examples per device when evaluating."))
     gradient_accumulation_steps: int | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Forward passes per optimizer step. Default: what `accelerate launch` / `accelerate config` set "
             "(ACCELERATE_GRADIENT_ACCUMULATION_STEPS), else 1."
         ),
     )
-    epochs: float = field(default=3.0, metadata=_help("Training epochs per level (ignored with --max-steps)."))
-    max_steps: int | None = field(default=None, metadata=_help("Optimizer steps per level; overrides --epochs."))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 disables)."))
+    epochs: float = field(default=3.0, metadata=help_("Training epochs per level (ignored with --max-steps)."))
+    max_steps: int | None = field(default=None, metadata=help_("Optimizer steps per level; overrides --epochs."))
+    max_grad_norm: float = field(default=1.0, metadata=help_("Gradient clipping norm (0 disables)."))
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Autocast precision. Default: what `accelerate launch` / `accelerate config` set "
             "(ACCELERATE_MIXED_PRECISION), else no."
         ),
     )
     eval_steps: int | None = field(
-        default=None, metadata=_help("Also evaluate every N optimizer steps and keep the best weights.")
+        default=None, metadata=help_("Also evaluate every N optimizer steps and keep the best weights.")
     )
     save_steps: int | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Save the level's training state every N optimizer steps (the latest kept, removed when the level "
-            "ends): a killed level resumes from it, to the same result."
+            "ends): a killed level resumes from it, to the same result.",
+            OUTPUT,
         ),
     )
-    seed: int = field(default=42, metadata=_help("Seed of the head init, data order and controls."))
+    seed: int = field(default=42, metadata=help_("Seed of the head init, data order and controls."))
     report_to: str = field(
         default="none",
-        metadata=_help(
+        metadata=help_(
             "tensorboard, wandb, all or none: loss, learning rate and evaluation metrics of every step, tagged "
-            "by branch and level, through Accelerate's trackers (TensorBoard files go to the run directory)."
+            "by branch and level, through Accelerate's trackers (TensorBoard files go to the run directory).",
+            OUTPUT,
         ),
     )
     output_dir: str | None = field(
-        default=None, metadata=_help("Run directory (default: runs/<model>-<data>-<config hash>).")
+        default=None, metadata=help_("Run directory (default: runs/<model>-<data>-<config hash>).", OUTPUT)
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps",
+        positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps",
                   "save_steps")  # fmt: skip
         if self.epochs <= 0 and self.max_steps is None:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
@@ -208,98 +221,84 @@ class TrainArguments:
             raise LotteryError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 
 
+# How the kept weights are allocated among the scores (``hf_lottery.pruning.allocate``), with the card's words.
+SCOPES = {"global": "one global threshold over all prunable tensors", "layer": "the same fraction in each tensor"}
+
+
 @dataclass
 class PruneArguments:
     target_sparsity: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Stop at the first level whose sparsity reaches this, in [0, 1). With no data, no schedule "
-            f"and a language model: {DEFAULT_LM_TARGET_SPARSITY} (Chen et al.'s universal masked-LM ticket)."
+            f"and a language model: {DEFAULT_LM_TARGET_SPARSITY} (Chen et al.'s universal masked-LM ticket).",
+            REACH,
         ),
     )
-    levels: int | None = field(default=None, metadata=_help("Stop after this many pruning levels."))
+    levels: int | None = field(default=None, metadata=help_("Stop after this many pruning levels.", REACH))
     prune_fraction: float = field(
-        default=0.2, metadata=_help("Share of the still-alive weights removed per level, in (0, 1).")
+        default=0.2, metadata=help_("Share of the still-alive weights removed per level, in (0, 1).")
     )
     scope: str = field(
         default="global",
-        metadata=_help(
-            "The pruning strategy: global (one magnitude threshold over all prunable tensors) or layer (the "
-            "same fraction in each tensor)."
+        metadata=help_(
+            "How the weights to keep are allocated among the scores: global (one threshold over all prunable "
+            "tensors) or layer (the same fraction in each tensor)."
         ),
+    )
+    strategy: str = field(
+        default="magnitude",
+        metadata=help_("The scoring rule that ranks the weights (hf_lottery.strategies): magnitude (|weight|)."),
     )
     include: list[str] | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Regexes over named_parameters() names: prune exactly the matching parameters instead of the "
             "default (Linear/Conv1D weights of the transformer body, word embeddings and the unused pooler "
             "excluded)."
         ),
     )
-    exclude: list[str] | None = field(default=None, metadata=_help("Regexes of parameters never to prune."))
+    exclude: list[str] | None = field(default=None, metadata=help_("Regexes of parameters never to prune."))
     rewind_to: str = field(
         default="pretrained",
-        metadata=_help(
+        metadata=help_(
             "Rewind point: 'pretrained' (weights before fine-tuning) or 'step:K' "
             "(weights after K optimizer steps of level 0)."
         ),
     )
     control: list[str] = field(
-        default_factory=list, metadata=_help("Control runs beside IMP: random-prune and/or reinit.")
-    )
-    one_shot: list[float] = field(
-        default_factory=list,
-        metadata=_help(
-            "One-shot pruning (a branch beside IMP): for each of these sparsities, prune the dense level-0 weights "
-            "straight to it, rewind and train once. Adding it to a finished run trains only its own levels."
-        ),
-    )
-    early_bird: list[float] = field(
-        default_factory=list,
-        metadata=_help(
-            "Early-bird IMP to these sparsities (a branch beside IMP): each search level stops as soon as its next "
-            "mask stops changing, and the masks at these sparsities are then trained fully from the rewind point."
-        ),
-    )
-    early_bird_every: int = field(
-        default=10, metadata=_help("Early-bird: draw the next level's mask every N optimizer steps.")
-    )
-    early_bird_window: int = field(
-        default=5,
-        metadata=_help("Early-bird: stop once W mask distances in a row are below the threshold (You et al.: 5)."),
-    )
-    early_bird_threshold: float = field(
-        default=0.1,
-        metadata=_help(
-            "Early-bird: the mask distance below which the mask counts as settled, in (0, 1): the share of the "
-            "level's surviving weights whose mask bit changed since the last check (You et al.: 0.1)."
-        ),
+        default_factory=list, metadata=help_("Control runs beside IMP: random-prune and/or reinit.", REACH)
     )
     keep_weights: str = field(
         default="all",
-        metadata=_help(
+        metadata=help_(
             "all: keep every level's trained weights. needed: keep every mask and metric, but the trained weights "
             "only of level 0, the last IMP trunk level (to extend from) and the best ticket so far (to ship; with "
             "--replicates, replicate 0 keeps every ticket level, since the mean chooses); the rest are deleted as "
-            "the run goes."
+            "the run goes.",
+            OUTPUT,
         ),
     )
     replicates: int = field(
         default=1,
-        metadata=_help(
+        metadata=help_(
             "Run the same IMP (levels, controls, methods) this many times under different seeds and report mean "
-            "± std per level; replicate 0 is the plain run, the others go to replicate_<r>/ in the run directory."
+            "± std per level; replicate 0 is the plain run, the others go to replicate_<r>/ in the run directory.",
+            REACH,
         ),
     )
     dry_run: bool = field(
         default=False,
-        metadata=_help(
+        metadata=help_(
             "Print the levels, their sparsities, optimizer steps per level and in all, and the disk the run "
-            "will write; then exit, writing nothing."
+            "will write; then exit, writing nothing.",
+            OUTPUT,
         ),
     )
 
     def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise LotteryError(f"unknown --scope {self.scope!r}; choose from {', '.join(SCOPES)}")
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
             raise LotteryError(f"--target-sparsity must be in [0, 1), got {self.target_sparsity}")
         if self.levels is not None and self.levels < 0:
@@ -307,16 +306,9 @@ class PruneArguments:
         if not 0.0 < self.prune_fraction < 1.0:
             raise LotteryError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction}")
         _ = self.rewind_step  # validates the format
-        for flag in ("one_shot", "early_bird"):
-            bad_sparsity = [s for s in getattr(self, flag) if not 0.0 < s < 1.0]
-            if bad_sparsity:
-                raise LotteryError(f"--{flag.replace('_', '-')} sparsities must be in (0, 1), got {bad_sparsity[0]}")
-            setattr(self, flag, sorted(set(getattr(self, flag))))
-        _positive(self, "early_bird_every", "early_bird_window", "replicates")
+        positive(self, "replicates")
         if self.keep_weights not in ("all", "needed"):
             raise LotteryError(f"--keep-weights must be all or needed, got {self.keep_weights!r}")
-        if not 0.0 < self.early_bird_threshold < 1.0:
-            raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")
         for flag in ("include", "exclude"):
             for pattern in getattr(self, flag) or []:
                 try:
@@ -364,19 +356,19 @@ class PruneArguments:
 class FinetuneArguments:
     from_init: bool | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_(
             "Start from the ticket's rewind-point weights (true) or its trained weights (false). Default: the "
             "rewind point for a masked-LM ticket transferred to another task (Chen et al. 2020's transfer "
             "setting: the ticket is the mask plus the pretrained weights), the trained weights otherwise."
         )
         | {"nargs": "?", "const": True},  # a bare --from-init means true
     )
-    no_mask: bool = field(default=False, metadata=_help("Train a plain model (a repository with no masks), dense."))
+    no_mask: bool = field(default=False, metadata=help_("Train a plain model (a repository with no masks), dense."))
 
 
 @dataclass
 class HubArguments:
     push_to_hub: str | None = field(
-        default=None, metadata=_help("Push the winning ticket to this Hub repository (user/name) at the end.")
+        default=None, metadata=help_("Push the winning ticket to this Hub repository (user/name) at the end.", OUTPUT)
     )
-    hub_private: bool = field(default=False, metadata=_help("Create the --push-to-hub repository as private."))
+    hub_private: bool = field(default=False, metadata=help_("Create the --push-to-hub repository as private.", OUTPUT))

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .arguments import SCOPES, PruneArguments
 from .config import RunConfig
 from .controls import CONTROLS
 from .methods import METHODS
 from .report import format_table
-from .strategies import get_strategy
+from .strategies import STRATEGIES
 from .tasks import TEST_PREFIX, Metric, get_task_kind
 from .version import __version__
 
@@ -112,7 +113,7 @@ def render_card(
         command=facts["command"],
         version=__version__,
         prune_fraction=prune.prune_fraction if prune else None,
-        strategy=get_strategy(prune.scope).description if prune else None,
+        strategy=_strategy(prune) if prune else None,
         controls_sentence=_controls_sentence(rows),
         test_sentence=_test_sentence(config, rows, metric),
         replicates_sentence=_replicates_sentence(facts, metric),
@@ -179,12 +180,12 @@ def _prune_description(config: RunConfig, facts: dict) -> str:
     prune = config.prune
     imp = (
         f"Each level removed {prune.prune_fraction:.0%} of the surviving weights "
-        f"({get_strategy(prune.scope).description}), rewound the survivors and trained again."
+        f"({_strategy(prune)}), rewound the survivors and trained again."
     )
     if facts.get("branch") not in METHODS:
         return imp
     return (
-        f"Its mask was drawn with {get_strategy(prune.scope).description}. The table's total steps count every "
+        f"Its mask was drawn with {_strategy(prune)}. The table's total steps count every "
         f"optimizer step a row cost, level 0 and the search for its mask included. The run's IMP levels: "
         f"{imp[0].lower()}{imp[1:]}"
     )
@@ -196,3 +197,8 @@ def _method(facts: dict) -> str:
     if method is None:
         return "iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Chen et al. 2020)"
     return f"{method.description} ({method.citation})"
+
+
+def _strategy(prune: PruneArguments) -> str:
+    """How the masks were drawn, in the registry's words: "by magnitude, one global threshold over all ..."."""
+    return f"{STRATEGIES[prune.strategy].description}, {SCOPES[prune.scope]}"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from transformers import HfArgumentParser
 
-from .config import COMMAND_SECTIONS, SECTIONS, RunConfig
+from .config import RunConfig, sections
 from .errors import LotteryError
 from .rows import DEFAULT_TOLERANCE
 from .version import __version__
@@ -28,12 +31,22 @@ options anywhere: --debug (show tracebacks), --version
 """
 
 
+class _Parser(HfArgumentParser):
+    """``HfArgumentParser``, leaving a field's role (hf-lottery's own metadata) out of argparse's keywords."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+        field = copy.copy(field)
+        field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "role"})
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+
 def parse_command(command: str, args: list[str]) -> RunConfig:
-    """One HfArgumentParser over the command's parts (model, data, training, pruning or fine-tuning, hub)."""
+    """One parser over the command's parts (model, data, training, pruning or fine-tuning, hub) and the options of
+    every registered plug-in."""
     if args and not args[0].startswith("-"):
         args = ["--model_name_or_path", args[0], *args[1:]]
-    parts = [SECTIONS[name] for name in COMMAND_SECTIONS[command]]
-    parser = HfArgumentParser(parts, prog=f"hf-lottery {command}")
+    parser = _Parser(list(sections(command).values()), prog=f"hf-lottery {command}")
     return RunConfig.from_parts(command, list(parser.parse_args_into_dataclasses(args=args)))
 
 

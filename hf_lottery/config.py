@@ -1,7 +1,8 @@
-"""A run's configuration: the parts of one command (``hf_lottery.arguments``), checked against the plug-in
-registries, and how a run directory saves (``config.json``, with a format version) and names it.
+"""A run's configuration: the parts of one command (``hf_lottery.arguments``) and the options of every registered
+plug-in (``hf_lottery.registry.Plugin``), checked against the registries, and how a run directory saves
+(``config.json``, with a format version) and names it.
 
-Every function takes only the part it needs.
+Every function takes only the part it needs; a plug-in gets its own options.
 """
 
 from __future__ import annotations
@@ -16,40 +17,30 @@ from typing import Any, Literal, Self
 from .arguments import (
     DEFAULT_LM_TARGET_SPARSITY,
     LAUNCHER_DEFAULTS,
+    OUTPUT,
+    REACH,
     DataArguments,
     FinetuneArguments,
     HubArguments,
     ModelArguments,
     PruneArguments,
     TrainArguments,
+    role,
 )
 from .controls import CONTROLS
 from .errors import LotteryError
-from .strategies import get_strategy
+from .methods import METHODS, asked_methods
+from .registry import Registry
+from .strategies import STRATEGIES
+from .tasks import TASK_KINDS
 
 # Version of the run directory layout written in config.json. 1: the flat config of hf-lottery 0.1 (no
-# version key), classification only. 2: the config split by concern, with the task kind.
-FORMAT_VERSION = 2
-# How far an invocation goes: not what decides each level's result, so rerunning with a higher target, more
-# levels or another control extends the same run (run_log.jsonl records each invocation's reach).
-# The cheaper ticket methods (one-shot, early-bird) are branches over the same level 0 and rewind point, so they
-# are reach too; early-bird's settings are checked against its own branch folder instead (methods/early_bird.py).
-# Replicates are the same run under other seeds (hf_lottery/replicates.py): more of them extend the run.
-REACH_FIELDS = frozenset(
-    {"levels", "target_sparsity", "control", "one_shot", "early_bird", "early_bird_every", "early_bird_window",
-     "early_bird_threshold", "replicates"}
-)  # fmt: skip
-# Where a run is written and pushed, whether it runs at all, how often it saves its progress and which weights it
-# keeps: none changes what it computes, nor belongs in its command line.
-OUTPUT_FIELDS = frozenset(
-    {"output_dir", "push_to_hub", "hub_private", "dry_run", "report_to", "keep_weights", "save_steps"}
-)
-# Fields left out of the run's identity (config.json holds the rest, and the run directory's name hashes it).
-NON_IDENTITY_FIELDS = REACH_FIELDS | OUTPUT_FIELDS
+# version key), classification only. 2: the config split by concern, with the task kind. 3: each plug-in's own
+# options in a section named by the plug-in. Every version is read by finding each saved field by its name.
+FORMAT_VERSION = 3
 
-
-# The parts of each command, in the order of their flags in --help.
-SECTIONS: dict[str, type] = {
+# The core parts of every command.
+CORE: dict[str, type] = {
     "model": ModelArguments,
     "data": DataArguments,
     "train": TrainArguments,
@@ -57,16 +48,41 @@ SECTIONS: dict[str, type] = {
     "finetune": FinetuneArguments,
     "hub": HubArguments,
 }
-COMMAND_SECTIONS = {
-    "prune": ("model", "data", "train", "prune", "hub"),
-    "finetune": ("model", "data", "train", "finetune", "hub"),
-    "api": ("model", "train", "prune"),  # find_ticket: the user's training function stands for data and training
+# The parts of each command in the order of their flags in --help: core parts by name, and the plug-in kinds whose
+# registered plug-ins bring their options there.
+COMMAND_PARTS: dict[str, tuple[str | Registry, ...]] = {
+    "prune": ("model", "data", TASK_KINDS, "train", "prune", STRATEGIES, CONTROLS, METHODS, "hub"),
+    "finetune": ("model", "data", TASK_KINDS, "train", "finetune", "hub"),
+    # find_ticket: the user's training function stands for data and training
+    "api": ("model", "train", "prune", STRATEGIES, CONTROLS, METHODS),
 }
+
+
+def sections(command: str) -> dict[str, type]:
+    """The parts of ``command`` by name, in --help order: the core parts and the registered plug-ins' options.
+
+    Plug-ins are read from the registries at each call, so one registered later (a test's, a user's) takes part.
+    """
+    found: dict[str, type] = {}
+    owners: dict[str, str] = {}
+    for part in COMMAND_PARTS[command]:
+        named = [(part, CORE[part])] if isinstance(part, str) else [(n, part[n].arguments) for n in part]
+        for name, arguments in named:
+            if arguments is None:
+                continue
+            if name in found:
+                raise TypeError(f"two parts of {command} are named {name!r}")
+            for f in dataclasses.fields(arguments):
+                if f.name in owners:
+                    raise TypeError(f"option --{f.name.replace('_', '-')} of {name} clashes with {owners[f.name]}'s")
+                owners[f.name] = name
+            found[name] = arguments
+    return found
 
 
 @dataclass
 class RunConfig:
-    """One command's configuration: its parts, the task kind it resolved to, and how it is saved and named."""
+    """One command's configuration: its parts, each plug-in's options, and how it is saved and named."""
 
     command: Literal["prune", "finetune", "api"]
     model: ModelArguments
@@ -76,66 +92,100 @@ class RunConfig:
     prune: PruneArguments | None = None
     finetune: FinetuneArguments | None = None
     run_config: dict[str, Any] | None = None  # find_ticket's stand-in for the user's training function
+    plugins: dict[str, Any] = field(default_factory=dict)  # each registered plug-in's options, by its name
 
     def __post_init__(self) -> None:
         if not self.model.model_name_or_path:
             raise LotteryError(f"give a model: hf-lottery {self.command} MODEL_ID_OR_PATH ...")
-        if self.prune is not None:
-            check_plugins(self.prune)
+        if self.command in ("prune", "api") and self.prune is None:
+            raise LotteryError(f"a {self.command} config needs its pruning arguments")
+        if self.command == "finetune" and self.finetune is None:
+            self.finetune = FinetuneArguments()
+        for name, arguments in sections(self.command).items():
+            if name not in CORE and name not in self.plugins:
+                self.plugins[name] = arguments()
+        if self.prune is None:
+            return
+        STRATEGIES.choose(self.prune.strategy)
+        bad = [c for c in self.prune.control if c not in CONTROLS]
+        if bad:
+            raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")
+        self.prune.control = sorted(set(self.prune.control), key=list(CONTROLS).index)
+        methods = asked_methods(self.plugins)
+        self.check_options(STRATEGIES, [self.prune.strategy])
+        self.check_options(CONTROLS, self.prune.control)
+        self.check_options(METHODS, [method.name for method in methods])
         if self.command == "api":
             return
-        if self.command == "prune":
-            if self.prune is None:
-                raise LotteryError("a prune config needs its pruning arguments")
-            schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
-            if not schedule and (self.prune.one_shot or self.prune.early_bird):
-                self.prune.levels, schedule = 0, True  # only the cheap methods: IMP trains the dense level 0
-            if not schedule and self.data.has_source:
-                raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
-            if not schedule:  # the one-command default job: announced in the run's first lines
-                self.prune.target_sparsity = DEFAULT_LM_TARGET_SPARSITY
-            early_bird = self.prune.early_bird_every * self.prune.early_bird_window
-            if self.prune.early_bird and self.train.max_steps is not None and self.train.max_steps < early_bird:
-                raise LotteryError(
-                    f"--early-bird needs at least --early-bird-every x --early-bird-window = {early_bird} steps per "
-                    f"level, but --max-steps is {self.train.max_steps}"
-                )
-        elif self.finetune is None:
-            self.finetune = FinetuneArguments()
+        schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
+        if not schedule and methods:
+            self.prune.levels, schedule = 0, True  # only the cheap methods: IMP trains the dense level 0
+        if not schedule and self.data.has_source:
+            raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
+        if not schedule:  # the one-command default job: announced in the run's first lines
+            self.prune.target_sparsity = DEFAULT_LM_TARGET_SPARSITY
+        for method in methods:
+            method.check_run(self.prune, self.train)
+
+    def check_options(self, registry: Registry, chosen: list[str]) -> None:
+        """Refuse, in one line, an option given to a plug-in of ``registry`` that the run does not use: it would
+        change the run's identity for nothing."""
+        for name in registry:
+            arguments = self.plugins.get(name)
+            if name in chosen or arguments is None:
+                continue
+            given = [f for f in dataclasses.fields(arguments) if getattr(arguments, f.name) != _default(f)]
+            if given:
+                flag = "--" + given[0].name.replace("_", "-")
+                raise LotteryError(f"{flag} is an option of the {registry.noun} {name}, which this run does not use")
 
     @classmethod
     def from_parts(cls, command: str, parts: list[Any]) -> Self:
-        named = {name: part for part in parts for name, kind in SECTIONS.items() if isinstance(part, kind)}
-        return cls(command=command, **named)
+        """From one instance of each part of ``command`` (as the CLI's parser gives them), core or plug-in."""
+        by_type = {type(part): part for part in parts}
+        named = {name: by_type[kind] for name, kind in sections(command).items() if kind in by_type}
+        core = {name: part for name, part in named.items() if name in CORE}
+        return cls(command=command, **core, plugins={n: p for n, p in named.items() if n not in CORE})
 
     @classmethod
     def build(cls, command: str = "prune", **values: Any) -> Self:
         """From flat keyword values, as the CLI names them (``learning_rate=...``): for Python callers and tests."""
-        parts = []
-        for name in COMMAND_SECTIONS[command]:
-            kind = SECTIONS[name]
-            known = {f.name for f in dataclasses.fields(kind)}
-            parts.append(kind(**{k: v for k, v in values.items() if k in known}))
-        unknown = set(values) - {f.name for name in COMMAND_SECTIONS[command] for f in _fields(name)}
+        kinds = sections(command)
+        known = {f.name for kind in kinds.values() for f in dataclasses.fields(kind)}
+        unknown = set(values) - known
         if unknown:
             raise TypeError(f"unknown option(s) for {command}: {', '.join(sorted(unknown))}")
-        return cls.from_parts(command, parts)
+        return cls.from_parts(command, [_part(kind, values) for kind in kinds.values()])
 
     def parts(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in COMMAND_SECTIONS[self.command]}
+        """Every part of the command by name, core and plug-in, in --help order."""
+        return {name: getattr(self, name) if name in CORE else self.plugins[name] for name in sections(self.command)}
+
+    def plugin(self, name: str) -> Any:
+        """The options of the plug-in ``name`` (None for a plug-in without options)."""
+        return self.plugins.get(name)
 
     @property
     def output_dir(self) -> str | None:
         return self.train.output_dir
+
+    def _fields(self) -> list[dataclasses.Field]:
+        return [f for kind in sections(self.command).values() for f in dataclasses.fields(kind)]
 
     def flat(self) -> dict[str, Any]:
         """Every value by its field name (field names are unique across the parts)."""
         return {k: v for part in self.parts().values() for k, v in dataclasses.asdict(part).items()}
 
     def identity(self) -> dict[str, Any]:
-        """The values that decide what a run computes (everything but where it is written and pushed)."""
-        identity = {k: v for k, v in self.flat().items() if k not in NON_IDENTITY_FIELDS}
+        """The values that decide what a run computes (everything but its reach and output)."""
+        values = self.flat()
+        identity = {f.name: values[f.name] for f in self._fields() if role(f) not in (REACH, OUTPUT)}
         return identity if self.run_config is None else {**identity, "run_config": self.run_config}
+
+    def reach(self) -> dict[str, Any]:
+        """How far this invocation goes (levels, target, controls, methods, replicates): run_log.jsonl's record."""
+        values = self.flat()
+        return {f.name: values[f.name] for f in self._fields() if role(f) == REACH}
 
     def run_hash(self) -> str:
         """Hash of the non-default identity values: adding an option with a default never renames runs.
@@ -147,18 +197,24 @@ class RunConfig:
 
     def legacy_run_hash(self) -> str:
         """The name hf-lottery 0.1 gave this config's directory: its hash also covered the reach fields."""
-        return self._hash({k: v for k, v in self.flat().items() if k not in OUTPUT_FIELDS})
+        values = self.flat()
+        return self._hash({f.name: values[f.name] for f in self._fields() if role(f) != OUTPUT})
 
     def _hash(self, values: dict[str, Any]) -> str:
-        defaults = {f.name: _default(f) for name in COMMAND_SECTIONS[self.command] for f in _fields(name)}
-        changed = {k: v for k, v in values.items() if v not in (defaults[k], LAUNCHER_DEFAULTS.get(k))}
+        defaults = {f.name: _default(f) for f in self._fields()}
+        changed = {k: v for k, v in values.items() if v not in (defaults.get(k), LAUNCHER_DEFAULTS.get(k))}
         return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_command(self) -> str:
         """The ``hf-lottery`` command line that reproduces this run (non-default values only)."""
         if self.command == "api":
-            options = {f.name: getattr(self.prune, f.name) for f in dataclasses.fields(self.prune)}
-            changed = ", ".join(f"{k}={v!r}" for k, v in options.items() if v != _default(_field("prune", k)))
+            options = [part for name, part in self.parts().items() if name not in ("model", "train")]
+            changed = ", ".join(
+                f"{f.name}={getattr(part, f.name)!r}"
+                for part in options
+                for f in dataclasses.fields(part)
+                if getattr(part, f.name) != _default(f)
+            )
             return (
                 f"hf_lottery.find_ticket(model, train_fn, run_config={json.dumps(self.run_config, sort_keys=True)}, "
                 f"seed={self.train.seed}, {changed})  # model: {self.model.model_name_or_path}"
@@ -167,9 +223,14 @@ class RunConfig:
         for part in self.parts().values():
             for f in dataclasses.fields(part):
                 value = getattr(part, f.name)
-                if f.name in ("model_name_or_path", *OUTPUT_FIELDS) or value in (
-                    _default(f),
-                    LAUNCHER_DEFAULTS.get(f.name),
+                if (
+                    f.name == "model_name_or_path"
+                    or role(f) == OUTPUT
+                    or value
+                    in (
+                        _default(f),
+                        LAUNCHER_DEFAULTS.get(f.name),
+                    )
                 ):
                     continue
                 flag = "--" + f.name.replace("_", "-")
@@ -191,46 +252,31 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Self:
-        """Build from a saved config.json, of this format or hf-lottery 0.1's flat one (migrated on reading).
+        """Build from a saved config.json of any format version, each saved field found by its name in whichever
+        section holds it: hf-lottery 0.1's flat file, version 2's core sections (which held a few options that
+        plug-ins own now, such as ``mlm_probability`` and ``one_shot``), or this version's.
 
         Keys this version does not know are dropped, so files of newer versions stay readable.
         """
         version = values.get("format_version", 1)
         if version == 1:
             command = values.get("hf_lottery_command", "prune")
-            nested = {name: values for name in COMMAND_SECTIONS[command]}
-            nested["model"] = {**values, "task_kind": "sequence-classification"}  # 0.1 knew no other kind
+            found = {**values, "task_kind": "sequence-classification"}  # 0.1 knew no other kind
         else:
             command = values["command"]
-            nested = {name: values.get(name, {}) for name in COMMAND_SECTIONS[command]}
-        parts = []
-        for name in COMMAND_SECTIONS[command]:
-            known = {f.name for f in _fields(name)}
-            parts.append(SECTIONS[name](**{k: v for k, v in nested[name].items() if k in known}))
-        config = cls.from_parts(command, parts)
+            saved = [section for key, section in values.items() if isinstance(section, dict) and key != "run_config"]
+            found = {k: v for section in saved for k, v in section.items()}
+        config = cls.from_parts(command, [_part(kind, found) for kind in sections(command).values()])
         config.run_config = values.get("run_config")
         return config
 
 
-def _fields(section: str) -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(SECTIONS[section])
-
-
-def _field(section: str, name: str) -> dataclasses.Field:
-    return next(f for f in _fields(section) if f.name == name)
+def _part(kind: type, values: dict[str, Any]) -> Any:
+    """An instance of the part ``kind`` from the values among ``values`` that are its fields."""
+    return kind(**{f.name: values[f.name] for f in dataclasses.fields(kind) if f.name in values})
 
 
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
     return f.default_factory()  # type: ignore[misc]
-
-
-def check_plugins(prune: PruneArguments) -> None:
-    """The registered names ``--scope`` and ``--control`` may take (an unknown one is one line); controls in
-    registry order, each once."""
-    get_strategy(prune.scope)
-    bad = [c for c in prune.control if c not in CONTROLS]
-    if bad:
-        raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")
-    prune.control = sorted(set(prune.control), key=list(CONTROLS).index)

@@ -23,7 +23,7 @@ from .paths import IMP
 from .report import write_results
 from .rundir import default_output_dir, open_run_dir, save_level, start_run_dir
 from .storage import save_weights
-from .tasks import kind_of_model, resolve_task_kind
+from .tasks import TASK_KINDS, kind_of_model, resolve_task_kind
 from .tickets import load_ticket
 from .training import train
 
@@ -32,7 +32,8 @@ def run_finetune(config: RunConfig) -> list[dict]:
     config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
     accelerator = make_accelerator(config.train)
     name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed
-    kind = resolve_task_kind(config.model, config.data, load_model_config(name, revision))
+    kind = resolve_task_kind(config.model, config.data, load_model_config(name, revision), config.plugins)
+    config.check_options(TASK_KINDS, [kind.name])
     paths = open_run_dir(config, kind)
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
     data = kind.load_data(config.data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_model as load_weights_into
@@ -24,18 +25,17 @@ from transformers import PreTrainedModel
 
 from .arguments import DataArguments, PruneArguments
 from .config import RunConfig
-from .controls import CONTROLS
 from .errors import LotteryError
 from .launch import finish_trackers, make_accelerator
 from .levels import Run
-from .masks import Mask, dense_mask, select_prunable
+from .masks import Mask, dense_mask, prunable_weights, select_prunable
 from .methods import asked_methods
 from .model import load_model_config, load_tokenizer
 from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
 from .rundir import default_output_dir, open_run_dir, save_level, start_run_dir
 from .storage import load_tensors, save_weights
-from .tasks import TaskData, TaskKind, resolve_task_kind
+from .tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 from .training import total_optimizer_steps, train
 
 
@@ -58,7 +58,8 @@ def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None =
     """
     name, revision = config.model.model_name_or_path, config.model.revision
     model_config = load_model_config(name, revision)
-    kind = resolve_task_kind(config.model, config.data, model_config)
+    kind = resolve_task_kind(config.model, config.data, model_config, config.plugins)
+    config.check_options(TASK_KINDS, [kind.name])
     positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     if positions and config.data.max_length > positions:
         if config.data.max_length != DataArguments.max_length:
@@ -89,10 +90,10 @@ def prepare_run(config: RunConfig) -> Run:
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
     if config.prune.dry_run:
-        accelerator.print(plan_table(densities, config.prune, steps, task.model, prunable))
+        accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
-    for method in asked_methods(config.prune):
-        method.check(task.paths, config.prune)
+    for method in asked_methods(config.plugins):
+        method.check(task.paths)
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
@@ -109,7 +110,14 @@ def prepare_run(config: RunConfig) -> Run:
             return metrics
         return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
 
-    return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level)
+    def calibration(samples: int) -> list[dict]:
+        """The first ``samples`` training examples of a permutation seeded by the run's seed, one per batch."""
+        if samples > len(data.train):
+            raise LotteryError(f"calibration needs {samples} training examples; the data has {len(data.train)}")
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.train.seed))
+        return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
+
+    return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration)
 
 
 def _tracker_config(config: RunConfig) -> dict:
@@ -121,8 +129,9 @@ class DryRun(Exception):
     """``--dry-run``: the plan is printed; nothing is trained or written."""
 
 
-def plan_table(densities: list[float], prune: PruneArguments, steps: int, model: PreTrainedModel, prunable) -> str:
+def plan_table(densities: list[float], config: RunConfig, steps: int, model: PreTrainedModel, prunable) -> str:
     """The levels a run will train, their optimizer steps and the bytes it will write (weights and masks)."""
+    prune = config.prune
     params = dict(model.named_parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     mask_bytes = sum(params[name].numel() for name in prunable)  # a bool per prunable weight
@@ -132,7 +141,7 @@ def plan_table(densities: list[float], prune: PruneArguments, steps: int, model:
     for level, density in enumerate(densities[1:], 1):
         runs = ", ".join(["imp", *prune.control])
         lines.append(f"| {level} | {1 - density:.1%} | {runs} | {branches * steps} |")
-    methods = asked_methods(prune)
+    methods = asked_methods(config.plugins)
     method_rows = [row for method in methods for row in method.plan(prune, steps)]
     lines += method_rows
     trainings = (trainings + len(method_rows)) * prune.replicates
@@ -141,7 +150,7 @@ def plan_table(densities: list[float], prune: PruneArguments, steps: int, model:
     search = ""
     levels = sum(method.search_levels(prune) for method in methods) * prune.replicates
     if levels:
-        search = f", plus at most {levels * steps} in {levels} early-bird search levels (stopped once masks settle)"
+        search = f", plus at most {levels * steps} in {levels} search levels (stopped once masks settle)"
     replicates = f" ({prune.replicates} replicates of the levels above)" if prune.replicates > 1 else ""
     lines.append(
         f"{trainings} trainings{replicates}, {trainings * steps} optimizer steps in all{search}; about "
@@ -154,7 +163,7 @@ def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
     levels = len(densities) - 1
     return (
         f"{levels} pruning level{'s' if levels != 1 else ''} of {prune.prune_fraction:.0%} of the surviving weights, "
-        f"to {1 - densities[-1]:.1%} sparsity ({prune.scope} magnitude, rewind to {prune.rewind_to})"
+        f"to {1 - densities[-1]:.1%} sparsity ({prune.scope} {prune.strategy}, rewind to {prune.rewind_to})"
     )
 
 
@@ -208,7 +217,7 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     mask = run.shared_mask(lambda: _compute_mask(run, branch, level))
     start = None
     if branch != IMP:
-        control = CONTROLS[branch]()
+        control = run.control(branch)
 
         def start(model: PreTrainedModel) -> None:
             control.start(model, run.prunable, seed=run.config.train.seed)
@@ -221,8 +230,9 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
     """The level's mask, from files on disk only, so that a resumed run computes the same one."""
     if branch == IMP:  # pruned from the trunk level before, never from a clipped one
         previous = load_tensors(run.paths.level(IMP, level - 1).mask)
-        weights = run.trained_weights(run.paths.level(IMP, level - 1))
-        return run.draw_mask(weights, previous, run.densities[level], what=f"level {level}")
+        model = run.trained_model(run.paths.level(IMP, level - 1))
+        weights = prunable_weights(model, run.prunable)
+        return run.draw_mask(model, weights, previous, run.densities[level], what=f"level {level}")
     ticket = load_tensors(run.level_paths(IMP, level).mask)
     previous = load_tensors((run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)).mask)
-    return CONTROLS[branch]().mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)
+    return run.control(branch).mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)

@@ -9,7 +9,7 @@ and a level is saved the same way.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,14 +21,19 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .arguments import PruneArguments
+from .calibration import input_norms
 from .config import RunConfig
-from .masks import Mask, apply_mask, prunable_weights
+from .controls import CONTROLS, Control
+from .masks import Mask, apply_mask
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .rundir import save_level
 from .sparse import pack_mask, unpack_mask
-from .strategies import get_strategy
+from .strategies import STRATEGIES, PruningStrategy, ScoringContext
 from .tasks import Metric
+
+# Calibration examples: ``samples`` examples of the run's training data, one per batch (see ``calibration``).
+Calibration = Callable[[int], Iterable[Mapping[str, torch.Tensor]]]
 
 
 class TrainLevel(Protocol):
@@ -62,10 +67,20 @@ class Run:
     densities: list[float]
     metric: Metric
     train_level: TrainLevel
+    calibration: Calibration | None = None  # none for find_ticket: the user's training function holds the data
 
     @property
     def prune(self) -> PruneArguments:
         return self.config.prune
+
+    def strategy(self) -> PruningStrategy:
+        """The run's scoring rule, with its own options."""
+        name = self.prune.strategy
+        return STRATEGIES.choose(name)(self.config.plugin(name))
+
+    def control(self, name: str) -> Control:
+        """A control of the run, with its own options."""
+        return CONTROLS.choose(name)(self.config.plugin(name))
 
     def tag(self, name: str) -> str:
         """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
@@ -78,7 +93,7 @@ class Run:
 
     def methods(self) -> list[Method]:
         """The cheaper ticket methods this invocation asks for, each a branch over level 0."""
-        return asked_methods(self.prune)
+        return asked_methods(self.config.plugins)
 
     def level_paths(self, branch: str, level: int) -> LevelPaths:
         """Where a level of this invocation lives: on the trunk, or off it when it is clipped to the target."""
@@ -104,16 +119,26 @@ class Run:
         broadcast_object_list(payload, from_process=0)
         return bool(payload[0])
 
-    def trained_weights(self, level: LevelPaths) -> dict[str, torch.Tensor]:
-        """The prunable weights a finished level trained, loaded into a copy of the model."""
+    def trained_model(self, level: LevelPaths) -> PreTrainedModel:
+        """A copy of the model holding the weights a finished level trained."""
         trained = copy.deepcopy(self.model)
         load_weights_into(trained, str(level.weights))
-        return prunable_weights(trained, self.prunable)
+        return trained
 
-    def draw_mask(self, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None) -> Mask:
-        """The run's strategy applied to ``weights`` inside ``previous``; warns, naming the level ``what``, when a
-        tensor loses every weight (``what=None``: a draw that only looks, such as early-bird's checks)."""
-        mask = get_strategy(self.prune.scope).prune(weights, previous, density)
+    def draw_mask(
+        self, model: nn.Module, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None
+    ) -> Mask:
+        """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous``; warns, naming
+        the draw ``what``, when a tensor loses every weight (``what=None``: a draw that only looks, such as
+        early-bird's checks).
+
+        The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
+        from ``model`` for this draw."""
+        context = ScoringContext(
+            weights=weights, previous=previous, density=density, scope=self.prune.scope,
+            inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
+        )  # fmt: skip
+        mask = self.strategy().prune(context)
         emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
         if emptied and what is not None:
             self.accelerator.print(
@@ -142,3 +167,9 @@ class Run:
             model, mask, level=level, desc=desc, tag=self.tag(paths.name), checkpoint=paths.checkpoint
         )
         save_level(self.accelerator, paths, model, mask, {**metrics, "command": self.config.to_command()}, self.metric)
+
+    def input_norms(self, model: nn.Module, samples: int) -> dict[str, torch.Tensor]:
+        """Calibration statistics of ``model``'s prunable weights over ``samples`` examples of the training data
+        (the first of a permutation seeded by the run's seed), on the accelerator's device."""
+        model.to(self.accelerator.device)
+        return input_norms(model, self.prunable, list(self.calibration(samples)), self.accelerator.device)

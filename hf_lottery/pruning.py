@@ -1,9 +1,10 @@
-"""The level schedule and the pruning kernels: magnitude selection (IMP's rule) and random selection (a control's).
+"""The pruning kernels: selection by score magnitude (IMP's rule, and any strategy's scores) and random selection
+(a control's).
 
-``level_densities`` gives each level's density and ``keep_counts`` how many weights survive it (one total or
-one count per tensor); ``magnitude_prune`` and ``random_prune`` choose which. The pruning strategies that
-``--scope`` names live in ``hf_lottery/strategies/`` and call ``magnitude_prune``; the controls live in
-``hf_lottery/controls/``, where ``random-prune`` calls ``random_prune``.
+``keep_counts`` gives how many weights survive a density (one total, or one count per tensor: ``--scope``);
+``magnitude_prune`` and ``random_prune`` choose which. The level schedule is ``PruneArguments.level_densities``;
+the strategies live in ``hf_lottery/strategies/`` and call ``magnitude_prune`` on their scores; the controls live
+in ``hf_lottery/controls/``, where ``random-prune`` calls ``random_prune``.
 
 Both kernels only remove weights that are still alive, so masks only ever shrink, and remove an exact
 count: ties at the magnitude threshold are broken by position, never by chance. Magnitude selection is an

@@ -78,7 +78,7 @@ def plot(rows: list[dict], metric: str, path) -> None:
         ax.axhspan(min(dense["replicates"]), max(dense["replicates"]), color="grey", alpha=0.15)
         ax.set_title(f"mean and min–max of {len(dense['replicates'])} replicates", fontsize="medium")
     styles = {IMP: ("o-", "IMP ticket (rewound)")}
-    styles |= {name: (kind.style, kind.label) for name, kind in (CONTROLS | METHODS).items()}
+    styles |= {name: (kind.style, kind.label) for name, kind in [*CONTROLS.items(), *METHODS.items()]}
     for branch, (style, label) in styles.items():
         series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
         if len(series) > 1:

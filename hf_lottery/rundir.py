@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from transformers import PreTrainedModel
 
-from .config import REACH_FIELDS, RunConfig
+from .config import RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
 from .masks import Mask, sparsity_report
@@ -82,7 +82,7 @@ def start_run_dir(
         if not paths.config.exists():
             write_text(paths.config, config.to_json())
         if config.prune is not None:  # each invocation's reach: how far it went and how
-            reach = {k: getattr(config.prune, k) for k in sorted(REACH_FIELDS)}
+            reach = dict(sorted(config.reach().items()))
             with open(paths.run_log, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **reach,
                                       "command": config.to_command()}) + "\n")  # fmt: skip

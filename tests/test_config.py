@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hf_lottery.cli import parse_command
-from hf_lottery.config import RunConfig
+from hf_lottery.config import FORMAT_VERSION, RunConfig
 from hf_lottery.errors import LotteryError
 
 BASE = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity=0.9)
@@ -54,7 +54,7 @@ def test_run_hash_is_pinned_and_ignores_output_dir():
 def test_json_round_trip_drops_unknown_keys():
     config = RunConfig.build(**BASE, control=["reinit", "random-prune"])
     values = json.loads(config.to_json())
-    assert values["format_version"] == 2 and values["prune"]["control"] == ["random-prune", "reinit"]
+    assert values["format_version"] == FORMAT_VERSION and values["prune"]["control"] == ["random-prune", "reinit"]
     values["train"]["option_from_a_newer_version"] = 1
     assert RunConfig.from_dict(values) == config
     assert config.prune.control == ["random-prune", "reinit"]  # canonical order: same run, same hash

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_lottery.config import FORMAT_VERSION
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.rundir import default_output_dir
@@ -108,7 +109,7 @@ def test_a_version_1_run_keeps_its_name_and_its_clipped_level_moves_off_the_trun
     assert config.output_dir == str(legacy)
     moved = paths.root / "imp" / "level_2_to_70.00" / "weights.safetensors"
     assert moved.stat().st_mtime_ns == weights and not (paths.root / "imp" / "level_2").exists()
-    assert read_json(paths.config)["format_version"] == 2 and [r["level"] for r in rows] == [0, 1, 2]
+    assert read_json(paths.config)["format_version"] == FORMAT_VERSION and [r["level"] for r in rows] == [0, 1, 2]
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys):

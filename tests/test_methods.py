@@ -13,7 +13,7 @@ from hf_lottery.demo import DEMO_DATA
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
-from hf_lottery.strategies import get_strategy
+from hf_lottery.strategies import STRATEGIES, ScoringContext
 from tests.helpers import kill_9_then_rerun, make_config
 
 EARLY_BIRD = dict(early_bird_every=1, early_bird_window=2, early_bird_threshold=0.5)  # settles at step 2
@@ -37,7 +37,9 @@ def test_one_shot_prunes_the_dense_fine_tuned_weights_straight_to_each_target(ru
     weights, previous = load_file(dense.weights), load_file(dense.mask)
     for sparsity in (0.5, 0.8):
         level = paths.level("one-shot", 1, clipped_to=sparsity)
-        expected = get_strategy("global").prune({k: weights[k] for k in previous}, previous, 1.0 - sparsity)
+        expected = STRATEGIES["magnitude"]().prune(
+            ScoringContext({k: weights[k] for k in previous}, previous, 1.0 - sparsity)
+        )
         mask = load_file(level.mask)
         assert all(torch.equal(mask[k], expected[k]) for k in expected)
         assert abs(read_json(level.metrics)["sparsity"] - sparsity) < 1e-3

@@ -13,7 +13,7 @@ from hf_lottery.masks import Mask
 from hf_lottery.paths import RunPaths
 from hf_lottery.pruning import keep_counts, magnitude_prune, random_prune
 from hf_lottery.sparse import pack_mask
-from hf_lottery.strategies import STRATEGIES, PruningStrategy, get_strategy
+from hf_lottery.strategies import STRATEGIES, PruningStrategy, ScoringContext
 from tests.helpers import make_config
 
 
@@ -37,7 +37,7 @@ PINNED = {"global": "da10e9075d83a23d", "layer": "2c7895aeab8cfed7", "random-pru
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_magnitude_strategies_give_todays_masks(scope):
     weights, previous = synthetic()
-    mask = get_strategy(scope).prune(weights, previous, 0.3)
+    mask = STRATEGIES["magnitude"]().prune(ScoringContext(weights, previous, 0.3, scope=scope))
     old = magnitude_prune(weights, previous, keep_counts(previous, 0.3, scope))  # the code the CLI used before
     assert all(torch.equal(mask[k], old[k]) for k in old)
     assert digest(mask) == PINNED[scope]
@@ -45,7 +45,7 @@ def test_magnitude_strategies_give_todays_masks(scope):
 
 def test_controls_give_todays_masks():
     weights, previous = synthetic()
-    ticket = get_strategy("global").prune(weights, previous, 0.3)
+    ticket = STRATEGIES["magnitude"]().prune(ScoringContext(weights, previous, 0.3))
     mask = CONTROLS["random-prune"]().mask(ticket=ticket, previous=previous, level=2, seed=7)
     counts = {name: int(m.sum()) for name, m in ticket.items()}
     old = random_prune(previous, counts, torch.Generator().manual_seed(7 * 1000 + 2))
@@ -59,16 +59,15 @@ class SmallestMagnitude(PruningStrategy):
     name = "smallest"
     description = "the smallest weights kept"
 
-    def prune(self, weights, previous, density):
-        flipped = {name: 1.0 / (w.abs() + 1e-6) for name, w in weights.items()}
-        return magnitude_prune(flipped, previous, keep_counts(previous, density, "global"))
+    def scores(self, context):
+        return {name: 1.0 / (w.abs() + 1e-6) for name, w in context.weights.items()}
 
 
 def test_a_new_strategy_is_a_class_and_a_registry_line(tiny_bert, tmp_path, monkeypatch):
-    with pytest.raises(LotteryError, match="unknown --scope 'smallest'; choose from global, layer"):
-        make_config(tiny_bert, tmp_path / "x", scope="smallest")
+    with pytest.raises(LotteryError, match="unknown --strategy 'smallest'; choose from magnitude"):
+        make_config(tiny_bert, tmp_path / "x", strategy="smallest")
     monkeypatch.setitem(STRATEGIES, SmallestMagnitude.name, SmallestMagnitude)  # the registry line
-    run_lottery(make_config(tiny_bert, tmp_path / "run", levels=1, scope="smallest"))
+    run_lottery(make_config(tiny_bert, tmp_path / "run", levels=1, strategy="smallest"))
     paths = RunPaths(tmp_path / "run")
     mask, trained = load_file(paths.level("imp", 1).mask), load_file(paths.level("imp", 0).weights)
     for name, m in mask.items():  # every survivor is no larger than any pruned weight

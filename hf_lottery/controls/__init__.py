@@ -5,13 +5,16 @@ Adding a control is one module (a ``Control`` subclass, see ``base.py``) and one
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .base import Control
-from .random_prune import RandomPrune
-from .reinit import Reinit
 
-CONTROLS: dict[str, type[Control]] = {
-    RandomPrune.name: RandomPrune,
-    Reinit.name: Reinit,
-}
+CONTROLS: Registry[Control] = Registry(
+    "control",
+    "--control",
+    {
+        "random-prune": "hf_lottery.controls.random_prune:RandomPrune",
+        "reinit": "hf_lottery.controls.reinit:Reinit",
+    },
+)
 
 __all__ = ["CONTROLS", "Control"]

@@ -3,7 +3,8 @@ the ticket's mask (or its weights) is what wins.
 
 A new control is one module with a subclass of ``Control`` plus one line in ``hf_lottery.controls.CONTROLS``;
 ``--control NAME`` runs it. A subclass sets ``name``, ``label`` and ``style`` (the plot's legend and
-matplotlib format) and ``description`` (the card's words), and implements ``mask``; ``start`` may change the
+matplotlib format) and ``description`` (the card's words), optionally ``arguments`` (its own options, see
+``Plugin``), and implements ``mask``; ``start`` may change the
 weights a level starts from. Both see only files on disk and seeds, so a resumed run computes the same.
 """
 
@@ -14,9 +15,10 @@ from typing import ClassVar
 from torch import nn
 
 from ..masks import Mask
+from ..registry import Plugin
 
 
-class Control:
+class Control(Plugin):
     name: ClassVar[str]  # the branch folder and --control value
     label: ClassVar[str]  # the plot's legend
     style: ClassVar[str]  # the plot's matplotlib format string

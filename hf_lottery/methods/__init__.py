@@ -5,20 +5,27 @@ Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one l
 
 from __future__ import annotations
 
-from ..arguments import PruneArguments
-from .base import Method
-from .early_bird import EarlyBird
-from .one_shot import OneShot
+from collections.abc import Mapping
+from typing import Any
 
-METHODS: dict[str, type[Method]] = {
-    OneShot.name: OneShot,
-    EarlyBird.name: EarlyBird,
-}
+from ..registry import Registry
+from .base import Method, RunContext
+
+METHODS: Registry[Method] = Registry(
+    "method",
+    "method",
+    {
+        "one-shot": "hf_lottery.methods.one_shot:OneShot",
+        "early-bird": "hf_lottery.methods.early_bird:EarlyBird",
+    },
+)
 
 
-def asked_methods(prune: PruneArguments) -> list[Method]:
-    """The methods a run's pruning arguments ask for, in table order."""
-    return [method() for method in METHODS.values() if method.asked(prune)]
+def asked_methods(plugins: Mapping[str, Any]) -> list[Method]:
+    """The methods whose own options (``plugins``: each plug-in's options by its name) ask for them, in table
+    order."""
+    methods = [METHODS[name](plugins.get(name)) for name in METHODS]
+    return [method for method in methods if method.asked()]
 
 
-__all__ = ["METHODS", "Method", "asked_methods"]
+__all__ = ["METHODS", "Method", "RunContext", "asked_methods"]

@@ -5,9 +5,11 @@ A new method is one module with a subclass of ``Method`` plus one line in ``hf_l
 A subclass sets ``name`` (its branch folder), ``label`` and ``style`` (the plot's legend and matplotlib
 format), ``description`` and ``citation`` (the card's words), and implements:
 
-- ``asked(prune)``: whether the run's pruning arguments ask for it (its flags);
-- ``check(paths, prune)``: refuse, in one line and before anything is written, what the run directory
-  cannot take (settings that differ from those its finished levels were found with);
+- ``arguments``: a dataclass of its own options (``Plugin``), all of role reach: a method is a branch, so
+  adding it to a finished run extends the run; ``asked()``: whether its options ask for it;
+- ``check(paths)``: refuse, in one line and before anything is written, what the run directory cannot take
+  (settings that differ from those its finished levels were found with); ``check_run(prune, train)``: refuse
+  run settings it cannot work with;
 - ``train(run)``: train its levels that are not finished, each saved with ``run.train_from_rewind`` into
   ``run.paths.level(name, n, clipped_to=sparsity)``; ``run`` is a ``RunContext``, all a method sees of the run;
 - ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
@@ -27,9 +29,10 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..arguments import PruneArguments
+from ..arguments import PruneArguments, TrainArguments
 from ..masks import Mask
 from ..paths import LevelPaths, RunPaths
+from ..registry import Plugin
 
 
 class RunContext(Protocol):
@@ -57,11 +60,14 @@ class RunContext(Protocol):
     def shared_flag(self, flag: bool | None) -> bool:
         """The main process's ``flag`` on every rank."""
 
-    def trained_weights(self, level: LevelPaths) -> dict[str, torch.Tensor]:
-        """The prunable weights a finished level trained."""
+    def trained_model(self, level: LevelPaths) -> PreTrainedModel:
+        """A copy of the model holding the weights a finished level trained."""
 
-    def draw_mask(self, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None) -> Mask:
-        """The run's strategy applied to ``weights`` inside ``previous``, keeping ``density``."""
+    def draw_mask(
+        self, model: nn.Module, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None
+    ) -> Mask:
+        """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous``, keeping
+        ``density``; ``what`` names the draw in warnings (None: a draw that only looks)."""
 
     def train_from_rewind(
         self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
@@ -69,19 +75,23 @@ class RunContext(Protocol):
         """Train ``mask`` from the rewind point and save the level to ``paths``."""
 
 
-class Method:
+class Method(Plugin):
     name: ClassVar[str]
     label: ClassVar[str]
     style: ClassVar[str]
     description: ClassVar[str]  # for the card: "one-shot magnitude pruning of the dense fine-tuned weights"
     citation: ClassVar[str]  # for the card: where the method comes from
+    stops_levels: ClassVar[bool] = False  # stops a level mid-training (hf-lottery's loop can; a user's train_fn not)
 
-    @staticmethod
-    def asked(prune: PruneArguments) -> bool:
+    def asked(self) -> bool:
+        """Whether the run asks for this method (its own options say so)."""
         raise NotImplementedError
 
-    def check(self, paths: RunPaths, prune: PruneArguments) -> None:
+    def check(self, paths: RunPaths) -> None:
         """Nothing to refuse by default."""
+
+    def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
+        """Refuse, in one line, run settings the method cannot work with; nothing by default."""
 
     def train(self, run: RunContext) -> None:
         raise NotImplementedError

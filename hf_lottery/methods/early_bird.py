@@ -21,9 +21,12 @@ depends on every draw before, so a killed search level restarts, and is short an
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..arguments import PruneArguments
+from torch import nn
+
+from ..arguments import REACH, PruneArguments, TrainArguments, help_, positive
 from ..errors import LotteryError
 from ..masks import Mask, apply_mask, prunable_weights
 from ..paths import IMP, RunPaths
@@ -31,6 +34,46 @@ from ..storage import atomic_path, load_tensors, read_json, save_tensors, write_
 from .base import Method, RunContext
 
 SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
+
+
+@dataclass
+class EarlyBirdArguments:
+    early_bird: list[float] = field(
+        default_factory=list,
+        metadata=help_(
+            "Early-bird IMP to these sparsities (a branch beside IMP): each search level stops as soon as its next "
+            "mask stops changing, and the masks at these sparsities are then trained fully from the rewind point.",
+            REACH,
+        ),
+    )
+    early_bird_every: int = field(
+        default=10, metadata=help_("Early-bird: draw the next level's mask every N optimizer steps.", REACH)
+    )
+    early_bird_window: int = field(
+        default=5,
+        metadata=help_(
+            "Early-bird: stop once W mask distances in a row are below the threshold (You et al.: 5).", REACH
+        ),
+    )
+    early_bird_threshold: float = field(
+        default=0.1,
+        metadata=help_(
+            "Early-bird: the mask distance below which the mask counts as settled, in (0, 1): the share of the "
+            "level's surviving weights whose mask bit changed since the last check (You et al.: 0.1).",
+            REACH,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.early_bird if not 0.0 < s < 1.0]
+        if bad:
+            raise LotteryError(f"--early-bird sparsities must be in (0, 1), got {bad[0]}")
+        self.early_bird = sorted(set(self.early_bird))
+        positive(self, "early_bird_every", "early_bird_window")
+        if not 0.0 < self.early_bird_threshold < 1.0:
+            raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")
+
+
 RECORD = "search.json"
 DISTANCE_PLOT = "early_bird_distances.png"
 
@@ -49,19 +92,29 @@ class EarlyBird(Method):
         "early-bird IMP: each search level stopped once its next mask settled, the mask at the target trained fully"
     )
 
-    @staticmethod
-    def asked(prune: PruneArguments) -> bool:
-        return bool(prune.early_bird)
+    arguments = EarlyBirdArguments
+    stops_levels = True
+
+    def asked(self) -> bool:
+        return bool(self.args.early_bird)
+
+    def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
+        needed = self.args.early_bird_every * self.args.early_bird_window
+        if train.max_steps is not None and train.max_steps < needed:
+            raise LotteryError(
+                f"--early-bird needs at least --early-bird-every x --early-bird-window = {needed} steps per "
+                f"level, but --max-steps is {train.max_steps}"
+            )
 
     def settings_file(self, paths: RunPaths) -> Path:
         return paths.root / self.name / "settings.json"
 
-    def check(self, paths: RunPaths, prune: PruneArguments) -> None:
+    def check(self, paths: RunPaths) -> None:
         file = self.settings_file(paths)
         if not file.exists():
             return
         found = read_json(file)
-        changed = [k for k in SETTINGS if found.get(k) != getattr(prune, k)]
+        changed = [k for k in SETTINGS if found.get(k) != getattr(self.args, k)]
         if changed:
             was = ", ".join(f"--{k.replace('_', '-')} {found.get(k)}" for k in changed)
             raise LotteryError(
@@ -80,23 +133,24 @@ class EarlyBird(Method):
         return _results_section(paths)
 
     def plan(self, prune: PruneArguments, steps: int) -> list[str]:
-        return [f"| - | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in prune.early_bird]
+        return [f"| - | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in self.args.early_bird]
 
     def search_levels(self, prune: PruneArguments) -> int:
         """At most this many search levels: those before the level that reaches the highest target."""
-        return level_of(prune.early_bird[-1], 1.0 - prune.prune_fraction) - 1
+        return level_of(self.args.early_bird[-1], 1.0 - prune.prune_fraction) - 1
 
     def train(self, run: RunContext) -> None:
         if run.accelerator.is_main_process and not self.settings_file(run.paths).exists():
-            write_json(self.settings_file(run.paths), {k: getattr(run.prune, k) for k in SETTINGS})
+            write_json(self.settings_file(run.paths), {k: getattr(self.args, k) for k in SETTINGS})
         keep = 1.0 - run.prune.prune_fraction
-        targets = run.prune.early_bird
+        targets = self.args.early_bird
         for level in range(level_of(targets[-1], keep)):  # search level L draws the masks of level L + 1
             crossed = [t for t in targets if level_of(t, keep) == level + 1]
             if level == 0:  # level 0 is IMP's, trained fully: its weights give level 1's masks
                 dense = run.paths.level(IMP, 0)
                 if run.accelerator.is_main_process and self._missing(run, 1, crossed):
-                    self._draw(run, run.trained_weights(dense), load_tensors(dense.mask), 1, crossed)
+                    model = run.trained_model(dense)
+                    self._draw(run, model, prunable_weights(model, run.prunable), load_tensors(dense.mask), 1, crossed)
                 run.accelerator.wait_for_everyone()
             elif self._missing(run, level + 1, crossed) or not (self.search_folder(run.paths, level) / RECORD).exists():
                 self._search(run, level, crossed)
@@ -114,18 +168,20 @@ class EarlyBird(Method):
     def _missing(self, run: RunContext, level: int, crossed: list[float]) -> bool:
         return not all(path.exists() for path in self._outputs(run, level, crossed).values())
 
-    def _draw(self, run: RunContext, weights: dict, previous: Mask, level: int, crossed: list[float]) -> None:
+    def _draw(
+        self, run: RunContext, model: nn.Module, weights: dict, previous: Mask, level: int, crossed: list[float]
+    ) -> None:
         """Save the masks of ``level`` drawn from ``weights`` (those of search level ``level - 1`` where it stopped)."""
         keep = 1.0 - run.prune.prune_fraction
         for target, path in self._outputs(run, level, crossed).items():
             if not path.exists():
                 density = keep**level if target is None else 1.0 - target
-                save_tensors(path, run.draw_mask(weights, previous, density, what=f"early-bird level {level}"))
+                save_tensors(path, run.draw_mask(model, weights, previous, density, what=f"early-bird level {level}"))
 
     def _search(self, run: RunContext, level: int, crossed: list[float]) -> None:
         """Train search level ``level`` until the next mask settles; save what it drew and where it stopped."""
         folder = self.search_folder(run.paths, level)
-        prune_args = run.prune
+        prune_args, own = run.prune, self.args
         mask = run.shared_mask(lambda: load_tensors(folder / "mask.safetensors"))
         alive = sum(int(m.sum()) for m in mask.values())
         next_density = (1.0 - prune_args.prune_fraction) ** (level + 1)
@@ -135,17 +191,17 @@ class EarlyBird(Method):
         seen: dict = {"mask": None, "below": 0, "distances": [], "settled": False}
 
         def check(step: int, _model) -> bool:
-            if step % prune_args.early_bird_every:
+            if step % own.early_bird_every:
                 return False
             settled = None
             if run.accelerator.is_main_process:
-                drawn = run.draw_mask(weights, mask, next_density, what=None)
+                drawn = run.draw_mask(model, weights, mask, next_density, what=None)
                 if seen["mask"] is not None:
                     distance = mask_distance(drawn, seen["mask"], alive)
                     seen["distances"].append([step, distance])
-                    seen["below"] = seen["below"] + 1 if distance < prune_args.early_bird_threshold else 0
+                    seen["below"] = seen["below"] + 1 if distance < own.early_bird_threshold else 0
                 seen["mask"] = drawn
-                settled = seen["below"] >= prune_args.early_bird_window
+                settled = seen["below"] >= own.early_bird_window
             seen["settled"] = run.shared_flag(settled)
             return seen["settled"]
 
@@ -153,7 +209,7 @@ class EarlyBird(Method):
         tag = run.tag(f"{self.name}/search_{level}")
         result = run.train_level(model, mask, level=level, desc=desc, tag=tag, on_step=check)
         if run.accelerator.is_main_process:
-            self._draw(run, weights, mask, level + 1, crossed)
+            self._draw(run, model, weights, mask, level + 1, crossed)
             write_json(
                 folder / RECORD,
                 {"level": level, "sparsity": 1.0 - alive / sum(m.numel() for m in mask.values()),

@@ -5,13 +5,33 @@ pruning step, and shows what the iterations of IMP buy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
-from ..arguments import PruneArguments
-from ..masks import Mask
+from ..arguments import REACH, PruneArguments, help_
+from ..errors import LotteryError
+from ..masks import Mask, prunable_weights
 from ..paths import IMP, LevelPaths
 from ..storage import load_tensors
 from .base import Method, RunContext
+
+
+@dataclass
+class OneShotArguments:
+    one_shot: list[float] = field(
+        default_factory=list,
+        metadata=help_(
+            "One-shot pruning (a branch beside IMP): for each of these sparsities, prune the dense level-0 weights "
+            "straight to it, rewind and train once. Adding it to a finished run trains only its own levels.",
+            REACH,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.one_shot if not 0.0 < s < 1.0]
+        if bad:
+            raise LotteryError(f"--one-shot sparsities must be in (0, 1), got {bad[0]}")
+        self.one_shot = sorted(set(self.one_shot))
 
 
 class OneShot(Method):
@@ -21,16 +41,17 @@ class OneShot(Method):
     citation = "Chen et al. 2020 report it beside IMP"
     description = "one-shot magnitude pruning of the dense fine-tuned weights to the target, then rewound and trained"
 
-    @staticmethod
-    def asked(prune: PruneArguments) -> bool:
-        return bool(prune.one_shot)
+    arguments = OneShotArguments
+
+    def asked(self) -> bool:
+        return bool(self.args.one_shot)
 
     def plan(self, prune: PruneArguments, steps: int) -> list[str]:
-        return [f"| 1 | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in prune.one_shot]
+        return [f"| 1 | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in self.args.one_shot]
 
     def train(self, run: RunContext) -> None:
         dense = run.paths.level(IMP, 0)
-        for sparsity in run.prune.one_shot:
+        for sparsity in self.args.one_shot:
             paths = run.paths.level(self.name, 1, clipped_to=sparsity)
             if paths.is_done():
                 continue
@@ -39,5 +60,6 @@ class OneShot(Method):
 
     @staticmethod
     def _draw(run: RunContext, dense: LevelPaths, sparsity: float) -> Mask:
-        weights = run.trained_weights(dense)
-        return run.draw_mask(weights, load_tensors(dense.mask), 1.0 - sparsity, what=f"one-shot to {sparsity:.1%}")
+        model = run.trained_model(dense)
+        weights, previous = prunable_weights(model, run.prunable), load_tensors(dense.mask)
+        return run.draw_mask(model, weights, previous, 1.0 - sparsity, what=f"one-shot to {sparsity:.1%}")

@@ -1,25 +1,68 @@
-"""What a pruning strategy is: the rule that turns a level's trained weights into the next level's mask.
+"""What a pruning strategy is: the scoring rule that ranks a level's weights for the next level's mask.
 
 A new strategy is one module with a subclass of ``PruningStrategy`` plus one line in
-``hf_lottery.strategies.STRATEGIES``; ``--scope NAME`` chooses it. A subclass sets ``name`` and
-``description`` (the card's words for it) and implements ``prune``: it may only remove weights that are
-still alive (masks only shrink) and must keep exactly the survivors ``density`` asks for, with ties broken
-without chance, so that a resumed run computes the same mask.
+``hf_lottery.strategies.STRATEGIES``; ``--strategy NAME`` chooses it. A subclass sets ``name`` and ``description``
+(the card's words for it), optionally ``arguments`` (a dataclass of its own options, see ``Plugin``),
+and implements ``scores``: one non-negative score per weight, higher kept. The run allocates the kept share among
+the scores (``--scope``: one global threshold, or the same fraction per tensor), only among weights still alive
+(masks only shrink), keeping exactly the survivors the density asks for, with ties broken by position, never by
+chance, so that a resumed run computes the same mask. A strategy that needs more than a rule over scores
+overrides ``prune``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
+from ..errors import LotteryError
 from ..masks import Mask
+from ..pruning import keep_counts, magnitude_prune
+from ..registry import Plugin
 
 
-class PruningStrategy:
+@dataclass(frozen=True)
+class ScoringContext:
+    """Everything one draw of a mask may score from.
+
+    ``weights`` are the parameters being pruned (the trained weights of the level before, or the live weights
+    of an early-bird check), ``previous`` the mask they are pruned inside, ``density`` the share of the prunable
+    weights to keep, ``units`` what is kept or removed as one (single weights: ``element``). ``input_norms``
+    gives, on request, calibration statistics of the same weights (see its docstring).
+    """
+
+    weights: Mapping[str, torch.Tensor]
+    previous: Mask
+    density: float
+    scope: str = "global"
+    units: str = "element"
+    inputs: Callable[[int], dict[str, torch.Tensor]] | None = None
+
+    def input_norms(self, samples: int) -> dict[str, torch.Tensor]:
+        """Per prunable weight, the L2 norm of each of its input features over the tokens of ``samples``
+        calibration examples, shaped to broadcast against the weight (Wanda's ``||X||``).
+
+        Computed for this draw's weights, in eval mode and float32, on a fixed seeded subset of the run's
+        training data, on the accelerator's device (``hf_lottery.calibration``).
+        """
+        if self.inputs is None:
+            raise LotteryError("this pruning strategy needs calibration data, which this run has none of")
+        return self.inputs(samples)
+
+
+class PruningStrategy(Plugin):
     name: ClassVar[str]
-    description: ClassVar[str]  # for the card: "by magnitude, one global threshold over all prunable tensors"
+    description: ClassVar[str]  # for the card: "by magnitude"
 
-    def prune(self, weights: dict[str, torch.Tensor], previous: Mask, density: float) -> Mask:
-        """The mask that keeps ``density`` of the prunable weights, chosen among those alive in ``previous``."""
+    def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
+        """One non-negative score per prunable weight, by parameter name; the highest are kept."""
         raise NotImplementedError
+
+    def prune(self, context: ScoringContext) -> Mask:
+        """The mask that keeps ``context.density`` of the prunable weights, chosen among those alive in
+        ``context.previous`` by their scores, allocated by ``context.scope``."""
+        keep = keep_counts(context.previous, context.density, context.scope)
+        return magnitude_prune(dict(self.scores(context)), context.previous, keep)

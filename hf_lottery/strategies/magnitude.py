@@ -1,25 +1,17 @@
-"""Magnitude pruning (IMP's rule): keep the largest trained weights, over all tensors at once or per tensor."""
+"""Magnitude pruning (IMP's rule): the largest trained weights are kept."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-from ..masks import Mask
-from ..pruning import keep_counts, magnitude_prune
-from .base import PruningStrategy
+from .base import PruningStrategy, ScoringContext
 
 
-class GlobalMagnitude(PruningStrategy):
-    name = "global"
-    description = "by magnitude, one global threshold over all prunable tensors"
+class Magnitude(PruningStrategy):
+    name = "magnitude"
+    description = "by magnitude"
 
-    def prune(self, weights: dict[str, torch.Tensor], previous: Mask, density: float) -> Mask:
-        return magnitude_prune(weights, previous, keep_counts(previous, density, "global"))
-
-
-class LayerMagnitude(PruningStrategy):
-    name = "layer"
-    description = "by magnitude, the same fraction in each tensor"
-
-    def prune(self, weights: dict[str, torch.Tensor], previous: Mask, density: float) -> Mask:
-        return magnitude_prune(weights, previous, keep_counts(previous, density, "layer"))
+    def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
+        return context.weights  # the selection compares |w| itself: no copy of the weights

@@ -5,29 +5,32 @@ Adding a task kind is one module (a ``TaskKind`` subclass, see ``base.py``) and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..arguments import DataArguments, ModelArguments
 from ..errors import LotteryError
+from ..registry import Registry
 from .base import TEST_PREFIX, Metric, PreparedData, TaskData, TaskKind
-from .causal_lm import CausalLM
-from .masked_lm import MaskedLM
-from .sequence_classification import SequenceClassification
-from .token_classification import TokenClassification
 
-TASK_KINDS: dict[str, type[TaskKind]] = {
-    SequenceClassification.name: SequenceClassification,
-    TokenClassification.name: TokenClassification,
-    MaskedLM.name: MaskedLM,
-    CausalLM.name: CausalLM,
-}
+TASK_KINDS: Registry[TaskKind] = Registry(
+    "task kind",
+    "task kind",
+    {
+        "sequence-classification": "hf_lottery.tasks.sequence_classification:SequenceClassification",
+        "token-classification": "hf_lottery.tasks.token_classification:TokenClassification",
+        "masked-lm": "hf_lottery.tasks.masked_lm:MaskedLM",
+        "causal-lm": "hf_lottery.tasks.causal_lm:CausalLM",
+    },
+)
 
 
-def get_task_kind(name: str) -> TaskKind:
-    kind = TASK_KINDS.get(name)
-    if kind is None:
-        raise LotteryError(f"unknown task kind {name!r}; choose from {', '.join(TASK_KINDS)}")
-    return kind()
+def get_task_kind(name: str, plugins: Mapping[str, Any] | None = None) -> TaskKind:
+    """The task kind ``name`` with its own options from ``plugins`` (each plug-in's options by its name; None: the
+    defaults, for what only reads a finished run)."""
+    return TASK_KINDS.choose(name)((plugins or {}).get(name))
 
 
 def kind_of_model(model: PreTrainedModel) -> str:
@@ -38,16 +41,22 @@ def kind_of_model(model: PreTrainedModel) -> str:
     raise LotteryError(f"{type(model).__name__} is a model of no task kind hf-lottery knows")
 
 
-def resolve_task_kind(model: ModelArguments, data: DataArguments, model_config: PretrainedConfig) -> TaskKind:
+def resolve_task_kind(
+    model: ModelArguments,
+    data: DataArguments,
+    model_config: PretrainedConfig,
+    plugins: Mapping[str, Any] | None = None,
+) -> TaskKind:
     """The task kind of a run: ``--task-kind`` if given, else the kind the data points at, else the model's
-    own language-modelling objective (masked-LM for encoders, causal-LM for decoders).
+    own language-modelling objective (masked-LM for encoders, causal-LM for decoders). ``plugins``: each plug-in's
+    options by its name (None: the defaults).
     """
     name = model.model_name_or_path
     if model.task_kind is not None:
-        kind = get_task_kind(model.task_kind)
+        kind = get_task_kind(model.task_kind, plugins)
         kind.check_fits(model_config, name)
         return kind
-    kinds = [k() for k in TASK_KINDS.values()]
+    kinds = [get_task_kind(name, plugins) for name in TASK_KINDS]
     claimed = [k for k in kinds if k.claims(data)]
     if not claimed and data.has_source:
         raise LotteryError("cannot tell the task kind from the data; set --task-kind")

@@ -28,6 +28,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from ..arguments import DataArguments
 from ..errors import LotteryError
+from ..registry import Plugin
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class PreparedData:
         return {TEST_PREFIX + name: value for name, value in metrics.items()}
 
 
-class TaskKind:
+class TaskKind(Plugin):
     name: ClassVar[str]  # the registry key and the value of --task-kind
     auto_model: ClassVar[type]  # the transformers Auto class of the head, e.g. AutoModelForMaskedLM
     mapping_names: ClassVar[dict[str, str]]  # model_type -> class name of that Auto class

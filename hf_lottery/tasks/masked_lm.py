@@ -8,6 +8,7 @@ same text, is scored on the same masked tokens, so their perplexities are compar
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -21,7 +22,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from ..arguments import DataArguments
+from ..arguments import DataArguments, help_
 from ..errors import LotteryError
 from .base import PreparedData, TaskData
 from .text import IGNORE_INDEX, LanguageModelKind, evaluate_perplexity
@@ -30,8 +31,18 @@ EVAL_MASK_SEED = 0  # fixed, not the run's --seed: runs with different seeds are
 MASK_REPLACE, RANDOM_REPLACE = 0.8, 0.1  # BERT's split of the chosen tokens; the rest stay as they are
 
 
+@dataclass
+class MaskedLMArguments:
+    mlm_probability: float = field(default=0.15, metadata=help_("Share of tokens masked for masked-LM."))
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise LotteryError(f"--mlm-probability must be in (0, 1), got {self.mlm_probability}")
+
+
 class MaskedLM(LanguageModelKind):
     name = "masked-lm"
+    arguments = MaskedLMArguments
     auto_model = AutoModelForMaskedLM
     mapping_names = MODEL_FOR_MASKED_LM_MAPPING_NAMES
     head_name = "masked-LM head"
@@ -49,7 +60,7 @@ class MaskedLM(LanguageModelKind):
 
         def masked(documents: list[str], split: str) -> Dataset:
             return mask_validation(
-                tokenize_lines(documents, tokenizer, args.max_length), tokenizer, args.mlm_probability, split
+                tokenize_lines(documents, tokenizer, args.max_length), tokenizer, self.args.mlm_probability, split
             )
 
         with accelerator.main_process_first():
@@ -58,7 +69,7 @@ class MaskedLM(LanguageModelKind):
             test = masked(data.test, "test") if data.test is not None else None
 
         def train_collator(seed: int) -> DataCollatorForLanguageModeling:
-            return DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability, seed=seed)
+            return DataCollatorForLanguageModeling(tokenizer, mlm_probability=self.args.mlm_probability, seed=seed)
 
         eval_collator = DataCollatorForTokenClassification(tokenizer)  # pads labels with -100
         evaluate = partial(evaluate_perplexity, shift=False)
