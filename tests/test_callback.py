@@ -185,10 +185,10 @@ def test_a_mask_named_on_the_ddp_wrapper_finds_the_parameters(tiny_bert, tmp_pat
     try:
         params = dict(model.named_parameters())
         assert all(torch.equal(params[n][~m], torch.zeros_like(params[n][~m])) for n, m in mask.items())
-        assert len(callback._handles) == len(mask)
+        assert len(callback._enforcer._handles) == len(mask)
     finally:
         callback.on_train_end(training_args(tmp_path), TrainerState(), TrainerControl(), model=model)
-    assert callback._handles == []
+    assert callback._enforcer._handles == []
 
 
 def test_sharded_training_is_refused(tiny_bert, tmp_path, monkeypatch):
