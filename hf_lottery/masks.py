@@ -111,23 +111,10 @@ def check_mask(mask: Mask, model: nn.Module, source: str) -> None:
 
 @torch.no_grad()
 def apply_mask(model: nn.Module, mask: Mask) -> None:
-    """Zero the pruned weights in place."""
+    """Zero the pruned weights in place, once (``MaskEnforcer`` keeps them at zero through training)."""
     params = dict(model.named_parameters())
     for name, m in mask.items():
         params[name].mul_(m.to(params[name].device))
-
-
-def zero_pruned_gradient(pruned: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A ``Tensor.register_hook`` hook that zeroes the gradient where ``pruned`` is True.
-
-    On a parameter it runs on every backward, before the gradient is accumulated into ``.grad``: before DDP's
-    reducer reads it and before any clipping. ``masked_fill`` turns an inf or NaN at a pruned position into 0.
-    """
-
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        return grad.masked_fill(pruned, 0)
-
-    return hook
 
 
 def prunable_weights(model: nn.Module, prunable: Sequence[str]) -> dict[str, torch.Tensor]:
