@@ -7,6 +7,10 @@ left dense. The word embeddings stay dense even where a language-model head's de
 tied to them: ``named_parameters()`` lists a tied parameter once, under its body name, so the module
 type of the decoder would otherwise make them prunable. A pooler the task does not use is not built
 (transformers' masked-LM and token-classification models have none), so it is never pruned.
+
+``MaskEnforcer`` keeps the pruned weights at zero through training, for every loop: hf-lottery's own,
+``MaskedTrainingCallback`` (a ``transformers.Trainer``), ``find_ticket``'s training function and the example
+script ``scripts/finetune_ticket.py``.
 """
 
 from __future__ import annotations
