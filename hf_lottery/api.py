@@ -38,7 +38,7 @@ from .errors import LotteryError
 from .imp import describe_schedule
 from .levels import Run
 from .lottery import train_and_report
-from .masks import Mask, apply_mask, select_prunable, zero_pruned_gradient
+from .masks import Mask, MaskEnforcer, apply_mask, select_prunable
 from .methods import asked_methods
 from .paths import RunPaths
 from .rundir import check_run_dir, start_run_dir
@@ -115,9 +115,19 @@ def find_ticket(
         if on_step is not None:
             on_step(0, trained)  # the rewind point: the weights before any training
         apply_mask(trained, mask)
-        with _gradients_masked(trained, mask):
+        enforcer = MaskEnforcer(trained, mask)
+        enforcer.hook_gradients()
+        try:
             result = train_fn(trained, mask, level)
-        _check_still_pruned(trained, mask, desc)
+        finally:
+            enforcer.unhook()
+        revived = enforcer.revived()
+        if revived:
+            name, count = next(iter(revived.items()))
+            raise LotteryError(
+                f"{desc}: train_fn revived {sum(revived.values())} pruned weights ({count} of {name}); keep them at "
+                "zero (a fresh optimizer per level, or MaskedTrainingCallback with a Trainer)"
+            )
         scores = dict(result) if isinstance(result, Mapping) else {metric: result}
         if metric not in scores:
             raise LotteryError(f"train_fn returned {sorted(scores)}, without the metric {metric!r}")
@@ -132,35 +142,3 @@ def _kind(model: PreTrainedModel) -> str | None:
         return kind_of_model(model)
     except LotteryError:
         return None
-
-
-class _gradients_masked:
-    """Zero pruned gradients as they are computed: a hook per masked parameter, removed on exit."""
-
-    def __init__(self, model: PreTrainedModel, mask: Mask) -> None:
-        params = dict(model.named_parameters())
-        self.hooked = [(params[name], ~m) for name, m in mask.items() if not bool(m.all())]
-        self.handles: list = []
-
-    def __enter__(self) -> None:
-        for param, pruned in self.hooked:
-            pruned = pruned.to(param.device)
-            self.handles.append(param.register_hook(zero_pruned_gradient(pruned)))
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-
-@torch.no_grad()
-def _check_still_pruned(model: PreTrainedModel, mask: Mask, desc: str) -> None:
-    params = dict(model.named_parameters())
-    revived = {name: int((params[name].detach().cpu()[~m] != 0).sum()) for name, m in mask.items()}
-    revived = {name: n for name, n in revived.items() if n}
-    if revived:
-        name, count = next(iter(revived.items()))
-        raise LotteryError(
-            f"{desc}: train_fn revived {sum(revived.values())} pruned weights ({count} of {name}); keep them at zero "
-            "(a fresh optimizer per level, or MaskedTrainingCallback with a Trainer)"
-        )

@@ -9,7 +9,9 @@ all-reduces the same zeros, and clipping, the logged ``grad_norm`` and the optim
 
 Masked gradients alone do not keep the weights at zero: weight decay of a nonzero weight, or Adam momentum
 carried over from a dense checkpoint, moves them, so the weights are re-masked after every optimizer step
-(and once when training begins, in case the model was loaded dense).
+(and once when training begins, in case the model was loaded dense). Both use ``masked_fill`` with a boolean
+mask (``MaskEnforcer.hook_gradients`` and ``fill_weights``): a quarter of the memory of a float mask, and an inf
+or NaN at a pruned position becomes 0 instead of NaN.
 
 FSDP and DeepSpeed (and models sharded at load time) hold shards or flattened copies of the parameters, so
 a mask of the full tensor would mask nothing, silently: they are refused.
@@ -26,7 +28,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .errors import LotteryError
-from .masks import Mask, check_mask, zero_pruned_gradient
+from .masks import Mask, MaskEnforcer, check_mask
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP/DataParallel and torch.compile
 
@@ -70,9 +72,7 @@ class MaskedTrainingCallback(TrainerCallback):
 
     def __init__(self, masks: Mask) -> None:
         self.masks = dict(masks)
-        self._pruned: dict[str, torch.Tensor] = {}  # ~mask on the parameter's device, built once
-        self._params: dict[str, nn.Parameter] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._enforcer: MaskEnforcer | None = None
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # Fail when the Trainer is built, not after it has set up training.
@@ -86,46 +86,33 @@ class MaskedTrainingCallback(TrainerCallback):
     ) -> None:
         model = kwargs["model"]
         check_unsharded(args, model)
-        self._bind(model)
-        self._remove_hooks()  # a previous train() that raised left its hooks
-        for name, param in self._params.items():
-            self._handles.append(param.register_hook(zero_pruned_gradient(self._pruned[name])))
-        self._mask_weights()
+        enforcer = self._bind(model)
+        enforcer.hook_gradients()
+        enforcer.fill_weights()
 
     def on_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._mask_weights()
+        if self._enforcer is not None:
+            self._enforcer.fill_weights()
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._remove_hooks()
+        if self._enforcer is not None:
+            self._enforcer.unhook()
 
-    def _bind(self, model: nn.Module) -> None:
-        """Find the masked parameters on the unwrapped model and move the masks to their devices (once)."""
+    def _bind(self, model: nn.Module) -> MaskEnforcer:
+        """A new enforcer of the masks on the unwrapped model; the hooks of the previous one are removed (a
+        ``train()`` that raised leaves them)."""
         model = extract_model_from_parallel(model, keep_fp32_wrapper=True, keep_torch_compile=False)
         names = {name for name, _ in model.named_parameters()}
         masks = {_unwrapped_name(name, names): m for name, m in self.masks.items()}
         check_mask(masks, model, "MaskedTrainingCallback")
-        params = dict(model.named_parameters())
-        self._params = {name: params[name] for name in masks}
-        for name, param in self._params.items():
-            pruned = self._pruned.get(name)
-            if pruned is None or pruned.device != param.device:
-                # A boolean mask and masked_fill rather than a multiply: a quarter of the memory of a float mask,
-                # and an inf or NaN at a pruned position becomes 0 instead of NaN.
-                self._pruned[name] = (~masks[name]).to(param.device)
-
-    @torch.no_grad()
-    def _mask_weights(self) -> None:
-        for name, param in self._params.items():
-            param.masked_fill_(self._pruned[name], 0)
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        if self._enforcer is not None:
+            self._enforcer.unhook()
+        self._enforcer = MaskEnforcer(model, masks)
+        return self._enforcer
 
 
 def _unwrapped_name(name: str, names: set[str]) -> str:

@@ -7,6 +7,10 @@ left dense. The word embeddings stay dense even where a language-model head's de
 tied to them: ``named_parameters()`` lists a tied parameter once, under its body name, so the module
 type of the decoder would otherwise make them prunable. A pooler the task does not use is not built
 (transformers' masked-LM and token-classification models have none), so it is never pruned.
+
+``MaskEnforcer`` keeps the pruned weights at zero through training, for every loop: hf-lottery's own,
+``MaskedTrainingCallback`` (a ``transformers.Trainer``), ``find_ticket``'s training function and the example
+script ``scripts/finetune_ticket.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from transformers.pytorch_utils import Conv1D
 
 from .errors import LotteryError
@@ -110,26 +115,140 @@ def check_mask(mask: Mask, model: nn.Module, source: str) -> None:
 
 @torch.no_grad()
 def apply_mask(model: nn.Module, mask: Mask) -> None:
-    """Zero the pruned weights in place."""
+    """Zero the pruned weights in place, once (``MaskEnforcer`` keeps them at zero through training)."""
     params = dict(model.named_parameters())
     for name, m in mask.items():
         params[name].mul_(m.to(params[name].device))
-
-
-def zero_pruned_gradient(pruned: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A ``Tensor.register_hook`` hook that zeroes the gradient where ``pruned`` is True.
-
-    On a parameter it runs on every backward, before the gradient is accumulated into ``.grad``: before DDP's
-    reducer reads it and before any clipping. ``masked_fill`` turns an inf or NaN at a pruned position into 0.
-    """
-
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        return grad.masked_fill(pruned, 0)
-
-    return hook
 
 
 def prunable_weights(model: nn.Module, prunable: Sequence[str]) -> dict[str, torch.Tensor]:
     """The model's own prunable parameters (no copies)."""
     names = set(prunable)
     return {name: p for name, p in model.named_parameters() if name in names}
+
+
+# Elements per piece of a CPU tensor: below torch's intra-op grain size (32768) an elementwise op runs on
+# the calling thread, with no fork-join of the thread pool.
+_PIECE = 31 * 1024
+
+
+class MaskEnforcer:
+    """Keeps a model's pruned weights at exactly zero while it trains: the one object every training loop uses.
+
+    ``mask`` maps ``named_parameters()`` names to boolean tensors (True = kept). Two ways of zeroing, each
+    built on first use, on the device (and dtype) of the tensor it zeroes, so the model may be moved or
+    cast after construction (``accelerate`` prepares the model after the enforcer is built):
+
+    - ``mask_gradients`` and ``mask_weights`` multiply in place by a 0/1 mask of the parameter's dtype, for
+      a loop that calls them at the right moment (hf-lottery's own: after DDP's reduction, before clipping).
+    - ``hook_gradients`` and ``fill_weights`` use ``masked_fill`` with the boolean complement, for loops we
+      do not own (``transformers.Trainer``, ``find_ticket``'s ``train_fn``): a quarter of the memory of a
+      float mask, and an inf or NaN at a pruned position becomes 0 instead of NaN.
+
+    Where the time of the multiply went, and why it is like this (the timings, from
+    ``scripts/bench_masking.py``, are in docs/benchmarks.md):
+
+    - Tensors whose mask keeps everything (all of them at level 0) are left out: multiplying them by
+      ones is two full passes over their weights and gradients per step for nothing.
+    - A multiply by a 0/1 mask of the parameter's own dtype is the fastest zeroing measured on CPU
+      (a bool mask is cast to the parameter's dtype on every call; ``masked_fill_`` and ``where`` are
+      slower).
+    - Each per-tensor op forks and joins torch's thread pool. When another process holds a core, every
+      join waits for a descheduled thread, which costs far more than the multiply itself, while one thread
+      takes the same time whatever the load. So contiguous CPU tensors are cut into pieces below torch's
+      grain size, which run on the calling thread. On idle cores that gives up some time per call (the
+      multiply is memory-bound; a second thread halves it at best); on a many-core CPU it gives up more
+      bandwidth. GPU tensors are not cut.
+    """
+
+    def __init__(self, model: nn.Module, mask: Mask) -> None:
+        params = dict(model.named_parameters())
+        pruned = [(name, params[name], m) for name, m in mask.items()]  # a name the model lacks fails here
+        pruned = [(name, p, m) for name, p, m in pruned if not bool(m.all())]
+        self.names = [name for name, _, _ in pruned]
+        self.params = [p for _, p, _ in pruned]
+        self._kept = [m for _, _, m in pruned]
+        self._factors: list[torch.Tensor | None] = [None] * len(pruned)  # 0/1 in the parameter's dtype
+        self._pieces: list[tuple[torch.Tensor, ...] | None] = [None] * len(pruned)
+        self._pruned: list[torch.Tensor | None] = [None] * len(pruned)  # ~mask, for masked_fill
+        self._handles: list[RemovableHandle] = []
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Multiply the gradients by their masks, in place: call it once they are complete (synchronised)."""
+        self._multiply([p.grad for p in self.params])
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        """Multiply the weights by their masks, in place."""
+        self._multiply(list(self.params))
+
+    @torch.no_grad()
+    def fill_weights(self) -> None:
+        """Set the pruned weights to 0 with ``masked_fill_`` (an inf or NaN there becomes 0 too)."""
+        for i, p in enumerate(self.params):
+            p.masked_fill_(self._pruned_on(i, p.device), 0)
+
+    def hook_gradients(self) -> None:
+        """Zero each gradient at its pruned positions as it is computed, until ``unhook``.
+
+        A ``Tensor.register_hook`` hook on a parameter runs on every backward, before the gradient is
+        accumulated into ``.grad``: before DDP's reducer reads it and before any clipping. Hooks left by an
+        earlier call are removed first.
+        """
+        self.unhook()
+        for i, p in enumerate(self.params):
+            self._handles.append(p.register_hook(self._gradient_hook(i)))
+
+    def unhook(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @torch.no_grad()
+    def revived(self) -> dict[str, int]:
+        """The masked tensors that have nonzero weights at pruned positions, and how many each."""
+        counts = {
+            name: int(p[self._pruned_on(i, p.device)].count_nonzero())
+            for i, (name, p) in enumerate(zip(self.names, self.params, strict=True))
+        }
+        return {name: n for name, n in counts.items() if n}
+
+    def _gradient_hook(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            return grad.masked_fill(self._pruned_on(i, grad.device), 0)
+
+        return hook
+
+    def _pruned_on(self, i: int, device: torch.device) -> torch.Tensor:
+        """The boolean complement of mask ``i`` on ``device``, built once per device."""
+        pruned = self._pruned[i]
+        if pruned is None or pruned.device != device:
+            pruned = self._pruned[i] = (~self._kept[i]).to(device)
+        return pruned
+
+    def _factor(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        """Mask ``i`` as 0/1 on the device and in the dtype of ``like``, cut into pieces if it lives on CPU."""
+        m = self._factors[i]
+        if m is None or m.device != like.device or m.dtype != like.dtype:
+            m = self._factors[i] = self._kept[i].to(device=like.device, dtype=like.dtype).contiguous()
+            self._pieces[i] = m.view(-1).split(_PIECE) if m.device.type == "cpu" and m.numel() > _PIECE else None
+        return m
+
+    def _multiply(self, tensors: list[torch.Tensor | None]) -> None:
+        """One fused in-place multiply of ``tensors`` by their masks; CPU tensors as pieces (see the class)."""
+        targets: list[torch.Tensor] = []
+        factors: list[torch.Tensor] = []
+        for i, t in enumerate(tensors):
+            if t is None:
+                continue
+            m = self._factor(i, t)
+            pieces = self._pieces[i]
+            if pieces is not None and t.is_contiguous():
+                targets += t.view(-1).split(_PIECE)
+                factors += pieces
+            else:
+                targets.append(t)
+                factors.append(m)
+        if targets:
+            torch._foreach_mul_(targets, factors)

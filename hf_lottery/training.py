@@ -24,84 +24,10 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from .arguments import TrainArguments
 from .checkpoint import LevelCheckpoints
-from .masks import Mask
+from .masks import Mask, MaskEnforcer
 from .tasks import PreparedData
 
 logger = get_logger(__name__)
-
-
-# Elements per piece of a CPU tensor: below torch's intra-op grain size (32768) an elementwise op runs on
-# the calling thread, with no fork-join of the thread pool.
-_PIECE = 31 * 1024
-
-
-class MaskEnforcer:
-    """Holds each mask on its parameter's device and dtype, so enforcing it is one fused multiply per call.
-
-    Where the time went, and why it is like this (the timings, from ``scripts/bench_masking.py``, are in
-    docs/benchmarks.md):
-
-    - Tensors whose mask keeps everything (all of them at level 0) are left out: multiplying them by
-      ones is two full passes over their weights and gradients per step for nothing.
-    - A multiply by a 0/1 mask of the parameter's own dtype is the fastest zeroing measured on CPU
-      (a bool mask is cast to the parameter's dtype on every call; ``masked_fill_`` and ``where`` are
-      slower).
-    - Each per-tensor op forks and joins torch's thread pool. When another process holds a core, every
-      join waits for a descheduled thread, which costs far more than the multiply itself, while one thread
-      takes the same time whatever the load. So contiguous CPU tensors are cut into pieces below torch's
-      grain size, which run on the calling thread. On idle cores that gives up some time per call (the
-      multiply is memory-bound; a second thread halves it at best); on a many-core CPU it gives up more
-      bandwidth. GPU tensors are not cut.
-    - Masks follow their parameter: if the model is moved or cast after construction (``accelerate``
-      prepares the model after the enforcer is built), a mask is moved once, on first use.
-    """
-
-    def __init__(self, model: torch.nn.Module, mask: Mask) -> None:
-        params = dict(model.named_parameters())
-        pruned = [(params[name], m) for name, m in mask.items()]  # a name the model lacks fails here
-        pruned = [(p, m) for p, m in pruned if not bool(m.all())]
-        self.params = [p for p, _ in pruned]
-        self.masks = [m for _, m in pruned]
-        self._pieces: list[tuple[torch.Tensor, ...] | None] = [None] * len(pruned)
-        for i, p in enumerate(self.params):
-            self._follow(i, p)
-
-    def _follow(self, i: int, like: torch.Tensor) -> torch.Tensor:
-        """Put mask ``i`` on the device and dtype of ``like``, and cut it into pieces if it lives on CPU."""
-        m = self.masks[i] = self.masks[i].to(device=like.device, dtype=like.dtype).contiguous()
-        self._pieces[i] = m.view(-1).split(_PIECE) if m.device.type == "cpu" and m.numel() > _PIECE else None
-        return m
-
-    def _operands(self, tensors: list[torch.Tensor | None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The tensors to multiply in place and their masks; CPU tensors as pieces (see the class)."""
-        targets: list[torch.Tensor] = []
-        factors: list[torch.Tensor] = []
-        for i, t in enumerate(tensors):
-            if t is None:
-                continue
-            m = self.masks[i]
-            if m.device != t.device or m.dtype != t.dtype:
-                m = self._follow(i, t)
-            pieces = self._pieces[i]
-            if pieces is not None and t.is_contiguous():
-                targets += t.view(-1).split(_PIECE)
-                factors += pieces
-            else:
-                targets.append(t)
-                factors.append(m)
-        return targets, factors
-
-    @torch.no_grad()
-    def mask_gradients(self) -> None:
-        targets, factors = self._operands([p.grad for p in self.params])
-        if targets:
-            torch._foreach_mul_(targets, factors)
-
-    @torch.no_grad()
-    def mask_weights(self) -> None:
-        targets, factors = self._operands(list(self.params))
-        if targets:
-            torch._foreach_mul_(targets, factors)
 
 
 def train(

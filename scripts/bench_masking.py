@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_lottery.masks import Mask, default_prunable, dense_mask
+from hf_lottery.masks import Mask, MaskEnforcer, default_prunable, dense_mask
 from hf_lottery.pruning import keep_counts, magnitude_prune
-from hf_lottery.training import MaskEnforcer, adamw
+from hf_lottery.training import adamw
 
 
 @dataclass

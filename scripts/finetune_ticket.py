@@ -8,8 +8,8 @@ The same file runs everywhere Accelerate does:
     torchrun --nproc_per_node 2 scripts/finetune_ticket.py ...                     # 2 CPU processes (gloo)
 
 `hf-lottery finetune` does the same with every option, resuming, and a run directory that `hf-lottery push`
-ships; this script shows the three lines that make a ticket train sparse: zero the pruned weights'
-gradients before each optimizer step, and the pruned weights after it.
+ships; this script shows the three lines that make a ticket train sparse: a `MaskEnforcer` of the ticket's
+masks zeroes the pruned weights' gradients before each optimizer step, and the pruned weights after it.
 """
 
 import argparse
@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 import hf_lottery
 from hf_lottery.config import DataArguments
+from hf_lottery.masks import MaskEnforcer
 from hf_lottery.tasks import get_task_kind
 
 
@@ -50,24 +51,18 @@ def training_function(args: argparse.Namespace) -> None:
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
-    # Each mask next to its parameter, on its device and in its dtype.
-    params = dict(accelerator.unwrap_model(model).named_parameters())
-    pairs = [(params[name], mask.to(params[name].device, params[name].dtype)) for name, mask in masks.items()]
+    enforcer = MaskEnforcer(accelerator.unwrap_model(model), masks)  # its masks follow the parameters' devices
 
     for epoch in range(args.epochs):
         model.train()
         for batch in tqdm(train_loader, desc=f"epoch {epoch}", disable=not accelerator.is_local_main_process):
             loss = model(**batch).loss
             accelerator.backward(loss)
-            with torch.no_grad():
-                for param, mask in pairs:  # 1. pruned weights get no gradient (AdamW's moments stay 0)
-                    param.grad.mul_(mask)
+            enforcer.mask_gradients()  # 1. pruned weights get no gradient (AdamW's moments stay 0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            with torch.no_grad():
-                for param, mask in pairs:  # 2. and stay exactly 0
-                    param.mul_(mask)
+            enforcer.mask_weights()  # 2. and stay exactly 0
 
         model.eval()
         correct = total = 0
@@ -79,8 +74,9 @@ def training_function(args: argparse.Namespace) -> None:
             total += labels.numel()
         accelerator.print(f"epoch {epoch}: accuracy {correct / total:.4f}")
 
-    alive = sum(int((p != 0).sum()) for p, _ in pairs)  # 3. the sparsity did not move
-    accelerator.print(f"density of the pruned tensors: {alive / sum(p.numel() for p, _ in pairs):.4f}")
+    params = dict(accelerator.unwrap_model(model).named_parameters())
+    alive = sum(int(params[name].count_nonzero()) for name in masks)  # 3. the sparsity did not move
+    accelerator.print(f"density of the pruned tensors: {alive / sum(m.numel() for m in masks.values()):.4f}")
     if args.output_dir:
         accelerator.wait_for_everyone()
         accelerator.unwrap_model(model).save_pretrained(args.output_dir, is_main_process=accelerator.is_main_process)
