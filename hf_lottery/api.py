@@ -41,6 +41,7 @@ from .lottery import train_and_report
 from .masks import Mask, MaskEnforcer, apply_mask, select_prunable
 from .methods import asked_methods
 from .paths import RunPaths
+from .rows import LevelResult
 from .rundir import check_run_dir, start_run_dir
 from .tasks import Metric, kind_of_model
 
@@ -59,7 +60,7 @@ def find_ticket(
     accelerator: Accelerator | None = None,
     seed: int = 42,
     **prune: Any,
-) -> list[dict]:
+) -> list[LevelResult]:
     """Run (or resume) IMP with rewinding on ``model``, training each level with ``train_fn(model, mask, level)``.
 
     ``train_fn`` trains the model it is given in place, with ``mask`` fixed, and returns the validation

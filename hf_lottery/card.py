@@ -18,6 +18,7 @@ from .config import RunConfig
 from .controls import CONTROLS
 from .methods import METHODS
 from .report import format_table
+from .rows import LevelResult
 from .strategies import STRATEGIES
 from .tasks import TEST_PREFIX, Metric, get_task_kind
 from .version import __version__
@@ -29,7 +30,7 @@ TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "st
 
 
 def render_card(
-    facts: dict, config: RunConfig, rows: list[dict], repo_id: str, license: str | None, existing: str | None
+    facts: dict, config: RunConfig, rows: list[LevelResult], repo_id: str, license: str | None, existing: str | None
 ) -> str:
     """The README.md of a ticket repository, merged into ``existing`` when the repository has one."""
     kind = get_task_kind(config.model.task_kind)
@@ -121,15 +122,15 @@ def render_card(
     return str(card) if existing is None else merge_cards(existing, card)
 
 
-def _controls_sentence(rows: list[dict]) -> str:
+def _controls_sentence(rows: list[LevelResult]) -> str:
     """What the controls in the table are, in the registry's words; nothing when the run had none."""
-    present = [CONTROLS[name].description for name in CONTROLS if any(r["branch"] == name for r in rows)]
+    present = [CONTROLS[name].description for name in CONTROLS if any(r.branch == name for r in rows)]
     return f" The controls ({'; '.join(present)}) show whether the ticket wins." if present else ""
 
 
-def _test_sentence(config: RunConfig, rows: list[dict], metric: Metric) -> str:
+def _test_sentence(config: RunConfig, rows: list[LevelResult], metric: Metric) -> str:
     """What the test columns are, when the run has them: the scores that choosing a level did not see."""
-    if TEST_PREFIX + metric.name not in rows[0]:
+    if TEST_PREFIX + metric.name not in rows[0].scores:
         return ""
     data = config.data
     source = f"the {data.test_split!r} split" if data.test_split else f"the test file {Path(data.test_file).name}"

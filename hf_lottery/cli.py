@@ -179,7 +179,7 @@ def _run(config: RunConfig) -> None:
         require_token()  # before hours of training, not after
     rows = run_finetune(config) if config.command == "finetune" else run_lottery(config)
     if rows:
-        print(format_table(rows, rows[0]["metric"]), end="")
+        print(format_table(rows, rows[0].metric), end="")
         print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")
     if hub.push_to_hub and rows and PartialState().is_main_process:
         print(f"pushed: {push_ticket(config.output_dir, hub.push_to_hub, private=hub.hub_private)}")

@@ -18,10 +18,10 @@ from .card import render_card
 from .config import RunConfig
 from .errors import LotteryError
 from .paths import IMP, LevelPaths, RunPaths
-from .rows import DEFAULT_TOLERANCE, best_ticket, is_clipped, row_metric, row_path, score
+from .rows import DEFAULT_TOLERANCE, LevelResult, best_ticket, read_results
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
-from .tasks import TEST_PREFIX, Metric, TaskKind, get_task_kind
+from .tasks import Metric, TaskKind, get_task_kind
 from .version import __version__
 
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
@@ -33,7 +33,7 @@ MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
 class FinishedRun:
     paths: RunPaths
     config: RunConfig
-    rows: list[dict]
+    rows: list[LevelResult]
 
     @classmethod
     def open(cls, run_dir: Path) -> FinishedRun:
@@ -42,7 +42,7 @@ class FinishedRun:
             raise LotteryError(f"{run_dir} is not an hf-lottery run directory (no config.json)")
         if not paths.results_json.exists():
             raise LotteryError(f"{run_dir} is not finished: run the same `hf-lottery prune` command again")
-        return cls(paths, RunConfig.from_dict(read_json(paths.config)), read_json(paths.results_json))
+        return cls(paths, RunConfig.from_dict(read_json(paths.config)), read_results(paths))
 
     @property
     def kind(self) -> TaskKind:
@@ -54,9 +54,9 @@ class FinishedRun:
 
     @property
     def metric(self) -> Metric:
-        return row_metric(self.rows[0])
+        return self.rows[0].main_metric
 
-    def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[dict, str]:
+    def choose_level(self, level: int | str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[LevelResult, str]:
         """The level to ship and why: an IMP level number (a trunk level before a clipped one of the same number),
         a level's folder (``one-shot/level_1_to_90.00``), or ``best``: the sparsest ticket within tolerance of
         dense, of IMP or a cheaper method (the better one at equal sparsity; controls are never shipped).
@@ -66,30 +66,31 @@ class FinishedRun:
         an estimate of the chosen level that the choice did not flatter. With replicates it compares their means
         (dense's too), so one lucky seed does not choose the level; the weights shipped are replicate 0's.
         """
-        imp = [r for r in self.rows if r["branch"] == IMP]
+        imp = [r for r in self.rows if r.branch == IMP]
         if isinstance(level, str) and "/" in level:
-            row = next((r for r in self.rows if r.get("path") == level.strip("/")), None)
+            row = next((r for r in self.rows if r.path == level.strip("/")), None)
             if row is None:
-                names = ", ".join(r["path"] for r in self.rows if "path" in r)
+                names = ", ".join(r.path for r in self.rows)
                 raise LotteryError(f"the run has no level {level!r}; its levels are {names}")
             return row, f"chosen by hand (`--level {level}`)."
         if level != "best":
-            matches = sorted((r for r in imp if r["level"] == int(level)), key=is_clipped)
+            matches = sorted((r for r in imp if r.level == int(level)), key=lambda r: r.is_clipped)
             if not matches:
-                raise LotteryError(f"the run has no level {level}; its levels are 0..{max(r['level'] for r in imp)}")
+                raise LotteryError(f"the run has no level {level}; its levels are 0..{max(r.level for r in imp)}")
             return matches[0], f"chosen by hand (`--level {level}`)."
         best = best_ticket(self.rows, tolerance)
         metric = self.metric
         how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
-        what = f"mean validation {metric.name} over its replicates" if "mean" in imp[0] else f"validation {metric.name}"
+        replicated = imp[0].mean is not None
+        what = f"mean validation {metric.name} over its replicates" if replicated else f"validation {metric.name}"
         return best, (
-            f"the sparsest level whose {what} is {how} the dense model's ({score(best):.4f} vs {score(imp[0]):.4f}): "
-            "the winning ticket."
+            f"the sparsest level whose {what} is {how} the dense model's ({best.compared_value:.4f} vs "
+            f"{imp[0].compared_value:.4f}): the winning ticket."
         )
 
-    def level_paths(self, row: dict) -> LevelPaths:
-        """The folder of a result row (rows of hf-lottery 0.1 name none: theirs were all on the trunk)."""
-        return LevelPaths(self.paths.root / row_path(row))
+    def level_paths(self, row: LevelResult) -> LevelPaths:
+        """The folder of a result row in this run directory."""
+        return LevelPaths(self.paths.root / row.path)
 
     def load_model(self, weights: Path) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(self.paths.model_files)
@@ -97,29 +98,27 @@ class FinishedRun:
         load_weights_into(model, str(weights))
         return model
 
-    def facts(self, row: dict, reason: str) -> dict:
+    def facts(self, row: LevelResult, reason: str) -> dict:
         base = read_json(self.paths.model_files / "base_model.json")
-        c, metric = self.config, self.metric
+        c, metric, dense = self.config, self.metric, self.rows[0]
         prune = dataclasses.asdict(c.prune) if c.prune else {}
         return {
             "hf_lottery_version": __version__, "base_model": base["name"], "base_model_revision": base["revision"],
             "base_model_commit": base["commit"], "task_kind": c.model.task_kind, "task": c.data.task,
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
-            "level": row["level"], "branch": row["branch"], "level_reason": reason, "sparsity": row["sparsity"],
-            "metric_value": row[metric.name], "dense_metric_value": self.rows[0][metric.name], "levels": self.rows,
+            "level": row.level, "branch": row.branch, "level_reason": reason, "sparsity": row.sparsity,
+            "metric_value": row.value, "dense_metric_value": dense.value, "levels": [r.to_dict() for r in self.rows],
             "test_file": c.data.test_file, "test_split": c.data.test_split,
-            "test_metric_value": row.get(TEST_PREFIX + metric.name),
-            "dense_test_metric_value": self.rows[0].get(TEST_PREFIX + metric.name),
-            "command": row.get("command") or c.to_command(),
+            "test_metric_value": row.test_value, "dense_test_metric_value": dense.test_value,
+            "command": row.command or c.to_command(),
             "finetuned_from": base["name"] if c.command == "finetune" else None,
             "transferred_from_task_kind": base.get("task_kind") if c.command == "finetune" else None,
             "from_init": base.get("from_init"),
             **{k: prune.get(k) for k in ("rewind_to", "prune_fraction", "scope", "include", "exclude")},
             "controls": prune.get("control", []),
-            "replicates": len(self.rows[0].get("replicates", [None])), "metric_mean": row.get("mean"),
-            "metric_std": row.get("std"), "metric_replicates": row.get("replicates"),
-            "dense_metric_mean": self.rows[0].get("mean"), "dense_metric_std": self.rows[0].get("std"),
+            "replicates": len(dense.replicates or [None]), "metric_mean": row.mean, "metric_std": row.std,
+            "metric_replicates": row.replicates, "dense_metric_mean": dense.mean, "dense_metric_std": dense.std,
         }  # fmt: skip
 
 

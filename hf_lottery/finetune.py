@@ -21,6 +21,7 @@ from .masks import Mask, dense_mask, density, select_prunable
 from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
+from .rows import LevelResult
 from .rundir import default_output_dir, open_run_dir, save_level, start_run_dir
 from .storage import save_weights
 from .tasks import TASK_KINDS, kind_of_model, resolve_task_kind
@@ -28,7 +29,7 @@ from .tickets import load_ticket
 from .training import train
 
 
-def run_finetune(config: RunConfig) -> list[dict]:
+def run_finetune(config: RunConfig) -> list[LevelResult]:
     config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
     accelerator = make_accelerator(config.train)
     name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed

@@ -11,9 +11,10 @@ from .imp import DryRun, prepare_run, run_levels
 from .levels import Run
 from .replicates import replicate_config
 from .report import write_results
+from .rows import LevelResult
 
 
-def run_lottery(config: RunConfig) -> list[dict]:
+def run_lottery(config: RunConfig) -> list[LevelResult]:
     """Run (or resume) every level of IMP, its controls and methods, in every replicate; return one result row
     per level (none for a dry run).
 
@@ -35,13 +36,13 @@ def run_lottery(config: RunConfig) -> list[dict]:
     return rows
 
 
-def train_and_report(run: Run) -> list[dict]:
+def train_and_report(run: Run) -> list[LevelResult]:
     """Train every level of ``run`` that is not finished, then write its results."""
     run_levels(run)
     return report(run)
 
 
-def report(run: Run) -> list[dict]:
+def report(run: Run) -> list[LevelResult]:
     """Write the run's results on the main process; its result rows there, none on the other ranks."""
     rows = write_results(run.paths, run.metric.name) if run.accelerator.is_main_process else []
     run.accelerator.wait_for_everyone()

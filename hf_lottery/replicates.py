@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from statistics import fmean, stdev
 
 from .config import RunConfig
 from .paths import RunPaths
@@ -59,16 +58,7 @@ def replicate_config(config: RunConfig, replicate: int) -> RunConfig:
     return replica
 
 
-def add_replicates(rows: list[dict], paths: RunPaths) -> None:
-    """Give each of replicate 0's rows every replicate's metric (``replicates``, replicate 0 first), their ``mean``
-    and sample ``std``, when the run has replicates on disk. A level that some replicate has not finished yet
-    counts only those that have it (``len(replicates)``); the row's own metric stays replicate 0's.
-    """
-    others = paths.replicates()
-    if not others:
-        return
-    finished = [{level.name: read_json(level.metrics) for level in finished_levels(other)} for other in others]
-    for row in rows:
-        metric = row["metric"]
-        values = [row[metric], *(levels[row["path"]][metric] for levels in finished if row["path"] in levels)]
-        row.update(replicates=values, mean=fmean(values), std=stdev(values) if len(values) > 1 else 0.0)
+def replicate_metrics(paths: RunPaths) -> list[dict[str, dict]]:
+    """The finished levels of each replicate after replicate 0 on disk, by number: each level's ``metrics.json`` by
+    its folder (``imp/level_1``), which the results of replicate 0 add to its rows (``rows.collect_rows``)."""
+    return [{level.name: read_json(level.metrics) for level in finished_levels(other)} for other in paths.replicates()]

@@ -11,21 +11,20 @@ from __future__ import annotations
 from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, RunPaths
-from .rows import collect_rows, is_clipped
+from .rows import LevelResult, collect_rows
 from .storage import atomic_path, write_json, write_text
 from .tasks import TEST_PREFIX
 
 
-def format_table(rows: list[dict], metric: str) -> str:
+def format_table(rows: list[LevelResult], metric: str) -> str:
     """A Markdown table: level, branch, sparsity, the main metric and its difference to dense, on validation and,
     when the run has a test split, on it (``test accuracy``, ``test vs dense``); then any other scores, and the
     optimizer steps each row cost in all.
     """
-    main = [m for m in (metric, TEST_PREFIX + metric) if m in rows[0]]
-    known = (*main, "steps", "resumed_from_step", "sparsity", "branch", "level", "metric", "greater_is_better",
-             "path", "command", "total_steps", "replicates", "mean", "std")  # fmt: skip
-    extra = [k for k in rows[0] if k not in known]
-    replicated = "replicates" in rows[0]
+    dense = rows[0]
+    main = [m for m in (metric, TEST_PREFIX + metric) if m in dense.scores]
+    extra = [k for k in dense.scores if k not in main]
+    replicated = dense.replicates is not None
     compared = [(_column(m), "vs dense" if m == metric else "test vs dense") for m in main]
     if replicated:
         compared[0] = (f"{metric} (mean ± std)", "vs dense", "n")
@@ -33,14 +32,13 @@ def format_table(rows: list[dict], metric: str) -> str:
     header.append("total steps")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row["level"]), _run_name(row), f"{row['sparsity']:.1%}"]
+        cells = [str(row.level), _run_name(row), f"{row.sparsity:.1%}"]
         for m in main:
             if m == metric and replicated:
-                mean, n = row["mean"], len(row["replicates"])
-                cells += [f"{mean:.4f} ± {row['std']:.4f}", f"{mean - rows[0]['mean']:+.4f}", str(n)]
+                cells += [f"{row.mean:.4f} ± {row.std:.4f}", f"{row.mean - dense.mean:+.4f}", str(len(row.replicates))]
             else:
-                cells += [f"{row[m]:.4f}", f"{row[m] - rows[0][m]:+.4f}"]
-        cells += [*(f"{row[k]:.4f}" for k in extra), str(row.get("total_steps", ""))]
+                cells += [f"{row.scores[m]:.4f}", f"{row.scores[m] - dense.scores[m]:+.4f}"]
+        cells += [*(f"{row.scores[k]:.4f}" for k in extra), "" if row.total_steps is None else str(row.total_steps)]
         lines.append("| " + " | ".join(cells) + " |")
     if replicated:
         lines += ["", f"{metric}: mean ± sample std over the n replicates that have the level; the other columns "
@@ -53,14 +51,14 @@ def _column(key: str) -> str:
     return "test " + key.removeprefix(TEST_PREFIX) if key.startswith(TEST_PREFIX) else key
 
 
-def _run_name(row: dict) -> str:
-    if not row["level"]:
-        return "dense" if row["sparsity"] == 0 else "fine-tuned ticket"
-    clipped = is_clipped(row) and row["branch"] not in METHODS  # a method's levels all hit targets
-    return row["branch"] + (" (clipped)" if clipped else "")
+def _run_name(row: LevelResult) -> str:
+    if not row.level:
+        return "dense" if row.sparsity == 0 else "fine-tuned ticket"
+    clipped = row.is_clipped and row.branch not in METHODS  # a method's levels all hit targets
+    return row.branch + (" (clipped)" if clipped else "")
 
 
-def plot(rows: list[dict], metric: str, path) -> None:
+def plot(rows: list[LevelResult], metric: str, path) -> None:
     """Sparsity on x, metric on y; dense as a horizontal line, IMP and each control as a series, and IMP's test
     scores as a dash-dotted series when the run has a test split.
     """
@@ -71,30 +69,29 @@ def plot(rows: list[dict], metric: str, path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     dense = rows[0]
-    replicated = "replicates" in dense
-    value = (lambda r: r["mean"]) if replicated else (lambda r: r[metric])
+    replicated = dense.replicates is not None
+    value = (lambda r: r.mean) if replicated else (lambda r: r.scores[metric])
     ax.axhline(value(dense), color="grey", linestyle="--", label=f"dense ({value(dense):.3f})")
     if replicated:
-        ax.axhspan(min(dense["replicates"]), max(dense["replicates"]), color="grey", alpha=0.15)
-        ax.set_title(f"mean and min–max of {len(dense['replicates'])} replicates", fontsize="medium")
+        ax.axhspan(min(dense.replicates), max(dense.replicates), color="grey", alpha=0.15)
+        ax.set_title(f"mean and min–max of {len(dense.replicates)} replicates", fontsize="medium")
     styles = {IMP: ("o-", "IMP ticket (rewound)")}
     styles |= {name: (kind.style, kind.label) for name, kind in [*CONTROLS.items(), *METHODS.items()]}
     for branch, (style, label) in styles.items():
-        series = [dense] + sorted((r for r in rows if r["branch"] == branch and r["level"] > 0), key=_sparsity)
+        series = [dense] + sorted((r for r in rows if r.branch == branch and r.level > 0), key=_sparsity)
         if len(series) > 1:
-            x = [100 * r["sparsity"] for r in series]
+            x = [100 * r.sparsity for r in series]
             (line,) = ax.plot(x, [value(r) for r in series], style, label=label)
             if replicated:
-                low, high = [min(r["replicates"]) for r in series], [max(r["replicates"]) for r in series]
+                low, high = [min(r.replicates) for r in series], [max(r.replicates) for r in series]
                 ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     test = TEST_PREFIX + metric
-    imp = [dense] + sorted((r for r in rows if r["branch"] == IMP and r["level"] > 0), key=_sparsity)
-    if test in dense:
+    imp = [dense] + sorted((r for r in rows if r.branch == IMP and r.level > 0), key=_sparsity)
+    if test in dense.scores:
         label = "IMP ticket, test (held out)" + (", replicate 0" if replicated else "")
-        ax.plot([100 * r["sparsity"] for r in imp], [r[test] for r in imp], "o-.", label=label)
+        ax.plot([100 * r.sparsity for r in imp], [r.scores[test] for r in imp], "o-.", label=label)
     ax.set_xlabel("sparsity of prunable weights (%)")
-    lower = rows[0].get("greater_is_better") is False
-    ax.set_ylabel(f"{metric} (lower is better)" if lower else metric)
+    ax.set_ylabel(metric if dense.greater_is_better else f"{metric} (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -103,13 +100,14 @@ def plot(rows: list[dict], metric: str, path) -> None:
     plt.close(fig)
 
 
-def _sparsity(row: dict) -> float:
-    return row["sparsity"]
+def _sparsity(row: LevelResult) -> float:
+    return row.sparsity
 
 
-def write_results(paths: RunPaths, metric: str) -> list[dict]:
+def write_results(paths: RunPaths, metric: str) -> list[LevelResult]:
+    """Collect the run's rows from its levels on disk and write ``results.json``, the table and the plot."""
     rows = collect_rows(paths)
-    write_json(paths.results_json, rows)
+    write_json(paths.results_json, [row.to_dict() for row in rows])
     sections = [section for method in METHODS.values() if (section := method().results_section(paths))]
     write_text(paths.results_table, "\n".join([format_table(rows, metric), *sections]))
     plot(rows, metric, paths.plot)

@@ -12,19 +12,18 @@ the replicates, which moves as later replicates finish, so replicate 0 keeps eve
 
 from __future__ import annotations
 
-from .methods import METHODS
 from .paths import IMP, RunPaths
-from .rows import best_ticket, collect_rows, is_clipped
+from .rows import best_ticket, collect_rows
 from .rundir import finished_levels
 
 
 def needed_levels(paths: RunPaths, replicates: int) -> set[str]:
     """The folders (as the results name them) whose trained weights the run still needs."""
     rows = collect_rows(paths)
-    trunk = [r for r in rows if r["branch"] == IMP and not is_clipped(r)]
     if replicates > 1:  # replicate 0 of several: any ticket level may become the best by the mean
-        return {r["path"] for r in rows if r["branch"] == IMP or r["branch"] in METHODS}
-    return {f"{IMP}/level_0", max(trunk, key=lambda r: r["level"])["path"], best_ticket(rows)["path"]}
+        return {r.path for r in rows if r.is_ticket}
+    last = max((r for r in rows if r.on_trunk), key=lambda r: r.level)
+    return {f"{IMP}/level_0", last.path, best_ticket(rows).path}
 
 
 def drop_unneeded_weights(paths: RunPaths, replicates: int) -> None:

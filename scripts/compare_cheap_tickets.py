@@ -28,26 +28,26 @@ from reproduce_sst2 import minilm_folder, sst2_folder  # scripts/ is on the path
 from hf_lottery.config import RunConfig
 from hf_lottery.lottery import run_lottery
 from hf_lottery.report import format_table
+from hf_lottery.rows import LevelResult
 
 # IMP's own sparsities at levels 3, 5 (20% per level) and the clipped 90%: every method is compared at the same ones.
 TARGETS = [round(1 - 0.8**3, 4), round(1 - 0.8**5, 4), 0.9]
 
 
-def comparison(rows: list[dict], metric: str) -> str:
+def comparison(rows: list[LevelResult], metric: str) -> str:
     """One line per target sparsity and method: its metric (mean ± std and each replicate's value when the run has
     replicates) and the total optimizer steps it cost, also as a share of IMP's."""
     dense = rows[0]
-    mean = "mean" if "mean" in dense else metric
     header = f"| sparsity | method | {metric} (mean ± std) | per seed | vs dense | total optimizer steps | vs IMP |"
     lines = [header, "|---" * 7 + "|"]
     for target in TARGETS:
-        at = [r for r in rows if r["level"] > 0 and abs(r["sparsity"] - target) < 5e-4]
-        imp = next((r for r in at if r["branch"] == "imp"), None)
-        for r in sorted(at, key=lambda r: ["imp", "one-shot", "early-bird", "random-prune"].index(r["branch"])):
-            ratio = f"{r['total_steps'] / imp['total_steps']:.2f}" if imp else ""
-            values = ", ".join(f"{v:.3f}" for v in r.get("replicates", [r[metric]]))
-            lines.append(f"| {target:.1%} | {r['branch']} | {r[mean]:.4f} ± {r.get('std', 0.0):.4f} | {values} | "
-                         f"{r[mean] - dense[mean]:+.4f} | {r['total_steps']} | {ratio} |")  # fmt: skip
+        at = [r for r in rows if r.level > 0 and abs(r.sparsity - target) < 5e-4]
+        imp = next((r for r in at if r.branch == "imp"), None)
+        for r in sorted(at, key=lambda r: ["imp", "one-shot", "early-bird", "random-prune"].index(r.branch)):
+            ratio = f"{r.total_steps / imp.total_steps:.2f}" if imp else ""
+            values = ", ".join(f"{v:.3f}" for v in r.replicates or [r.value])
+            lines.append(f"| {target:.1%} | {r.branch} | {r.compared_value:.4f} ± {r.std or 0.0:.4f} | {values} | "
+                         f"{r.compared_value - dense.compared_value:+.4f} | {r.total_steps} | {ratio} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -147,23 +147,21 @@ def main() -> None:
                 "prune", model_name_or_path=minilm, exclude=["pooler"], output_dir=str(out / "sst2-imp"),
                 **SCHEDULE, **data, **common,
             ))  # fmt: skip
-            metric = rows[0]["metric"]
-            results.setdefault("dense", {})[task] = rows[0][metric]
+            results.setdefault("dense", {})[task] = rows[0].value
             for row in rows[1:]:
-                results.setdefault(f"SST-2 task ticket {LEVELS[row['level']]}", {})[task] = row[metric]
+                results.setdefault(f"SST-2 task ticket {LEVELS[row.level]}", {})[task] = row.value
         else:
             rows = run_finetune(RunConfig.build(
                 "finetune", model_name_or_path=minilm, no_mask=True, output_dir=str(out / f"{name}-{budget}-dense"),
                 **data, **common,
             ))  # fmt: skip
-            metric = rows[0]["metric"]
-            results.setdefault("dense", {})[task] = rows[0][metric]
+            results.setdefault("dense", {})[task] = rows[0].value
         for label, ticket in tickets.items():
             rows = run_finetune(RunConfig.build(
                 "finetune", model_name_or_path=str(ticket), output_dir=str(out / f"{name}-{budget}-{ticket.name}"),
                 **data, **common,
             ))  # fmt: skip
-            results.setdefault(label, {})[task] = rows[0][rows[0]["metric"]]
+            results.setdefault(label, {})[task] = rows[0].value
 
     mlm_rows = RunPaths(mlm_run).results_table.read_text()
     print("masked-LM IMP (held-out perplexity):\n" + mlm_rows)

@@ -21,6 +21,7 @@ from pathlib import Path
 from hf_lottery.config import RunConfig
 from hf_lottery.lottery import run_lottery
 from hf_lottery.report import format_table
+from hf_lottery.rows import LevelResult, best_ticket
 
 
 def minilm_folder() -> Path:
@@ -38,16 +39,15 @@ def sst2_folder(path: str) -> Path:
     return glue
 
 
-def winning_sparsity(rows: list[dict], metric: str, tolerance: float = 0.01) -> str:
-    dense = rows[0][metric]
-    imp = {r["level"]: r for r in rows if r["branch"] == "imp"}
-    rand = {r["level"]: r for r in rows if r["branch"] == "random-prune"}
-    matching = [n for n in imp if imp[n][metric] >= dense - tolerance]
-    best = max(matching, key=lambda n: imp[n]["sparsity"])
-    line = (f"summary: the ticket matches dense ({dense:.3f}) within one point up to {imp[best]['sparsity']:.1%} "
-            f"sparsity ({imp[best][metric]:.3f})")  # fmt: skip
-    if best in rand:
-        line += f"; random pruning there: {rand[best][metric]:.3f} ({rand[best][metric] - imp[best][metric]:+.3f})"
+def winning_sparsity(rows: list[LevelResult]) -> str:
+    """The winning ticket (what ``export --level best`` ships) against dense, and random pruning at its level."""
+    dense, best = rows[0], best_ticket(rows)
+    line = (f"summary: the ticket matches dense ({dense.value:.3f}) within one point up to {best.sparsity:.1%} "
+            f"sparsity ({best.value:.3f})")  # fmt: skip
+    folder = best.level_paths.root.name  # the control's level of the same number (clipped alike)
+    rand = next((r for r in rows if r.branch == "random-prune" and r.level_paths.root.name == folder), None)
+    if rand is not None:
+        line += f"; random pruning there: {rand.value:.3f} ({rand.value - best.value:+.3f})"
     return line
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     )  # fmt: skip
     rows = run_lottery(config)
     print(format_table(rows, "accuracy"), end="")
-    print(winning_sparsity(rows, "accuracy"))
+    print(winning_sparsity(rows))
 
 
 if __name__ == "__main__":

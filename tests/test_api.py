@@ -51,8 +51,8 @@ def test_find_ticket_runs_resumes_and_exports(tiny_bert, tmp_path):
     options = dict(run_config={"lr": 1e-3, "steps": 3}, output_dir=out, metric="accuracy", levels=2,
                    prune_fraction=0.5, control=["random-prune"], tokenizer=tokenizer)  # fmt: skip
     rows = find_ticket(make_model(tiny_bert), train_fn, **options)
-    assert [(r["level"], r["branch"]) for r in rows] == [(0, "imp"), (1, "imp"), (1, "random-prune"),
-                                                         (2, "imp"), (2, "random-prune")]  # fmt: skip
+    assert [(r.level, r.branch) for r in rows] == [(0, "imp"), (1, "imp"), (1, "random-prune"),
+                                                   (2, "imp"), (2, "random-prune")]  # fmt: skip
     assert train_fn.calls == [0, 1, 1, 2, 2] and all(train_fn.pruned_grads_zero)
     paths = RunPaths(out)
     assert density(load_file(paths.level("imp", 2).mask)) == pytest.approx(0.25, abs=1e-3)
@@ -116,7 +116,7 @@ def test_find_ticket_runs_one_shot_targets_from_the_dense_level(tiny_bert, tmp_p
         metric="accuracy",
         one_shot=[0.5, 0.8],
     )
-    assert [(r["branch"], round(r["sparsity"], 3)) for r in rows] == [
+    assert [(r.branch, round(r.sparsity, 3)) for r in rows] == [
         ("imp", 0.0),
         ("one-shot", 0.5),
         ("one-shot", 0.8),

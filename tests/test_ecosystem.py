@@ -33,7 +33,7 @@ def test_the_launchers_settings_are_used_and_recorded(tiny_bert, tmp_path, monke
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
     rows = run_lottery(make_config(tiny_bert, tmp_path / "run", levels=0, epochs=1))
     assert AcceleratorState().mixed_precision == "bf16"
-    assert rows[0]["steps"] == 2  # 64 rows / batch 16 / 2 accumulated: Accelerate and the step count agree
+    assert rows[0].steps == 2  # 64 rows / batch 16 / 2 accumulated: Accelerate and the step count agree
     saved = read_json(RunPaths(tmp_path / "run").config)["train"]
     assert (saved["mixed_precision"], saved["gradient_accumulation_steps"]) == ("bf16", 2)
 
@@ -44,7 +44,7 @@ def test_an_explicit_flag_beats_the_launcher(tiny_bert, tmp_path, monkeypatch):
     config = make_config(tiny_bert, tmp_path / "run", levels=0, epochs=1, mixed_precision="no")
     config.train.gradient_accumulation_steps = 4
     rows = run_lottery(config)
-    assert AcceleratorState().mixed_precision == "no" and rows[0]["steps"] == 1
+    assert AcceleratorState().mixed_precision == "no" and rows[0].steps == 1
 
 
 def test_env_shows_the_effective_settings(capsys, monkeypatch):

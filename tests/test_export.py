@@ -97,10 +97,10 @@ def test_model_card(exported):
 
 def test_best_level_is_the_sparsest_within_tolerance(run, tmp_path):
     paths, rows = run
-    dense = rows[0]["accuracy"]
+    dense = rows[0].value
     facts = export_ticket(paths.root, tmp_path / "best", tolerance=0.05)
-    imp = [r for r in rows if r["branch"] == "imp" and r["accuracy"] >= dense - 0.05]
-    assert facts["level"] == max(imp, key=lambda r: r["sparsity"])["level"]
+    imp = [r for r in rows if r.branch == "imp" and r.value >= dense - 0.05]
+    assert facts["level"] == max(imp, key=lambda r: r.sparsity).level
     assert "sparsest level" in facts["level_reason"]
 
 
@@ -188,7 +188,7 @@ def test_a_run_written_by_hf_lottery_0_1_resumes_and_exports(tiny_bert, tmp_path
 
     rows = run_lottery(make_config(tiny_bert, tmp_path / "run", levels=1))  # the same command again
     assert weights.stat().st_mtime_ns == before  # nothing was trained again
-    assert [r["level"] for r in rows] == [0, 1]
+    assert [r.level for r in rows] == [0, 1]
     facts = export_ticket(tmp_path / "run", tmp_path / "ticket", level=1)
     assert facts["task_kind"] == "sequence-classification" and facts["greater_is_better"] is True
     ticket_json = tmp_path / "ticket" / "ticket.json"  # a 0.1 ticket's facts name no task kind

@@ -39,7 +39,7 @@ def test_more_levels_reuse_the_finished_ones(tiny_bert, tmp_path):
     assert {f for f in after if f not in before} == {f"imp/level_3/{n}" for n in
                                                     ("mask.safetensors", "weights.safetensors", "sparsity.json",
                                                      "metrics.json")}  # fmt: skip
-    assert [r["level"] for r in rows] == [0, 1, 2, 3]
+    assert [r.level for r in rows] == [0, 1, 2, 3]
     run_lottery(make_config(tiny_bert, straight.root, levels=3, prune_fraction=0.5))
     for level in range(4):
         same_level(out, straight, f"imp/level_{level}")
@@ -55,8 +55,8 @@ def test_a_control_added_later_trains_only_the_control(tiny_bert, tmp_path):
     after = files_of(out)
     assert all(after[f] == t for f, t in before.items())
     assert {f.split("/")[0] for f in after if f not in before} == {"reinit"}
-    assert [(r["level"], r["branch"]) for r in rows] == [(0, "imp"), (1, "imp"), (1, "reinit"), (2, "imp"),
-                                                         (2, "reinit")]  # fmt: skip
+    assert [(r.level, r.branch) for r in rows] == [(0, "imp"), (1, "imp"), (1, "reinit"), (2, "imp"),
+                                                   (2, "reinit")]  # fmt: skip
     # A lower reach is fine too: nothing is deleted, the results still cover every finished level.
     assert len(run_lottery(make_config(tiny_bert, out.root, levels=1, prune_fraction=0.5))) == 5
 
@@ -64,13 +64,13 @@ def test_a_control_added_later_trains_only_the_control(tiny_bert, tmp_path):
 def test_a_clipped_level_is_off_the_trunk_and_extending_prunes_from_the_trunk(tiny_bert, tmp_path):
     out = RunPaths(tmp_path / "run")
     rows = run_lottery(make_config(tiny_bert, out.root, target_sparsity=0.7, levels=None, prune_fraction=0.5))
-    assert [(r["level"], r["path"]) for r in rows] == [(0, "imp/level_0"), (1, "imp/level_1"),
-                                                       (2, "imp/level_2_to_70.00")]  # fmt: skip
-    assert rows[-1]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    assert [(r.level, r.path) for r in rows] == [(0, "imp/level_0"), (1, "imp/level_1"),
+                                                 (2, "imp/level_2_to_70.00")]  # fmt: skip
+    assert rows[-1].sparsity == pytest.approx(0.7, abs=1e-3)
     clipped = files_of(out)
     rows = run_lottery(make_config(tiny_bert, out.root, target_sparsity=0.8, levels=None, prune_fraction=0.5))
     assert all(files_of(out)[f] == t for f, t in clipped.items())
-    assert [(r["path"], round(r["sparsity"], 3)) for r in rows] == [
+    assert [(r.path, round(r.sparsity, 3)) for r in rows] == [
         ("imp/level_0", 0.0), ("imp/level_1", 0.5), ("imp/level_2_to_70.00", 0.7), ("imp/level_2", 0.75),
         ("imp/level_3_to_80.00", 0.8),
     ]  # fmt: skip
@@ -109,7 +109,7 @@ def test_a_version_1_run_keeps_its_name_and_its_clipped_level_moves_off_the_trun
     assert config.output_dir == str(legacy)
     moved = paths.root / "imp" / "level_2_to_70.00" / "weights.safetensors"
     assert moved.stat().st_mtime_ns == weights and not (paths.root / "imp" / "level_2").exists()
-    assert read_json(paths.config)["format_version"] == FORMAT_VERSION and [r["level"] for r in rows] == [0, 1, 2]
+    assert read_json(paths.config)["format_version"] == FORMAT_VERSION and [r.level for r in rows] == [0, 1, 2]
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys):

@@ -20,6 +20,7 @@ from hf_lottery.demo import DEMO_DATA
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
+from hf_lottery.rows import LevelResult, read_results
 from hf_lottery.storage import read_json
 from hf_lottery.tasks import get_task_kind
 from tests.helpers import SENTENCES, make_config
@@ -51,7 +52,7 @@ def test_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_bert, test_files, tmp_path_factory) -> tuple[RunPaths, list[dict], list[dict]]:
+def runs(tiny_bert, test_files, tmp_path_factory) -> tuple[RunPaths, list[LevelResult], list[LevelResult]]:
     """One level of IMP with the test file, and the same run with the flipped test file."""
     root = tmp_path_factory.mktemp("heldout")
     test, flipped = test_files
@@ -63,17 +64,17 @@ def runs(tiny_bert, test_files, tmp_path_factory) -> tuple[RunPaths, list[dict],
 def test_every_level_gets_a_test_score_in_results_and_table(runs):
     paths, rows, _ = runs
     assert len(rows) == 2
-    assert read_json(paths.results_json) == rows
+    assert read_json(paths.results_json) == [row.to_dict() for row in rows] and read_results(paths) == rows
     for row in rows:
-        assert 0.0 <= row["test_accuracy"] <= 1.0
-        assert read_json(paths.root / row["path"] / "metrics.json")["test_accuracy"] == row["test_accuracy"]
+        assert 0.0 <= row.test_value <= 1.0
+        assert read_json(paths.root / row.path / "metrics.json")["test_accuracy"] == row.test_value
     table = paths.results_table.read_text()
     assert table.splitlines()[0].startswith(
         "| level | run | sparsity | accuracy | vs dense | test accuracy | test vs dense |"
     )
     dense, level_1 = rows
-    assert f"| 1 | imp | 50.0% | {level_1['accuracy']:.4f} |" in table
-    assert f"| {level_1['test_accuracy']:.4f} | {level_1['test_accuracy'] - dense['test_accuracy']:+.4f} |" in table
+    assert f"| 1 | imp | 50.0% | {level_1.value:.4f} |" in table
+    assert f"| {level_1.test_value:.4f} | {level_1.test_value - dense.test_value:+.4f} |" in table
     assert "test accuracy" in (paths.root / "training.log").read_text()
 
 
@@ -81,8 +82,8 @@ def test_the_test_file_changes_nothing_but_the_test_scores(runs):
     """Flipping every test label flips the test accuracy of a two-label task; training and validation stay."""
     _, rows, flipped_rows = runs
     for row, flipped in zip(rows, flipped_rows, strict=True):
-        assert flipped["accuracy"] == row["accuracy"]
-        assert flipped["test_accuracy"] == pytest.approx(1.0 - row["test_accuracy"])
+        assert flipped.value == row.value
+        assert flipped.test_value == pytest.approx(1.0 - row.test_value)
 
 
 def test_the_test_score_is_the_saved_weights_scored_on_the_test_file(runs, test_files):
@@ -95,20 +96,20 @@ def test_the_test_score_is_the_saved_weights_scored_on_the_test_file(runs, test_
     with torch.no_grad():
         inputs = tokenizer(list(sentences), truncation=True, max_length=32, padding=True, return_tensors="pt")
         predicted = model(**inputs).logits.argmax(dim=-1).numpy()
-    assert rows[1]["test_accuracy"] == pytest.approx(float(np.mean(predicted == np.array(labels, dtype=int))))
+    assert rows[1].test_value == pytest.approx(float(np.mean(predicted == np.array(labels, dtype=int))))
 
 
 def test_the_card_shows_both_and_says_the_test_split_chose_nothing(runs, tmp_path):
     paths, rows, _ = runs
     facts = export_ticket(paths.root, tmp_path / "repo", level=1, repo_id="me/ticket")
-    assert facts["test_metric_value"] == rows[1]["test_accuracy"] and facts["test_file"].endswith("test.tsv")
+    assert facts["test_metric_value"] == rows[1].test_value and facts["test_file"].endswith("test.tsv")
     text = (tmp_path / "repo" / "README.md").read_text()
     assert "never used to choose a level" in text and "test file test.tsv" in text
-    assert f"held-out test {100 * rows[1]['test_accuracy']:.1f}" in text
+    assert f"held-out test {100 * rows[1].test_value:.1f}" in text
     assert "| test accuracy | test vs dense |" in text
     results = yaml.safe_load(text.split("---")[1])["model-index"][0]["results"]
     splits = {r["dataset"]["split"]: r["metrics"][0]["value"] for r in results}
-    assert splits == {"validation": round(rows[1]["accuracy"], 4), "test": round(rows[1]["test_accuracy"], 4)}
+    assert splits == {"validation": round(rows[1].value, 4), "test": round(rows[1].test_value, 4)}
     best = export_ticket(paths.root, tmp_path / "best")
     assert "validation accuracy" in best["level_reason"]
 
@@ -120,8 +121,8 @@ def test_finetune_scores_the_test_file(runs, test_files, tmp_path):
     args = ["finetune", str(tmp_path / "ticket"), "--train-file", TRAIN, "--validation-file", DEV,
             "--test-file", str(test_files[0]), "--output-dir", str(out), *QUICK[2:]]  # fmt: skip
     assert main(args) == 0
-    (row,) = read_json(RunPaths(out).results_json)
-    assert 0.0 <= row["test_accuracy"] <= 1.0
+    (row,) = read_results(RunPaths(out))
+    assert 0.0 <= row.test_value <= 1.0
 
 
 def test_a_masked_lm_run_gets_a_test_perplexity(tiny_bert, text_files, tmp_path):
@@ -134,7 +135,7 @@ def test_a_masked_lm_run_gets_a_test_perplexity(tiny_bert, text_files, tmp_path)
         "prune", model_name_or_path=str(tiny_bert), output_dir=str(tmp_path / "run"), **files, **quick
     )
     rows = run_lottery(config)
-    assert all(math.isfinite(r["test_perplexity"]) and r["test_perplexity"] > 1 for r in rows)
+    assert all(math.isfinite(r.test_value) and r.test_value > 1 for r in rows)
     assert (
         "| test perplexity | test vs dense | loss | test loss |" in RunPaths(tmp_path / "run").results_table.read_text()
     )

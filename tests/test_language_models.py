@@ -16,6 +16,7 @@ from hf_lottery.config import DataArguments, ModelArguments, RunConfig
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
+from hf_lottery.rows import LevelResult
 from hf_lottery.storage import read_json
 from hf_lottery.tasks import TaskData, resolve_task_kind
 from hf_lottery.tasks.causal_lm import CausalLM
@@ -223,11 +224,11 @@ def run_one_level(model: Path, text_files, output_dir: Path) -> list[dict]:
     return run_lottery(config)
 
 
-def check_run(paths: RunPaths, rows: list[dict], kind: str) -> dict:
+def check_run(paths: RunPaths, rows: list[LevelResult], kind: str) -> dict:
     assert read_json(paths.config)["model"]["task_kind"] == kind
-    assert [r["metric"] for r in rows] == ["perplexity", "perplexity"]
-    assert math.isfinite(rows[0]["perplexity"]) and rows[0]["perplexity"] > 1
-    assert rows[1]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert [r.metric for r in rows] == ["perplexity", "perplexity"]
+    assert math.isfinite(rows[0].value) and rows[0].value > 1
+    assert rows[1].sparsity == pytest.approx(0.5, abs=1e-3)
     return load_file(paths.level("imp", 1).mask)
 
 

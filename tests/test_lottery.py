@@ -61,7 +61,7 @@ def desc_of(spy: TrainSpy, branch: str, level: int) -> str:
 
 def test_density_after_each_level_and_masks_only_shrink(finished):
     _, paths, rows, _ = finished
-    assert [(r["level"], r.get("branch")) for r in rows][:2] == [(0, "imp"), (1, "imp")]
+    assert [(r.level, r.branch) for r in rows][:2] == [(0, "imp"), (1, "imp")]
     assert len(rows) == 1 + LEVELS * len(BRANCHES)
     for branch in ("imp", "random-prune"):
         previous = load_file(paths.level("imp", 0).mask)

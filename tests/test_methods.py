@@ -12,6 +12,7 @@ from hf_lottery.cli import main
 from hf_lottery.demo import DEMO_DATA
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
+from hf_lottery.rows import LevelResult
 from hf_lottery.storage import read_json
 from hf_lottery.strategies import STRATEGIES, ScoringContext
 from tests.helpers import kill_9_then_rerun, make_config
@@ -27,8 +28,8 @@ def run(tiny_bert, tmp_path_factory):
     return RunPaths(out), run_lottery(config)
 
 
-def by_path(rows: list[dict]) -> dict[str, dict]:
-    return {r["path"]: r for r in rows}
+def by_path(rows: list[LevelResult]) -> dict[str, LevelResult]:
+    return {r.path: r for r in rows}
 
 
 def test_one_shot_prunes_the_dense_fine_tuned_weights_straight_to_each_target(run):
@@ -60,9 +61,9 @@ def test_early_bird_stops_each_search_level_once_the_mask_settles_and_trains_the
     # with half the weights pruned per level, 60% is first reached by level 2 (75%) and 80% by level 3 (87.5%):
     # their masks are drawn where search levels 1 and 2 stopped
     for path, sparsity, searched in (("early-bird/level_2_to_60.00", 0.6, 2), ("early-bird/level_3_to_80.00", 0.8, 4)):
-        assert abs(rows[path]["sparsity"] - sparsity) < 1e-3
-        assert rows[path]["steps"] == 6  # trained fully
-        assert rows[path]["total_steps"] == 6 + searched + 6  # level 0, the search levels before it, its own
+        assert abs(rows[path].sparsity - sparsity) < 1e-3
+        assert rows[path].steps == 6  # trained fully
+        assert rows[path].total_steps == 6 + searched + 6  # level 0, the search levels before it, its own
     table = (paths.root / "results.md").read_text()
     assert "## Early-bird search" in table and "| 1 | 50.0% | 2 | yes |" in table and "| 2 | 75.0% | 2 | yes |" in table
     assert (paths.root / "early_bird_distances.png").stat().st_size > 0
@@ -71,9 +72,9 @@ def test_early_bird_stops_each_search_level_once_the_mask_settles_and_trains_the
 def test_total_steps_count_what_each_ticket_cost(run):
     _, rows = run
     rows = by_path(rows)
-    assert rows["imp/level_0"]["total_steps"] == 6
-    assert rows["imp/level_1"]["total_steps"] == 12
-    assert rows["one-shot/level_1_to_80.00"]["total_steps"] == 12
+    assert rows["imp/level_0"].total_steps == 6
+    assert rows["imp/level_1"].total_steps == 12
+    assert rows["one-shot/level_1_to_80.00"].total_steps == 12
 
 
 def test_methods_added_to_a_finished_run_train_only_their_own_levels(tiny_bert, tmp_path):
@@ -86,8 +87,8 @@ def test_methods_added_to_a_finished_run_train_only_their_own_levels(tiny_bert, 
     assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in imp} == before
     trained = [line.split(" ", 1)[1] for line in (out / "training.log").read_text().splitlines()]
     assert len(trained) == 5 and all("(one-shot)" in t or "(early-bird)" in t for t in trained[3:])
-    assert [r["path"] for r in rows] == ["imp/level_0", "imp/level_1", "imp/level_2", "one-shot/level_1_to_90.00",
-                                         "early-bird/level_4_to_90.00"]  # fmt: skip
+    assert [r.path for r in rows] == ["imp/level_0", "imp/level_1", "imp/level_2", "one-shot/level_1_to_90.00",
+                                      "early-bird/level_4_to_90.00"]  # fmt: skip
     assert len((out / "run_log.jsonl").read_text().splitlines()) == 2
 
 
@@ -141,7 +142,7 @@ def test_a_one_shot_ticket_exports_with_a_card_that_describes_its_method(run, tm
 def test_best_chooses_among_imp_and_the_methods_but_never_a_control(run, tmp_path):
     paths, rows = run
     facts = export_ticket(paths.root, tmp_path / "best", level="best", tolerance=1.0)  # every level qualifies
-    assert facts["sparsity"] == max(r["sparsity"] for r in rows if r["branch"] != "random-prune")
+    assert facts["sparsity"] == max(r.sparsity for r in rows if r.branch != "random-prune")
     assert facts["branch"] in ("one-shot", "early-bird")
 
 
@@ -152,4 +153,4 @@ def test_a_search_level_whose_mask_never_settles_trains_to_its_end(tiny_bert, tm
     search = read_json(out / "early-bird" / "search_1" / "search.json")
     assert not search["settled"] and search["stopped_at"] == 6 and len(search["distances"]) == 6
     assert any(d >= 0.001 for _, d in search["distances"][-3:])  # why it did not stop
-    assert [(r["path"], r["total_steps"]) for r in rows] == [("imp/level_0", 6), ("early-bird/level_2_to_60.00", 18)]
+    assert [(r.path, r.total_steps) for r in rows] == [("imp/level_0", 6), ("early-bird/level_2_to_60.00", 18)]

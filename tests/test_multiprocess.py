@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from hf_lottery.demo import DEMO_DATA
+from hf_lottery.paths import RunPaths
+from hf_lottery.rows import read_results
 from hf_lottery.storage import read_json
 
 pytestmark = pytest.mark.multiprocess
@@ -88,10 +90,10 @@ def test_two_processes_of_batch_b_match_one_process_of_batch_2b(two_processes, n
     root, _ = two_processes
     one = launch(no_dropout_bert, tmp_path / "one", 1, 16)
     assert one.returncode == 0, one.stderr[-3000:]
-    two_rows, one_rows = read_json(root / "run" / "results.json"), read_json(tmp_path / "one" / "results.json")
+    two_rows, one_rows = read_results(RunPaths(root / "run")), read_results(RunPaths(tmp_path / "one"))
     for a, b in zip(two_rows, one_rows, strict=True):
-        assert a["steps"] == b["steps"]
-        assert abs(a["accuracy"] - b["accuracy"]) <= 0.05
+        assert a.steps == b.steps
+        assert abs(a.value - b.value) <= 0.05
     for level in (1, 2):
         a, b = files(root / "run", "imp", level, "mask.safetensors"), files(tmp_path / "one", "imp", level,
                                                                            "mask.safetensors")  # fmt: skip
@@ -144,8 +146,8 @@ def test_replicates_run_on_two_processes_with_the_same_masks_on_every_rank(no_dr
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = load_file(tmp_path / "masks_rank0.safetensors"), load_file(tmp_path / "masks_rank1.safetensors")
     assert set(rank0) == set(rank1) and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    rows = read_json(tmp_path / "run" / "results.json")
-    assert [len(r["replicates"]) for r in rows] == [2, 2]
+    rows = read_results(RunPaths(tmp_path / "run"))
+    assert [len(r.replicates) for r in rows] == [2, 2]
     replica = load_file(tmp_path / "run" / "replicate_1" / "imp" / "level_1" / "weights.safetensors")
     first = load_file(tmp_path / "run" / "imp" / "level_1" / "weights.safetensors")
     assert any(not torch.equal(replica[k], first[k]) for k in first)  # another seed, another head and data order

@@ -90,7 +90,7 @@ def test_a_control_with_its_own_option(tiny_bert, tmp_path, monkeypatch, capsys)
     config = make_config(tiny_bert, tmp_path / "run", levels=1, control=["half-random"], half_random_seed_offset=5)
     rows = run_lottery(config)
     paths = RunPaths(tmp_path / "run")
-    assert [r["branch"] for r in rows] == ["imp", "imp", "half-random"]
+    assert [r.branch for r in rows] == ["imp", "imp", "half-random"]
     ticket, dense = load_tensors(paths.level(IMP, 1).mask), load_tensors(paths.level(IMP, 0).mask)
     counts = {name: int(m.sum()) for name, m in ticket.items()}
     expected = random_prune(dense, counts, torch.Generator().manual_seed(0 + 1 + 5))
@@ -138,7 +138,7 @@ def test_a_method_with_its_own_option(tiny_bert, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(METHODS, "lucky", Lucky)
     assert "--lucky" in help_text(capsys)
     rows = run_lottery(make_config(tiny_bert, tmp_path / "run", levels=0, lucky=0.6))
-    assert [(r["branch"], round(r["sparsity"], 2)) for r in rows] == [("imp", 0.0), ("lucky", 0.6)]
+    assert [(r.branch, round(r.sparsity, 2)) for r in rows] == [("imp", 0.0), ("lucky", 0.6)]
     assert "lucky" in RunPaths(tmp_path / "run").results_table.read_text()
     # Its option is reach, as a method's are: a finished run extended by it keeps its name.
     assert make_config(tiny_bert, None, lucky=0.6).run_hash() == make_config(tiny_bert, None).run_hash()
@@ -171,7 +171,7 @@ def test_a_task_kind_with_its_own_option(tiny_bert, tmp_path, monkeypatch, capsy
     assert "--shout" in help_text(capsys)
     config = make_config(tiny_bert, tmp_path / "run", levels=1, task_kind="shouting-classification", shout=True)
     rows = run_lottery(config)
-    assert [r["level"] for r in rows] == [0, 1]
+    assert [r.level for r in rows] == [0, 1]
     saved = read_json(RunPaths(tmp_path / "run").config)
     assert saved["model"]["task_kind"] == "shouting-classification" and saved["shouting-classification"]["shout"]
     plain = make_config(tiny_bert, tmp_path / "plain", levels=1)
@@ -225,7 +225,7 @@ def test_a_version_2_run_directory_resumes(tiny_bert, text_files, tmp_path):
     trained = paths.level(IMP, 1).weights.stat().st_mtime_ns
 
     rows = run_lottery(make_config(tiny_bert, tmp_path / "run", **{**options, "levels": 2}))  # extended by a level
-    assert [r["level"] for r in rows] == [0, 1, 2]
+    assert [r.level for r in rows] == [0, 1, 2]
     assert paths.level(IMP, 1).weights.stat().st_mtime_ns == trained  # recognised as the same run: not retrained
     with pytest.raises(LotteryError, match="holds a different run.*mlm_probability"):
         run_lottery(make_config(tiny_bert, tmp_path / "run", **{**options, "mlm_probability": 0.2}))

@@ -15,7 +15,7 @@ from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.replicates import replicate_seed
 from hf_lottery.report import format_table
-from hf_lottery.rows import collect_rows
+from hf_lottery.rows import collect_rows, read_results
 from hf_lottery.storage import read_json, write_json
 from tests.helpers import make_config
 
@@ -49,7 +49,7 @@ def assert_same_files(a, b) -> None:
 
 def test_replicate_0_is_the_plain_run_and_replicate_1_another_seed(runs):
     plain, plain_rows, paths, _ = runs
-    assert "replicates" not in plain_rows[0] and not plain.replicates()
+    assert plain_rows[0].replicates is None and not plain.replicates()
     assert_same_files(plain.rewind_point, paths.rewind_point)
     for level in (0, 1):
         assert_same_files(plain.level("imp", level).weights, paths.level("imp", level).weights)
@@ -66,17 +66,17 @@ def test_replicate_0_is_the_plain_run_and_replicate_1_another_seed(runs):
 
 def test_results_give_mean_and_std_and_the_plot_has_bands(runs):
     _, _, paths, rows = runs
-    assert read_json(paths.results_json) == rows
-    assert [r["path"] for r in rows] == ["imp/level_0", "imp/level_1"]
+    assert read_json(paths.results_json) == [row.to_dict() for row in rows] and read_results(paths) == rows
+    assert [r.path for r in rows] == ["imp/level_0", "imp/level_1"]
     for row in rows:
-        own = read_json(paths.level("imp", row["level"]).metrics)["accuracy"]
-        other = read_json(paths.replicate(1).level("imp", row["level"]).metrics)["accuracy"]
-        assert row["accuracy"] == own and row["replicates"] == [own, other]
-        assert row["mean"] == pytest.approx(fmean([own, other]))
-        assert row["std"] == pytest.approx(abs(own - other) / 2**0.5)
+        own = read_json(paths.level("imp", row.level).metrics)["accuracy"]
+        other = read_json(paths.replicate(1).level("imp", row.level).metrics)["accuracy"]
+        assert row.value == own and row.replicates == [own, other]
+        assert row.mean == pytest.approx(fmean([own, other]))
+        assert row.std == pytest.approx(abs(own - other) / 2**0.5)
     table = paths.results_table.read_text()
     assert "| accuracy (mean ± std) | vs dense | n |" in table
-    assert f"| {rows[1]['mean']:.4f} ± {rows[1]['std']:.4f} | {rows[1]['mean'] - rows[0]['mean']:+.4f} | 2 |" in table
+    assert f"| {rows[1].mean:.4f} ± {rows[1].std:.4f} | {rows[1].mean - rows[0].mean:+.4f} | 2 |" in table
     assert paths.plot.stat().st_size > 0
     assert "±" not in paths.replicate(1).results_table.read_text()  # a replicate's own table is plain
 
@@ -87,9 +87,9 @@ def test_a_level_some_replicate_lacks_counts_the_others(runs, tmp_path):
     shutil.copytree(paths.root, copy.root)
     copy.replicate(1).level("imp", 1).metrics.unlink()
     rows = collect_rows(copy)
-    assert [len(r["replicates"]) for r in rows] == [2, 1]
-    assert rows[1]["std"] == 0.0 and rows[1]["mean"] == rows[1]["accuracy"]
-    assert format_table(rows, "accuracy").splitlines()[3].endswith(f"| 1 | {rows[1]['total_steps']} |")
+    assert [len(r.replicates) for r in rows] == [2, 1]
+    assert rows[1].std == 0.0 and rows[1].mean == rows[1].value
+    assert format_table(rows, "accuracy").splitlines()[3].endswith(f"| 1 | {rows[1].total_steps} |")
 
 
 def test_more_replicates_train_only_the_new_one(runs, tmp_path, capsys, tiny_bert):
@@ -111,7 +111,7 @@ def test_more_replicates_train_only_the_new_one(runs, tmp_path, capsys, tiny_ber
     assert printed.count("level 1 (imp)") == 1  # only replicate 2 trained
     assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in kept} == before
     assert [r.root.name for r in copy.replicates()] == ["replicate_1", "replicate_2"]
-    assert all(len(r["replicates"]) == 3 for r in read_json(copy.results_json))
+    assert all(len(r.replicates) == 3 for r in read_results(copy))
 
 
 def test_zero_replicates_is_one_line_and_writes_nothing(capsys, tmp_path, tiny_bert):

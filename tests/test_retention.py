@@ -22,11 +22,9 @@ def test_only_level_0_the_last_trunk_level_and_the_best_keep_their_weights(tiny_
     paths = RunPaths(out)
     assert all(level.mask.exists() and level.metrics.exists() for level in finished_levels(paths))
     facts = export_ticket(out, tmp_path / "best")  # the best ticket still ships
-    best = next(
-        r["path"] for r in rows if abs(r["sparsity"] - facts["sparsity"]) < 1e-9 and r["branch"] == facts["branch"]
-    )
+    best = next(r.path for r in rows if abs(r.sparsity - facts["sparsity"]) < 1e-9 and r.branch == facts["branch"])
     assert kept_weights(paths) == {"imp/level_0", "imp/level_2", best}
-    dropped = next(r["path"] for r in rows if r["path"] not in kept_weights(paths))
+    dropped = next(r.path for r in rows if r.path not in kept_weights(paths))
     with pytest.raises(LotteryError, match="were not kept"):
         export_ticket(out, tmp_path / "dropped", level=dropped)
     assert not (tmp_path / "dropped").exists()

@@ -14,7 +14,7 @@ from hf_lottery.cli import main
 from hf_lottery.demo import DEMO_DATA
 from hf_lottery.masks import density
 from hf_lottery.paths import RunPaths
-from hf_lottery.rows import within_tolerance
+from hf_lottery.rows import LevelResult, read_results, within_tolerance
 from hf_lottery.storage import read_json
 from hf_lottery.tasks import Metric
 from tests.helpers import SENTENCES
@@ -44,10 +44,10 @@ def conll_files(tmp_path_factory) -> tuple[Path, Path]:
     return write_conll(folder / "train.conll", SENTENCES[:40]), write_conll(folder / "dev.conll", SENTENCES[40:])
 
 
-def prune(model: Path, train: Path, dev: Path, out: Path, *extra: str) -> list[dict]:
+def prune(model: Path, train: Path, dev: Path, out: Path, *extra: str) -> list[LevelResult]:
     args = ["prune", str(model), "--train-file", str(train), "--validation-file", str(dev), "--levels", "1"]
     assert main([*args, "--prune-fraction", "0.5", *QUICK, "--output-dir", str(out), *extra]) == 0
-    return read_json(RunPaths(out).results_json)
+    return read_results(RunPaths(out))
 
 
 KINDS = {
@@ -63,7 +63,7 @@ def test_prune_export_stock_load_ticket_and_finetune(kind, request, tmp_path, ca
     model, (train, dev) = request.getfixturevalue(model_fixture), request.getfixturevalue(data_fixture)
     rows = prune(model, train, dev, tmp_path / "run")
     assert read_json(RunPaths(tmp_path / "run").config)["model"]["task_kind"] == kind
-    assert [r["metric"] for r in rows] == [metric, metric] and rows[1]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert [r.metric for r in rows] == [metric, metric] and rows[1].sparsity == pytest.approx(0.5, abs=1e-3)
 
     facts = export_ticket(tmp_path / "run", tmp_path / "ticket", level=1)
     assert facts["task_kind"] == kind and facts["greater_is_better"] == (metric == "f1")

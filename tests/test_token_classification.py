@@ -306,9 +306,9 @@ def test_imp_run_on_a_conllu_file(tiny_bert, tmp_path):
         output_dir=str(out),
     )
     rows = run_lottery(config)
-    assert [(r["level"], r["branch"]) for r in rows] == [(0, "imp"), (1, "imp")]
-    assert all(r["metric"] == "f1" and 0.0 <= r["f1"] <= 1.0 and {"precision", "recall"} <= set(r) for r in rows)
-    assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert [(r.level, r.branch) for r in rows] == [(0, "imp"), (1, "imp")]
+    assert all(r.metric == "f1" and 0.0 <= r.value <= 1.0 and {"precision", "recall"} <= set(r.scores) for r in rows)
+    assert rows[0].sparsity == 0.0 and rows[1].sparsity == pytest.approx(0.5, abs=1e-3)
     assert read_json(RunPaths(out).config)["model"]["task_kind"] == "token-classification"
     model_config = read_json(RunPaths(out).model_files / "config.json")
     assert list(model_config["id2label"].values()) == ["B-PER", "B-WORK", "I-PER", "I-WORK", "O"]

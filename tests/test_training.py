@@ -18,7 +18,7 @@ def test_pruned_weights_stay_zero_under_every_training_option(tiny_bert, tmp_pat
         weight_decay=0.1, eval_steps=1,
     )  # fmt: skip
     rows = run_lottery(config)
-    assert rows[1]["steps"] == 4  # 64 rows / batch 16 / 2 accumulated = 2 optimizer steps per epoch
+    assert rows[1].steps == 4  # 64 rows / batch 16 / 2 accumulated = 2 optimizer steps per epoch
     level = RunPaths(tmp_path / "run").level("imp", 1)
     mask, weights = load_file(level.mask), load_file(level.weights)
     for name, m in mask.items():
@@ -32,7 +32,7 @@ def test_regression_task_uses_pearson(tiny_bert, tmp_path):
     config = make_config(tiny_bert, tmp_path / "run", task="stsb", train_file=str(data), validation_file=str(data),
                          levels=1)  # fmt: skip
     results = run_lottery(config)
-    assert results[0]["metric"] == "pearson" and "spearmanr" in results[0]
+    assert results[0].metric == "pearson" and "spearmanr" in results[0].scores
 
 
 def test_glue_metrics():
