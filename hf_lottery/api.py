@@ -22,6 +22,7 @@ and a level trained on a different network than its mask says is refused rather 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -90,14 +91,12 @@ def find_ticket(
             "find_ticket runs one replicate: its model is one initialisation and train_fn's seeds are yours; "
             "call it once per seed with another output_dir, or use `hf-lottery prune --replicates`"
         )
-    if prune_args.target_sparsity is None and prune_args.levels is None:
-        if not methods:
-            raise LotteryError("give target_sparsity (e.g. 0.7), levels or one_shot")
-        prune_args.levels = 0  # only the cheaper methods: IMP trains the dense level 0
+    if prune_args.target_sparsity is None and prune_args.levels is None:  # levels 0 when only methods are asked
+        raise LotteryError("give target_sparsity (e.g. 0.7), levels or one_shot")
     if prune_args.rewind_step is not None:
         raise LotteryError("find_ticket rewinds to the model it is given; rewind_to='step:K' needs hf-lottery's loop")
-    config.model.task_kind = _kind(model)
-    config.run_config = dict(run_config)
+    model_args = dataclasses.replace(config.model, task_kind=_kind(model))
+    config = dataclasses.replace(config, model=model_args, run_config=dict(run_config))
     accelerator = accelerator or Accelerator(cpu=not torch.accelerator.is_available())
     paths = RunPaths(Path(output_dir))
     check_run_dir(paths, config)

@@ -49,7 +49,7 @@ def positive(owner: object, *names: str) -> None:
             raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata=help_("Hub model id or local folder of a pretrained transformer.")
@@ -66,7 +66,7 @@ class ModelArguments:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataArguments:
     """Where the data comes from and how much of it is used.
 
@@ -154,7 +154,7 @@ class DataArguments:
         return any(v is not None for v in (self.task, self.dataset_name, self.train_file))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainArguments:
     learning_rate: float = field(default=2e-5, metadata=help_("Peak AdamW learning rate."))
     weight_decay: float = field(default=0.0, metadata=help_("AdamW decoupled weight decay."))
@@ -225,7 +225,7 @@ class TrainArguments:
 SCOPES = {"global": "one global threshold over all prunable tensors", "layer": "the same fraction in each tensor"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class PruneArguments:
     target_sparsity: float | None = field(
         default=None,
@@ -352,7 +352,7 @@ class PruneArguments:
         return int(match.group(1))
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneArguments:
     from_init: bool | None = field(
         default=None,
@@ -366,7 +366,7 @@ class FinetuneArguments:
     no_mask: bool = field(default=False, metadata=help_("Train a plain model (a repository with no masks), dense."))
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubArguments:
     push_to_hub: str | None = field(
         default=None, metadata=help_("Push the winning ticket to this Hub repository (user/name) at the end.", OUTPUT)

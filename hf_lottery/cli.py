@@ -126,13 +126,12 @@ def _env(args: list[str]) -> None:
     import torch
 
     from .arguments import TrainArguments
-    from .launch import resolve_launcher_settings
+    from .launch import launcher_settings
 
     lines.append(f"accelerator: {torch.accelerator.current_accelerator() or 'none (CPU)'}")
-    effective = TrainArguments()
-    sources = resolve_launcher_settings(effective)
+    settings = launcher_settings(TrainArguments())
     lines.append("settings a run uses when its flags leave them out (flag > launcher environment > default):")
-    lines += [f"  {name}: {getattr(effective, name)} ({source})" for name, source in sources.items()]
+    lines += [f"  {name}: {value} ({source})" for name, (value, source) in settings.items()]
     config_path = Path(default_config_file)
     if config_path.is_file():
         lines.append(f"accelerate config ({config_path}):")

@@ -80,7 +80,7 @@ def sections(command: str) -> dict[str, type]:
     return found
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """One command's configuration: its parts, each plug-in's options, and how it is saved and named."""
 
@@ -100,7 +100,7 @@ class RunConfig:
         if self.command in ("prune", "api") and self.prune is None:
             raise LotteryError(f"a {self.command} config needs its pruning arguments")
         if self.command == "finetune" and self.finetune is None:
-            self.finetune = FinetuneArguments()
+            object.__setattr__(self, "finetune", FinetuneArguments())
         for name, arguments in sections(self.command).items():
             if name not in CORE and name not in self.plugins:
                 self.plugins[name] = arguments()
@@ -110,20 +110,25 @@ class RunConfig:
         bad = [c for c in self.prune.control if c not in CONTROLS]
         if bad:
             raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")
-        self.prune.control = sorted(set(self.prune.control), key=list(CONTROLS).index)
+        controls = sorted(set(self.prune.control), key=list(CONTROLS).index)  # canonical: the same run, one name
+        if controls != self.prune.control:
+            object.__setattr__(self, "prune", dataclasses.replace(self.prune, control=controls))
         methods = asked_methods(self.plugins)
         self.check_options(STRATEGIES, [self.prune.strategy])
         self.check_options(CONTROLS, self.prune.control)
         self.check_options(METHODS, [method.name for method in methods])
+        schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
+        if not schedule and methods:  # only the cheap methods: IMP trains the dense level 0
+            object.__setattr__(self, "prune", dataclasses.replace(self.prune, levels=0))
+            schedule = True
         if self.command == "api":
             return
-        schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
-        if not schedule and methods:
-            self.prune.levels, schedule = 0, True  # only the cheap methods: IMP trains the dense level 0
         if not schedule and self.data.has_source:
             raise LotteryError("give --target-sparsity (e.g. 0.9) or --levels N")
         if not schedule:  # the one-command default job: announced in the run's first lines
-            self.prune.target_sparsity = DEFAULT_LM_TARGET_SPARSITY
+            object.__setattr__(
+                self, "prune", dataclasses.replace(self.prune, target_sparsity=DEFAULT_LM_TARGET_SPARSITY)
+            )
         for method in methods:
             method.check_run(self.prune, self.train)
 
@@ -267,8 +272,38 @@ class RunConfig:
             saved = [section for key, section in values.items() if isinstance(section, dict) and key != "run_config"]
             found = {k: v for section in saved for k, v in section.items()}
         config = cls.from_parts(command, [_part(kind, found) for kind in sections(command).values()])
-        config.run_config = values.get("run_config")
-        return config
+        return dataclasses.replace(config, run_config=values.get("run_config"))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a run works out from its config, once, before anything is written: where it is written, the
+    launcher's settings (a flag beats ``accelerate launch``'s environment, which beats the default), and, once the
+    model is known, its task kind and the ``--max-length`` its positions allow.
+
+    ``apply`` gives the config with these values in place: what the run reads, what ``config.json`` records and
+    what a rerun's identity is compared against. The run's name is hashed from the config as given, before.
+    """
+
+    output_dir: str
+    mixed_precision: str | None = None
+    gradient_accumulation_steps: int | None = None
+    task_kind: str | None = None
+    max_length: int | None = None
+
+    def apply(self, config: RunConfig) -> RunConfig:
+        train = {"output_dir": self.output_dir}
+        for name in ("mixed_precision", "gradient_accumulation_steps"):
+            if getattr(self, name) is not None:
+                train[name] = getattr(self, name)
+        model = {"task_kind": self.task_kind} if self.task_kind is not None else {}
+        data = {"max_length": self.max_length} if self.max_length is not None else {}
+        return dataclasses.replace(
+            config,
+            train=dataclasses.replace(config.train, **train),
+            model=dataclasses.replace(config.model, **model),
+            data=dataclasses.replace(config.data, **data),
+        )
 
 
 def _part(kind: type, values: dict[str, Any]) -> Any:

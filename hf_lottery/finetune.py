@@ -11,6 +11,8 @@ seeded one on the ticket's body (a masked-LM ticket transferred to SST-2).
 
 from __future__ import annotations
 
+import dataclasses
+
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
@@ -22,7 +24,7 @@ from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
 from .rows import LevelResult
-from .rundir import default_output_dir, open_run_dir, save_level, start_run_dir
+from .rundir import open_run_dir, resolve_start, save_level, start_run_dir
 from .storage import save_weights
 from .tasks import TASK_KINDS, kind_of_model, resolve_task_kind
 from .tickets import load_ticket
@@ -30,12 +32,13 @@ from .training import train
 
 
 def run_finetune(config: RunConfig) -> list[LevelResult]:
-    config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
-    accelerator = make_accelerator(config.train)
+    resolved = resolve_start(config)
+    accelerator = make_accelerator(resolved.apply(config).train)
     name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed
     kind = resolve_task_kind(config.model, config.data, load_model_config(name, revision), config.plugins)
     config.check_options(TASK_KINDS, [kind.name])
-    paths = open_run_dir(config, kind)
+    config = dataclasses.replace(resolved, task_kind=kind.name).apply(config)  # what the run reads and records
+    paths = open_run_dir(config)
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
     data = kind.load_data(config.data)
     base: dict = {}

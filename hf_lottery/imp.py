@@ -23,8 +23,8 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_model as load_weights_into
 from transformers import PreTrainedModel
 
-from .arguments import DataArguments, PruneArguments
-from .config import RunConfig
+from .arguments import PruneArguments
+from .config import Resolved, RunConfig
 from .errors import LotteryError
 from .launch import finish_trackers, make_accelerator
 from .levels import Run
@@ -33,7 +33,7 @@ from .methods import asked_methods
 from .model import load_model_config, load_tokenizer
 from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
-from .rundir import default_output_dir, open_run_dir, save_level, start_run_dir
+from .rundir import open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
 from .storage import load_tensors, save_weights
 from .tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 from .training import total_optimizer_steps, train
@@ -43,6 +43,7 @@ from .training import total_optimizer_steps, train
 class LoadedTask:
     """A run's task kind, run directory, raw data, model and tokenizer, each checked as it was loaded."""
 
+    config: RunConfig  # resolved: the run directory, the launcher's settings, the task kind and --max-length
     kind: TaskKind
     paths: RunPaths
     data: TaskData
@@ -50,7 +51,7 @@ class LoadedTask:
     tokenizer: object
 
 
-def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None = None) -> LoadedTask:
+def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *, plan: str | None) -> LoadedTask:
     """The model's config first (a bad model id fails before anything else), the task kind, the run
     directory (checked, not yet written), the data, and then the model with the kind's head.
 
@@ -60,13 +61,8 @@ def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None =
     model_config = load_model_config(name, revision)
     kind = resolve_task_kind(config.model, config.data, model_config, config.plugins)
     config.check_options(TASK_KINDS, [kind.name])
-    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if positions and config.data.max_length > positions:
-        if config.data.max_length != DataArguments.max_length:
-            limit = f"model {name!r} has {positions} positions"
-            raise LotteryError(f"--max-length {config.data.max_length} is too long: {limit}")
-        config.data.max_length = positions  # the default fits every model: as long as it allows
-    paths = open_run_dir(config, kind)
+    config = resolve_model(resolved, config, model_config, kind).apply(config)
+    paths = open_run_dir(config)
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
     if plan:
         accelerator.print(plan)
@@ -74,15 +70,19 @@ def load_task(config: RunConfig, accelerator: Accelerator, *, plan: str | None =
     set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
     model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)
     tokenizer = load_tokenizer(name, model, revision)
-    return LoadedTask(kind, paths, data, model, tokenizer)
+    return LoadedTask(config, kind, paths, data, model, tokenizer)
 
 
 def prepare_run(config: RunConfig) -> Run:
-    """Check the config, model, run directory and data; write the config only when all of them are good."""
-    config.train.output_dir = config.train.output_dir or str(default_output_dir(config))  # named as given
-    accelerator = make_accelerator(config.train)
+    """Check the config, model, run directory and data; write the config only when all of them are good.
+
+    The run reads the config as resolved (``Resolved``); ``config.json`` records that."""
+    resolved = resolve_start(config)
+    accelerator = make_accelerator(resolved.apply(config).train)
     densities = config.prune.level_densities()
-    task = load_task(config, accelerator, plan=f"schedule: {describe_schedule(densities, config.prune)}")
+    plan = f"schedule: {describe_schedule(densities, config.prune)}"
+    task = load_task(resolved.apply(config), resolved, accelerator, plan=plan)
+    config = task.config
     prunable = select_prunable(task.model, config.prune.include, config.prune.exclude)
     data = task.kind.prepare(task.data, task.tokenizer, config.data, accelerator)
     steps = total_optimizer_steps(config.train, len(data.train), accelerator.num_processes)

@@ -6,6 +6,7 @@ the values a run resolves are passed to Accelerate explicitly, so the run and Ac
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -23,33 +24,33 @@ LAUNCHER_SETTINGS = {
 }
 
 
-def resolve_launcher_settings(args: TrainArguments) -> dict[str, str]:
-    """Fill each Accelerator setting left unset: the flag wins, then the launcher's environment, then the default.
+def launcher_settings(args: TrainArguments) -> dict[str, tuple[str | int, str]]:
+    """Each Accelerator setting and where it came from: the flag wins, then the launcher's environment, then the
+    default.
 
-    The resolved values are written into ``args`` (so the run's config records what ran) and passed to
-    Accelerate explicitly, so an environment variable can never make Accelerate and the run's step count
-    disagree. Returns where each value came from, for ``hf-lottery env``.
+    The run records the values (``Resolved``) and passes them to Accelerate explicitly, so an environment variable
+    can never make Accelerate and the run's step count disagree. The sources are for ``hf-lottery env``.
     """
-    sources = {}
+    settings: dict[str, tuple[str | int, str]] = {}
     for name, variable in LAUNCHER_SETTINGS.items():
         if getattr(args, name) is not None:
-            sources[name] = "flag"
+            settings[name] = (getattr(args, name), "flag")
             continue
         raw, default = os.environ.get(variable, "").strip().lower(), LAUNCHER_DEFAULTS[name]
-        sources[name] = variable if raw else "default"
         try:
-            setattr(args, name, (int(raw) if isinstance(default, int) else raw) if raw else default)
+            value = (int(raw) if isinstance(default, int) else raw) if raw else default
         except ValueError:
             raise LotteryError(f"{variable}={raw!r} in the environment is not a number") from None
-    TrainArguments.__post_init__(args)  # the launcher's values are checked like flags
-    return sources
+        settings[name] = (value, variable if raw else "default")
+    dataclasses.replace(args, **{name: value for name, (value, _) in settings.items()})  # checked like flags
+    return settings
 
 
 TRACKER_PACKAGES = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
 
 
 def make_accelerator(args: TrainArguments) -> Accelerator:
-    resolve_launcher_settings(args)
+    """The Accelerator of a run whose training arguments hold the resolved launcher settings (``Resolved``)."""
     available = TRACKER_PACKAGES.get(args.report_to)
     if available is not None and not available():
         raise LotteryError(

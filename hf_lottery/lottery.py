@@ -28,7 +28,7 @@ def run_lottery(config: RunConfig) -> list[LevelResult]:
     rows = train_and_report(run)
     replicates = config.prune.replicates
     for replicate in range(1, replicates):
-        replica = replicate_config(config, replicate)
+        replica = replicate_config(run.config, replicate)  # as resolved: the same directory, kind and settings
         run.accelerator.print(f"replicate {replicate} of {replicates - 1} (seed {replica.train.seed})")
         train_and_report(prepare_run(replica))
     if replicates > 1:

@@ -9,7 +9,7 @@ mean and standard deviation.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from pathlib import Path
 
 from .config import RunConfig
@@ -51,11 +51,9 @@ def _overlap(a: range, b: range) -> bool:
 
 def replicate_config(config: RunConfig, replicate: int) -> RunConfig:
     """Replicate ``replicate`` of a prepared config: its seed and folder; a single run (its command reproduces it)."""
-    replica = copy.deepcopy(config)
-    replica.train.seed = replicate_seed(config.train.seed, replicate)
-    replica.train.output_dir = str(RunPaths(Path(config.output_dir)).replicate(replicate).root)
-    replica.prune.replicates = 1
-    return replica
+    folder = str(RunPaths(Path(config.output_dir)).replicate(replicate).root)
+    train = dataclasses.replace(config.train, seed=replicate_seed(config.train.seed, replicate), output_dir=folder)
+    return dataclasses.replace(config, train=train, prune=dataclasses.replace(config.prune, replicates=1))
 
 
 def replicate_metrics(paths: RunPaths) -> list[dict[str, dict]]:

@@ -6,17 +6,20 @@ bad input leaves nothing behind. A level is complete once its ``metrics.json`` i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
 
 from accelerate import Accelerator
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from .config import RunConfig
+from .arguments import DataArguments
+from .config import Resolved, RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
+from .launch import launcher_settings
 from .masks import Mask, sparsity_report
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
@@ -49,16 +52,32 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
 
 
-def open_run_dir(config: RunConfig, kind: TaskKind) -> RunPaths:
-    """The run directory, refused if it holds something else; the config records the resolved task kind.
+def resolve_start(config: RunConfig) -> Resolved:
+    """What a run resolves before it loads anything: its directory and the launcher's settings.
 
-    Without ``--output-dir`` the directory is named by the hash of the config as given (before the task kind
-    is inferred), so the same command finds the same directory.
+    Without ``--output-dir`` the directory is named by the hash of the config as given (before the task kind is
+    inferred and the launcher's settings are filled in), so the same command finds the same directory.
     """
-    if config.train.output_dir is None:
-        config.train.output_dir = str(default_output_dir(config))
-    config.model.task_kind = kind.name
-    paths = RunPaths(Path(config.train.output_dir))
+    settings = launcher_settings(config.train)
+    output_dir = config.output_dir or str(default_output_dir(config))
+    return Resolved(output_dir=output_dir, **{name: value for name, (value, _) in settings.items()})
+
+
+def resolve_model(resolved: Resolved, config: RunConfig, model_config: PretrainedConfig, kind: TaskKind) -> Resolved:
+    """``resolved`` with what the model decides: the task kind, and a default ``--max-length`` cut to the
+    model's positions (a ``--max-length`` given beyond them is refused)."""
+    name, max_length = config.model.model_name_or_path, config.data.max_length
+    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    if positions and max_length > positions:
+        if max_length != DataArguments.max_length:
+            raise LotteryError(f"--max-length {max_length} is too long: model {name!r} has {positions} positions")
+        max_length = positions  # the default fits every model: as long as it allows
+    return dataclasses.replace(resolved, task_kind=kind.name, max_length=max_length)
+
+
+def open_run_dir(config: RunConfig) -> RunPaths:
+    """The run directory of a resolved config, refused if it holds something else."""
+    paths = RunPaths(Path(config.output_dir))
     check_run_dir(paths, config)
     return paths
 

@@ -29,7 +29,7 @@ def make_config(model: Path, output_dir: Path, **overrides) -> RunConfig:
         batch_size=16,
         epochs=1,
         seed=0,
-        output_dir=str(output_dir),
+        output_dir=None if output_dir is None else str(output_dir),
     )
     values.update(overrides)
     return RunConfig.build("prune", **values)

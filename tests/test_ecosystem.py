@@ -41,8 +41,8 @@ def test_the_launchers_settings_are_used_and_recorded(tiny_bert, tmp_path, monke
 def test_an_explicit_flag_beats_the_launcher(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
-    config = make_config(tiny_bert, tmp_path / "run", levels=0, epochs=1, mixed_precision="no")
-    config.train.gradient_accumulation_steps = 4
+    config = make_config(tiny_bert, tmp_path / "run", levels=0, epochs=1, mixed_precision="no",
+                         gradient_accumulation_steps=4)  # fmt: skip
     rows = run_lottery(config)
     assert AcceleratorState().mixed_precision == "no" and rows[0].steps == 1
 
@@ -58,12 +58,11 @@ def test_env_shows_the_effective_settings(capsys, monkeypatch):
 def test_unset_launcher_settings_keep_old_run_names():
     # 0.1 had "no" and 1 as plain defaults; a run that leaves them unset keeps its directory name.
     base = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity=0.9)
-    config = make_config("bert-base-uncased", "out", **base)
-    named = config.run_hash()
-    config.train.mixed_precision, config.train.gradient_accumulation_steps = "no", 1  # as resolved
-    assert config.run_hash() == named
-    config.train.mixed_precision = "bf16"
-    assert config.run_hash() != named and "--mixed-precision bf16" in config.to_command()
+    named = make_config("bert-base-uncased", "out", **base).run_hash()
+    resolved = make_config("bert-base-uncased", "out", **base, mixed_precision="no", gradient_accumulation_steps=1)
+    assert resolved.run_hash() == named
+    bf16 = make_config("bert-base-uncased", "out", **base, mixed_precision="bf16")
+    assert bf16.run_hash() != named and "--mixed-precision bf16" in bf16.to_command()
 
 
 def test_values_are_checked_before_anything_is_written(capsys, tiny_bert, tmp_path, monkeypatch):

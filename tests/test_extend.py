@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,7 +91,6 @@ def test_another_identity_value_is_still_refused(tiny_bert, tmp_path):
 def test_a_version_1_run_keeps_its_name_and_its_clipped_level_moves_off_the_trunk(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = make_config(tiny_bert, None, target_sparsity=0.7, levels=None, prune_fraction=0.5)
-    config.train.output_dir = None
     legacy = default_output_dir(config).with_name(default_output_dir(config).name.replace(
         config.run_hash(), config.legacy_run_hash()))  # fmt: skip
     # Lay out the run as hf-lottery 0.1 did: flat config.json, the clipped level 2 as imp/level_2.
@@ -104,9 +104,8 @@ def test_a_version_1_run_keeps_its_name_and_its_clipped_level_moves_off_the_trun
     weights = (paths.root / "imp" / "level_2" / "weights.safetensors").stat().st_mtime_ns
 
     config = make_config(tiny_bert, None, target_sparsity=0.7, levels=None, prune_fraction=0.5)
-    config.train.output_dir = None
     rows = run_lottery(config)  # the same command, no --output-dir: finds the old directory
-    assert config.output_dir == str(legacy)
+    assert default_output_dir(config) == legacy and sorted(Path("runs").iterdir()) == [legacy]
     moved = paths.root / "imp" / "level_2_to_70.00" / "weights.safetensors"
     assert moved.stat().st_mtime_ns == weights and not (paths.root / "imp" / "level_2").exists()
     assert read_json(paths.config)["format_version"] == FORMAT_VERSION and [r.level for r in rows] == [0, 1, 2]

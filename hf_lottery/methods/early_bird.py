@@ -36,7 +36,7 @@ from .base import Method, RunContext
 SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EarlyBirdArguments:
     early_bird: list[float] = field(
         default_factory=list,
@@ -68,7 +68,7 @@ class EarlyBirdArguments:
         bad = [s for s in self.early_bird if not 0.0 < s < 1.0]
         if bad:
             raise LotteryError(f"--early-bird sparsities must be in (0, 1), got {bad[0]}")
-        self.early_bird = sorted(set(self.early_bird))
+        object.__setattr__(self, "early_bird", sorted(set(self.early_bird)))  # canonical: the same run, one name
         positive(self, "early_bird_every", "early_bird_window")
         if not 0.0 < self.early_bird_threshold < 1.0:
             raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")

@@ -16,7 +16,7 @@ from ..storage import load_tensors
 from .base import Method, RunContext
 
 
-@dataclass
+@dataclass(frozen=True)
 class OneShotArguments:
     one_shot: list[float] = field(
         default_factory=list,
@@ -31,7 +31,7 @@ class OneShotArguments:
         bad = [s for s in self.one_shot if not 0.0 < s < 1.0]
         if bad:
             raise LotteryError(f"--one-shot sparsities must be in (0, 1), got {bad[0]}")
-        self.one_shot = sorted(set(self.one_shot))
+        object.__setattr__(self, "one_shot", sorted(set(self.one_shot)))  # canonical: the same run, one name
 
 
 class OneShot(Method):

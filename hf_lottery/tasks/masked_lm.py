@@ -31,7 +31,7 @@ EVAL_MASK_SEED = 0  # fixed, not the run's --seed: runs with different seeds are
 MASK_REPLACE, RANDOM_REPLACE = 0.8, 0.1  # BERT's split of the chosen tokens; the rest stay as they are
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaskedLMArguments:
     mlm_probability: float = field(default=0.15, metadata=help_("Share of tokens masked for masked-LM."))
 
