@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from transformers import HfArgumentParser
 
@@ -16,6 +17,9 @@ from .config import RunConfig, sections
 from .errors import LotteryError
 from .rows import DEFAULT_TOLERANCE
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .levels import RunEvents
 
 USAGE = """usage: hf-lottery COMMAND [options]   (hf-lottery COMMAND --help for its options)
 
@@ -164,7 +168,7 @@ RUNS = {"prune": _prune, "demo": _demo, "finetune": _finetune}
 SHIPS = {"export": _export, "push": _push, "env": _env}
 
 
-def _run(config: RunConfig) -> None:
+def _run(config: RunConfig, events: RunEvents | None) -> None:
     from accelerate import PartialState
 
     from .finetune import run_finetune
@@ -176,7 +180,7 @@ def _run(config: RunConfig) -> None:
         from .push import push_ticket, require_token
 
         require_token()  # before hours of training, not after
-    rows = run_finetune(config) if config.command == "finetune" else run_lottery(config)
+    rows = run_finetune(config) if config.command == "finetune" else run_lottery(config, events)
     if rows:
         print(format_table(rows, rows[0].metric), end="")
         print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")
@@ -184,7 +188,9 @@ def _run(config: RunConfig) -> None:
         print(f"pushed: {push_ticket(config.output_dir, hub.push_to_hub, private=hub.hub_private)}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, events: RunEvents | None = None) -> int:
+    """The command line, from Python too: ``argv`` as the shell gives it; ``events`` observe the trainings of a
+    ``prune`` or ``demo`` run (``hf_lottery.levels.RunEvents``). Returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
@@ -199,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[0] in SHIPS:
             SHIPS[args[0]](args[1:])
         else:
-            _run(RUNS[args[0]](args[1:]))
+            _run(RUNS[args[0]](args[1:]), events)
     except LotteryError as err:
         if debug:
             raise

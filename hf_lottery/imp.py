@@ -27,7 +27,7 @@ from .arguments import PruneArguments
 from .config import Resolved, RunConfig
 from .errors import LotteryError
 from .launch import finish_trackers, make_accelerator
-from .levels import Run
+from .levels import Run, RunEvents, observed
 from .masks import Mask, dense_mask, prunable_weights, select_prunable
 from .methods import asked_methods
 from .model import load_model_config, load_tokenizer
@@ -73,7 +73,7 @@ def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *
     return LoadedTask(config, kind, paths, data, model, tokenizer)
 
 
-def prepare_run(config: RunConfig) -> Run:
+def prepare_run(config: RunConfig, events: RunEvents | None = None) -> Run:
     """Check the config, model, run directory and data; write the config only when all of them are good.
 
     The run reads the config as resolved (``Resolved``); ``config.json`` records that."""
@@ -117,6 +117,8 @@ def prepare_run(config: RunConfig) -> Run:
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.train.seed))
         return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
 
+    if events is not None:
+        train_level = observed(train_level, events)
     return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration)
 
 

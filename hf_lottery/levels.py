@@ -51,6 +51,43 @@ class TrainLevel(Protocol):
     ) -> dict: ...
 
 
+class RunEvents:
+    """What a caller of ``run_lottery`` may observe as the run goes, by overriding these (each does nothing by
+    default), as a ``transformers.TrainerCallback`` observes a ``Trainer``. They are called on every process, for
+    every training a run does (IMP's levels, the controls', the methods', and an early-bird search's), with the
+    training's ``tag``, the folder it trains (``imp/level_3``, ``early-bird/search_1``); a level already finished
+    on disk is not trained again, so it has no events. An exception raised in one stops the run there, as a kill
+    would.
+    """
+
+    def level_started(self, tag: str, model: PreTrainedModel, mask: Mask) -> None:
+        """Before the first step: ``model`` holds the weights the training starts from, ``mask`` applied."""
+
+    def step_ended(self, tag: str, step: int, model: PreTrainedModel) -> None:
+        """After optimizer step ``step`` of the training (and after step 0, before any training)."""
+
+    def level_ended(self, tag: str, metrics: dict) -> None:
+        """After the training, with its scores and ``steps``, before the level is saved."""
+
+
+def observed(train_level: TrainLevel, events: RunEvents) -> TrainLevel:
+    """``train_level`` with ``events`` told of each training."""
+
+    def train(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None):
+        events.level_started(tag, model, mask)
+
+        def step(at: int, trained: PreTrainedModel) -> bool | None:
+            stop = on_step(at, trained) if on_step is not None else None
+            events.step_ended(tag, at, trained)
+            return stop
+
+        metrics = train_level(model, mask, level=level, desc=desc, tag=tag, on_step=step, checkpoint=checkpoint)
+        events.level_ended(tag, metrics)
+        return metrics
+
+    return train
+
+
 @dataclass
 class Run:
     """Everything a level needs, loaded and checked once before anything is written.

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from .config import RunConfig
 from .imp import DryRun, prepare_run, run_levels
-from .levels import Run
+from .levels import Run, RunEvents
 from .replicates import replicate_config
 from .report import write_results
 from .rows import LevelResult
 
 
-def run_lottery(config: RunConfig) -> list[LevelResult]:
+def run_lottery(config: RunConfig, events: RunEvents | None = None) -> list[LevelResult]:
     """Run (or resume) every level of IMP, its controls and methods, in every replicate; return one result row
     per level (none for a dry run).
 
     Replicate 0 is the run itself; each other replicate is prepared like it (its own model load, so that its task
-    head is drawn from its own seed) and trained into its own folder.
+    head is drawn from its own seed) and trained into its own folder. ``events`` observe every training.
     """
     try:
-        run = prepare_run(config)
+        run = prepare_run(config, events)
     except DryRun:
         return []
     rows = train_and_report(run)
@@ -30,7 +30,7 @@ def run_lottery(config: RunConfig) -> list[LevelResult]:
     for replicate in range(1, replicates):
         replica = replicate_config(run.config, replicate)  # as resolved: the same directory, kind and settings
         run.accelerator.print(f"replicate {replicate} of {replicates - 1} (seed {replica.train.seed})")
-        train_and_report(prepare_run(replica))
+        train_and_report(prepare_run(replica, events))
     if replicates > 1:
         rows = report(run)
     return rows

@@ -1,8 +1,8 @@
-"""``torchrun -m tests.mp_worker <hf-lottery args>``: the CLI, instrumented for the multi-process tests.
+"""``torchrun -m tests.mp_worker <hf-lottery args>``: the CLI, observed for the multi-process tests.
 
 MP_RECORD_DIR: each rank saves the mask of every training it ran to ``masks_rank<R>.safetensors`` there (keyed
-``<progress description>|<parameter>``) and the optimizer steps each ran to ``steps_rank<R>.json``.
-MP_STOP_AFTER=N: every rank stops (exit 3) when it is about to train level run N+1, as a kill would.
+``<the folder it trained>|<parameter>``) and the optimizer steps each ran to ``steps_rank<R>.json``.
+MP_STOP_AFTER=N: every rank stops (exit 3) when it is about to start training N+1, as a kill would.
 """
 
 import json
@@ -13,30 +13,30 @@ from pathlib import Path
 from accelerate import PartialState
 from safetensors.torch import save_file
 
-from hf_lottery import imp
 from hf_lottery.cli import main
-
-recorded: dict = {}
-steps: dict = {}
-trainings = 0
-real_train = imp.train
+from hf_lottery.levels import RunEvents
 
 
-def recording_train(model, mask, *args, desc, **kwargs):
-    global trainings
-    if trainings == int(os.environ.get("MP_STOP_AFTER", "-1")):
-        sys.exit(3)
-    trainings += 1
-    recorded.update({f"{desc}|{name}": m.contiguous() for name, m in mask.items()})
-    metrics = real_train(model, mask, *args, desc=desc, **kwargs)
-    steps[desc] = metrics["steps"]
-    return metrics
+class Recorder(RunEvents):
+    def __init__(self) -> None:
+        self.masks: dict = {}
+        self.steps: dict = {}
+        self.trainings = 0
+
+    def level_started(self, tag, model, mask):
+        if self.trainings == int(os.environ.get("MP_STOP_AFTER", "-1")):
+            sys.exit(3)
+        self.trainings += 1
+        self.masks.update({f"{tag}|{name}": m.contiguous() for name, m in mask.items()})
+
+    def level_ended(self, tag, metrics):
+        self.steps[tag] = metrics["steps"]
 
 
-imp.train = recording_train
-code = main(sys.argv[1:])
+recorder = Recorder()
+code = main(sys.argv[1:], events=recorder)
 if os.environ.get("MP_RECORD_DIR"):
     folder, rank = Path(os.environ["MP_RECORD_DIR"]), PartialState().process_index
-    save_file(recorded, str(folder / f"masks_rank{rank}.safetensors"))
-    (folder / f"steps_rank{rank}.json").write_text(json.dumps(steps))
+    save_file(recorder.masks, str(folder / f"masks_rank{rank}.safetensors"))
+    (folder / f"steps_rank{rank}.json").write_text(json.dumps(recorder.steps))
 sys.exit(code)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery import imp
+from hf_lottery.levels import RunEvents
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.storage import read_json
@@ -14,29 +14,24 @@ BRANCHES = ["imp", "random-prune", "reinit"]
 LEVELS = 3
 
 
-class TrainSpy:
-    """Wraps ``imp.train`` to record each level's starting weights; can interrupt a chosen call."""
+class TrainSpy(RunEvents):
+    """Records each training's starting weights by the folder it trains; can interrupt a chosen training."""
 
     def __init__(self, interrupt_call: int | None = None, interrupt_step: int = 2, record_step: int | None = None):
-        self.real = imp.train
         self.starts: dict[str, dict[str, torch.Tensor]] = {}
         self.at_step: dict[str, torch.Tensor] = {}
         self.calls = 0
         self.interrupt_call, self.interrupt_step, self.record_step = interrupt_call, interrupt_step, record_step
 
-    def __call__(self, model, mask, *args, desc, on_step=None, **kwargs):
+    def level_started(self, tag, model, mask):
         self.calls += 1
-        self.starts[desc] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.starts[tag] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-        def step_hook(step, trained):
-            if on_step is not None:
-                on_step(step, trained)
-            if step == self.record_step and desc.startswith("level 0"):
-                self.at_step = {k: v.detach().clone() for k, v in trained.state_dict().items()}
-            if self.calls == self.interrupt_call and step == self.interrupt_step:
-                raise KeyboardInterrupt
-
-        return self.real(model, mask, *args, desc=desc, on_step=step_hook, **kwargs)
+    def step_ended(self, tag, step, model):
+        if step == self.record_step and tag == "imp/level_0":
+            self.at_step = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.calls == self.interrupt_call and step == self.interrupt_step:
+            raise KeyboardInterrupt
 
 
 def level_files(paths: RunPaths, branch: str, level: int):
@@ -49,14 +44,8 @@ def finished(tiny_bert, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
     config = make_config(tiny_bert, out, levels=LEVELS, prune_fraction=0.5, control=["random-prune", "reinit"])
     spy = TrainSpy()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imp, "train", spy)
-        rows = run_lottery(config)
+    rows = run_lottery(config, spy)
     return config, RunPaths(out), rows, spy
-
-
-def desc_of(spy: TrainSpy, branch: str, level: int) -> str:
-    return next(d for d in spy.starts if d.startswith(f"level {level} ({branch},"))
 
 
 def test_density_after_each_level_and_masks_only_shrink(finished):
@@ -88,11 +77,11 @@ def test_pruned_weights_are_exactly_zero_after_training(finished):
 def test_survivors_equal_the_rewind_point_after_rewinding(finished):
     _, paths, _, spy = finished
     rewind = load_file(paths.rewind_point)
-    level0_start = spy.starts[next(d for d in spy.starts if d.startswith("level 0"))]
+    level0_start = spy.starts["imp/level_0"]
     assert all(torch.equal(level0_start[k], rewind[k]) for k in rewind)  # pretrained weights + seeded head
     for branch in ("imp", "random-prune"):
         for level in range(1, LEVELS + 1):
-            start = spy.starts[desc_of(spy, branch, level)]
+            start = spy.starts[f"{branch}/level_{level}"]
             mask = load_file(paths.level(branch, level).mask)
             for name, value in rewind.items():
                 expected = value * mask[name] if name in mask else value
@@ -114,7 +103,7 @@ def test_reinit_control_has_the_ticket_mask_and_fresh_survivors(finished):
     for level in range(1, LEVELS + 1):
         ticket = load_file(paths.level("imp", level).mask)
         assert all(torch.equal(load_file(paths.level("reinit", level).mask)[k], ticket[k]) for k in ticket)
-        start = spy.starts[desc_of(spy, "reinit", level)]
+        start = spy.starts[f"reinit/level_{level}"]
         for name, value in rewind.items():
             if name in ticket:
                 assert (start[name][~ticket[name]] == 0).all()
@@ -139,18 +128,14 @@ def test_a_killed_run_resumes_to_the_same_result(finished, tiny_bert, tmp_path):
     def make():
         return make_config(tiny_bert, out, levels=LEVELS, prune_fraction=0.5, control=controls)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imp, "train", TrainSpy(interrupt_call=6))  # level 2's random-prune control, mid-level
-        with pytest.raises(KeyboardInterrupt):
-            run_lottery(make())
+    with pytest.raises(KeyboardInterrupt):
+        run_lottery(make(), TrainSpy(interrupt_call=6))  # level 2's random-prune control, mid-level
     paths = RunPaths(out)
     assert paths.level("imp", 2).is_done() and not paths.level("random-prune", 2).is_done()
     assert not any(p.name.startswith(".") for p in out.rglob("*")), "a temporary file was left behind"
 
     spy = TrainSpy()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imp, "train", spy)
-        run_lottery(make())
+    run_lottery(make(), spy)
     assert spy.calls == 1 + LEVELS * len(BRANCHES) - 5  # finished levels are not trained again
     assert torch.equal(
         load_file(paths.rewind_point)["classifier.weight"], load_file(done_paths.rewind_point)["classifier.weight"]
@@ -169,15 +154,13 @@ def test_a_killed_run_resumes_to_the_same_result(finished, tiny_bert, tmp_path):
 def test_rewind_to_step_k_saves_the_weights_after_k_steps(tiny_bert, tmp_path):
     config = make_config(tiny_bert, tmp_path / "run", levels=1, rewind_to="step:2")
     spy = TrainSpy(record_step=2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imp, "train", spy)
-        run_lottery(config)
+    run_lottery(config, spy)
     rewind = load_file(RunPaths(tmp_path / "run").rewind_point)
-    pretrained = spy.starts[next(d for d in spy.starts if d.startswith("level 0"))]
+    pretrained = spy.starts["imp/level_0"]
     assert all(torch.equal(rewind[k], spy.at_step[k]) for k in rewind)
     assert not torch.equal(rewind["bert.pooler.dense.weight"], pretrained["bert.pooler.dense.weight"])
     mask = load_file(RunPaths(tmp_path / "run").level("imp", 1).mask)
-    start = spy.starts[desc_of(spy, "imp", 1)]
+    start = spy.starts["imp/level_1"]
     pooler = "bert.pooler.dense.weight"
     assert torch.equal(start[pooler], rewind[pooler] * mask[pooler])
 
