@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx2  # huggingface_hub 2.x talks HTTP through it
 import huggingface_hub
-from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from .errors import LotteryError
@@ -35,13 +41,22 @@ def load_model_config(name: str, revision: str | None = None):
     except RevisionNotFoundError:
         raise LotteryError(f"model {name!r} has no revision {revision!r}") from None
     except (OSError, ValueError) as err:
-        if huggingface_hub.constants.HF_HUB_OFFLINE or "connect" in str(err).lower():
+        if huggingface_hub.constants.HF_HUB_OFFLINE or _unreachable(err):
             raise LotteryError(
                 f"model {name!r} is not in the local cache and the Hugging Face Hub could not be reached "
                 "(offline?); pass the path of a local folder saved with save_pretrained"
             ) from None
         raise LotteryError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
     return config
+
+
+def _unreachable(err: BaseException | None) -> bool:
+    """Whether the Hub could not be reached: the error, or one it was raised from, is a connection failure."""
+    while err is not None:
+        if isinstance(err, (LocalEntryNotFoundError, httpx2.TransportError, ConnectionError)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def load_tokenizer(name: str, model: PreTrainedModel, revision: str | None = None):
