@@ -44,6 +44,7 @@ from .methods import asked_methods
 from .paths import RunPaths
 from .rows import LevelResult
 from .rundir import check_run_dir, start_run_dir
+from .strategies import STRATEGIES
 from .tasks import Metric, kind_of_model
 
 TrainFn = Callable[[PreTrainedModel, Mask, int], "float | Mapping[str, float]"]
@@ -86,6 +87,11 @@ def find_ticket(
     if stopping:
         option = fields(stopping[0].arguments)[0].name
         raise LotteryError(f"{option} stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
+    if STRATEGIES.choose(prune_args.strategy).calibrated:
+        raise LotteryError(
+            f"--strategy {prune_args.strategy} scores from calibration data, which train_fn keeps to itself: use "
+            "`hf-lottery prune`"
+        )
     if prune_args.replicates > 1:
         raise LotteryError(
             "find_ticket runs one replicate: its model is one initialisation and train_fn's seeds are yours; "

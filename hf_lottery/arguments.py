@@ -222,7 +222,11 @@ class TrainArguments:
 
 
 # How the kept weights are allocated among the scores (``hf_lottery.pruning.allocate``), with the card's words.
-SCOPES = {"global": "one global threshold over all prunable tensors", "layer": "the same fraction in each tensor"}
+SCOPES = {
+    "global": "one global threshold over all prunable tensors",
+    "layer": "the same fraction in each tensor",
+    "row": "the same fraction in each output row",
+}
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,8 @@ class PruneArguments:
         default="global",
         metadata=help_(
             "How the weights to keep are allocated among the scores: global (one threshold over all prunable "
-            "tensors) or layer (the same fraction in each tensor)."
+            "tensors), layer (the same fraction in each tensor) or row (the same fraction in each output row, "
+            "as Wanda compares)."
         ),
     )
     strategy: str = field(

@@ -35,6 +35,7 @@ from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
 from .rundir import open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
 from .storage import load_tensors, save_weights
+from .strategies import STRATEGIES
 from .tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 from .training import total_optimizer_steps, train
 
@@ -89,6 +90,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None) -> Run:
     rewind_step = config.prune.rewind_step
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
+    STRATEGIES.choose(config.prune.strategy)(config.plugin(config.prune.strategy)).check(len(data.train))
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun

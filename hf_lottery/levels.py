@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -19,6 +20,7 @@ from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_model as load_weights_into
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from .arguments import PruneArguments
 from .calibration import input_norms
@@ -115,6 +117,12 @@ class Run:
         name = self.prune.strategy
         return STRATEGIES.choose(name)(self.config.plugin(name))
 
+    @cached_property
+    def transposed(self) -> frozenset[str]:
+        """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
+        names = {f"{name}.weight" for name, module in self.model.named_modules() if isinstance(module, Conv1D)}
+        return frozenset(names & set(self.prunable))
+
     def control(self, name: str) -> Control:
         """A control of the run, with its own options."""
         return CONTROLS.choose(name)(self.config.plugin(name))
@@ -172,7 +180,7 @@ class Run:
         The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
         from ``model`` for this draw."""
         context = ScoringContext(
-            weights=weights, previous=previous, density=density, scope=self.prune.scope,
+            weights=weights, previous=previous, density=density, scope=self.prune.scope, transposed=self.transposed,
             inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
         )  # fmt: skip
         mask = self.strategy().prune(context)

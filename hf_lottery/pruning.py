@@ -2,11 +2,12 @@
 (a control's).
 
 ``keep_counts`` gives how many weights survive a density (one total, or one count per tensor: ``--scope``);
-``magnitude_prune`` and ``random_prune`` choose which. The level schedule is ``PruneArguments.level_densities``;
-the strategies live in ``hf_lottery/strategies/`` and call ``magnitude_prune`` on their scores; the controls live
-in ``hf_lottery/controls/``, where ``random-prune`` calls ``random_prune``.
+``magnitude_prune`` and ``random_prune`` choose which; ``row_prune`` keeps the same share of each output row.
+The level schedule is ``PruneArguments.level_densities``; the strategies live in ``hf_lottery/strategies/`` and
+call these kernels on their scores; the controls live in ``hf_lottery/controls/``, where ``random-prune`` calls
+``random_prune``.
 
-Both kernels only remove weights that are still alive, so masks only ever shrink, and remove an exact
+Every kernel only removes weights that are still alive, so masks only ever shrink, and removes an exact
 count: ties at the magnitude threshold are broken by position, never by chance. Magnitude selection is an
 exact two-level radix select over the weights' float bits, streaming over the tensors with no concatenated
 copy and no sort.
@@ -116,6 +117,32 @@ def _prune_group(weights: dict[str, torch.Tensor], mask: Mask, names: list[str],
                 kept[ties] = False
                 ties_to_remove -= len(ties)
         new[n] = out.view(mask[n].shape)
+    return new
+
+
+@torch.no_grad()
+def row_prune(
+    scores: dict[str, torch.Tensor], mask: Mask, density: float, transposed: frozenset[str] = frozenset()
+) -> Mask:
+    """Keep, in every output row of every tensor, the ``round(row length x density)`` highest-scoring alive
+    weights (all of a row's alive weights when fewer are alive); ties go to the earlier position.
+
+    An output row is a row of ``nn.Linear``'s ``(out, in)`` weight and a column of the names in ``transposed``
+    (GPT-2's ``Conv1D`` stores ``(in, out)``); a 1-D tensor is one row.
+    """
+    new: Mask = {}
+    for name, alive in mask.items():
+        flip = name in transposed and alive.dim() == 2
+        score = scores[name].detach().float().abs().cpu()
+        score, kept_before = (score.T, alive.T) if flip else (score, alive)
+        rows = score.reshape(-1, score.shape[-1]) if score.dim() > 1 else score.reshape(1, -1)
+        alive_rows = kept_before.reshape(rows.shape)
+        keep = min(round(rows.shape[1] * density), rows.shape[1])
+        order = torch.where(alive_rows, rows, -torch.inf).sort(dim=1, descending=True, stable=True).indices
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(rows.shape[1]).expand_as(order))
+        kept = (rank < keep) & alive_rows
+        kept = kept.reshape(score.shape)
+        new[name] = (kept.T if flip else kept).contiguous()
     return new
 
 

@@ -13,6 +13,7 @@ STRATEGIES: Registry[PruningStrategy] = Registry(
     "--strategy",
     {
         "magnitude": "hf_lottery.strategies.magnitude:Magnitude",
+        "wanda": "hf_lottery.strategies.wanda:Wanda",
     },
 )
 

@@ -4,10 +4,10 @@ A new strategy is one module with a subclass of ``PruningStrategy`` plus one lin
 ``hf_lottery.strategies.STRATEGIES``; ``--strategy NAME`` chooses it. A subclass sets ``name`` and ``description``
 (the card's words for it), optionally ``arguments`` (a dataclass of its own options, see ``Plugin``),
 and implements ``scores``: one non-negative score per weight, higher kept. The run allocates the kept share among
-the scores (``--scope``: one global threshold, or the same fraction per tensor), only among weights still alive
-(masks only shrink), keeping exactly the survivors the density asks for, with ties broken by position, never by
-chance, so that a resumed run computes the same mask. A strategy that needs more than a rule over scores
-overrides ``prune``.
+the scores (``--scope``: one global threshold, the same fraction per tensor, or per output row), only among
+weights still alive (masks only shrink), keeping exactly the survivors the density asks for, with ties broken by
+position, never by chance, so that a resumed run computes the same mask. A strategy that needs more than a rule
+over scores overrides ``prune``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from ..errors import LotteryError
 from ..masks import Mask
-from ..pruning import keep_counts, magnitude_prune
+from ..pruning import keep_counts, magnitude_prune, row_prune
 from ..registry import Plugin
 
 
@@ -39,6 +39,7 @@ class ScoringContext:
     density: float
     scope: str = "global"
     units: str = "element"
+    transposed: frozenset[str] = frozenset()  # weights stored (in, out), as GPT-2's Conv1D: rows are columns
     inputs: Callable[[int], dict[str, torch.Tensor]] | None = None
 
     def input_norms(self, samples: int) -> dict[str, torch.Tensor]:
@@ -56,6 +57,11 @@ class ScoringContext:
 class PruningStrategy(Plugin):
     name: ClassVar[str]
     description: ClassVar[str]  # for the card: "by magnitude"
+    calibrated: ClassVar[bool] = False  # scores from calibration data (``ScoringContext.input_norms``)
+
+    def check(self, train_examples: int) -> None:
+        """Refuse, in one line and before anything is written, a run this strategy cannot score (it has
+        ``train_examples`` training examples); nothing by default."""
 
     def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
         """One non-negative score per prunable weight, by parameter name; the highest are kept."""
@@ -64,5 +70,7 @@ class PruningStrategy(Plugin):
     def prune(self, context: ScoringContext) -> Mask:
         """The mask that keeps ``context.density`` of the prunable weights, chosen among those alive in
         ``context.previous`` by their scores, allocated by ``context.scope``."""
-        keep = keep_counts(context.previous, context.density, context.scope)
-        return magnitude_prune(dict(self.scores(context)), context.previous, keep)
+        scores = dict(self.scores(context))
+        if context.scope == "row":
+            return row_prune(scores, context.previous, context.density, context.transposed)
+        return magnitude_prune(scores, context.previous, keep_counts(context.previous, context.density, context.scope))
