@@ -1,5 +1,6 @@
 """Held-out scores: every level is also scored on a test split that never chooses a level."""
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -205,6 +206,5 @@ def test_a_hub_test_split_is_loaded_like_the_validation_split():
         ("dev", "someone/reviews has no split 'dev' (its splits: train, validation, test, hidden)"),
         ("hidden", "someone/reviews (hidden): label -1 is outside 0..1"),
     ]:
-        args.test_split = split
         with pytest.raises(LotteryError, match=re.escape(message)):
-            kind.load_data(args)
+            kind.load_data(dataclasses.replace(args, test_split=split))

@@ -1,5 +1,6 @@
 """Token classification: CoNLL/CoNLL-U reading, label alignment, entity F1 and an IMP run on a tiny BERT."""
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,8 +201,7 @@ def test_hub_class_label_tags(monkeypatch):
 
 def test_hub_string_tags_and_length_mismatch(monkeypatch):
     train = Dataset.from_dict({"words": [["a", "b"], ["c"]], "pos": [["NOUN", "VERB"], ["DET"]]})
-    args = fake_hub(monkeypatch, train, train)
-    args.text_columns, args.label_column = ["words"], "pos"
+    args = dataclasses.replace(fake_hub(monkeypatch, train, train), text_columns=["words"], label_column="pos")
     data = KIND.load_data(args)
     assert data.label_names == ["DET", "NOUN", "VERB"] and data.train.tags == [[1, 2], [0]]
     assert data.metric.name == "accuracy"
