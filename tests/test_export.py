@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_lottery import export_ticket, load_ticket
 from hf_lottery.cli import main
+from hf_lottery.config import RunConfig
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
@@ -179,7 +180,8 @@ def test_a_run_written_by_hf_lottery_0_1_resumes_and_exports(tiny_bert, tmp_path
     run_lottery(config)
     paths = RunPaths(tmp_path / "run")
     new_fields = {"task_kind", "dataset_name", "dataset_config", "mlm_probability"}
-    flat = {k: v for k, v in config.flat().items() if k not in new_fields}
+    saved = RunConfig.from_dict(read_json(paths.config)).flat()  # as it ran: the launcher's settings filled in
+    flat = {k: v for k, v in saved.items() if k not in new_fields}
     paths.config.write_text(json.dumps({**flat, "hf_lottery_command": "prune"}))
     for metrics in [paths.level("imp", 0).metrics, paths.level("imp", 1).metrics]:
         metrics.write_text(json.dumps({k: v for k, v in read_json(metrics).items() if k != "greater_is_better"}))
