@@ -123,10 +123,16 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        for name in ("train_file", "validation_file", "test_file"):
+            path = getattr(self, name)
+            if path is not None and Path(path).is_dir():  # else its reader says "no such file", or worse
+                raise LotteryError(f"--{name.replace('_', '-')} {path} is a directory; give a file")
         if (self.train_file is None) != (self.validation_file is None):
             raise LotteryError("give both --train-file and --validation-file")
         if self.dataset_name is not None and self.train_file is not None:
             raise LotteryError("give --dataset-name or --train-file/--validation-file, not both")
+        if self.dataset_config is not None and self.dataset_name is None:  # nothing would read it
+            raise LotteryError("--dataset-config needs --dataset-name: it names a configuration of that data set")
         self._check_test()
         if self.text_columns is not None and len(self.text_columns) not in (1, 2):
             raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")

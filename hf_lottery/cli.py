@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,24 @@ class _Parser(HfArgumentParser):
         field = copy.copy(field)
         field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "role"})
         HfArgumentParser._parse_dataclass_field(parser, field)
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Refuse what no option takes, before the dataclasses are built: a misspelt option is the error to show,
+        not what its absence makes ``__post_init__`` say; one line, as argparse words it."""
+        namespace, leftovers = super().parse_known_args(args, namespace)
+        if leftovers:
+            options = [arg for arg in leftovers if arg.startswith("-")] or leftovers
+            raise LotteryError("unrecognized arguments: " + " ".join(self._suggest(arg) for arg in options))
+        return namespace, leftovers
+
+    def _suggest(self, arg: str) -> str:
+        """``arg`` with the nearest option (Python 3.11's argparse suggests none), compared without the dashes so
+        that they do not make every option look alike."""
+        if not arg.startswith("--"):
+            return arg
+        known = [s[2:] for action in self._actions for s in action.option_strings if s[:2] == "--" and "_" not in s]
+        near = difflib.get_close_matches(arg.split("=", 1)[0][2:].replace("_", "-"), known, n=1)
+        return f"{arg} (did you mean --{near[0]}?)" if near else arg
 
 
 def parse_command(command: str, args: list[str]) -> RunConfig:

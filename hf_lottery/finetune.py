@@ -50,6 +50,8 @@ def run_finetune(config: RunConfig) -> list[LevelResult]:
     else:
         rewind, mask = _load_ticket(name, "rewind", revision)
         source = kind_of_model(rewind)
+        if source != kind.name:  # another kind than the ticket's (a .txt corpus is language modelling): say so first
+            accelerator.print(f"note: transfer: this {source} ticket trains as {kind.name}, under a new head")
         from_init = config.finetune.from_init
         if from_init is None:  # Chen et al.'s transfer: a masked-LM ticket is its mask on the pretrained weights
             from_init = source == "masked-lm" and kind.name != source

@@ -7,7 +7,9 @@ Every failure of the Hub client is one ``LotteryError`` line (``hub_errors``, wh
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -30,6 +32,8 @@ from .export import FACTS_FILE, SPARSE_FILE, TICKET_FILE, model_state
 from .masks import Mask, check_mask
 from .sparse import load_sparse, read_sparse_header
 from .tasks import get_task_kind
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -70,7 +74,8 @@ def load_ticket(
 
     ``weights="trained"`` gives the trained sparse model, ``"rewind"`` the rewind-point weights (the
     ticket's winning initialisation). Only ``config.json`` and one sparse file are downloaded; nothing is
-    unpickled, and repository code runs only with ``trust_remote_code=True``. ``dtype`` (e.g.
+    unpickled, and repository code runs only with ``trust_remote_code=True`` (without, a config.json naming
+    some, in ``auto_map``, loads as the stock class, with one warning). ``dtype`` (e.g.
     ``torch.bfloat16``; None keeps the file's) casts the floating tensors, ``device`` (None: CPU) places the
     model. ``sparse_inference=True`` returns the model ready for fast CPU inference
     (``sparsify_for_inference``: no training).
@@ -93,6 +98,8 @@ def load_ticket(
         raise LotteryError(
             f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
         ) from None
+    if not trust_remote_code and getattr(config, "auto_map", None):
+        _note_ignored_code(str(repo_or_path), config.model_type)
     header, header_masks = read_sparse_header(folder / filename)
     _check_layer_count(config, header, filename)
     file_dtype = config.dtype or _floating_dtype(header)
@@ -117,6 +124,15 @@ def load_ticket(
 
         sparsify_for_inference(model, masks=masks)
     return model, masks
+
+
+@functools.cache  # once per ticket and process, as transformers' warning_once: finetune loads a ticket twice
+def _note_ignored_code(where: str, model_type: str) -> None:
+    """Say that a ticket's own code was not run: the stock class may not be the model its author meant."""
+    logger.warning(
+        f"{where}: config.json's auto_map names the repository's own code; it was ignored and the stock transformers "
+        f"{model_type} model is loaded (trust_remote_code=False)"
+    )
 
 
 def _check_layer_count(config: PretrainedConfig, header: dict[str, torch.Tensor], filename: str) -> None:
