@@ -1,6 +1,7 @@
 """Export one level of a finished run as a ticket repository folder (what ``push`` uploads).
 
-The folder is written to a temporary sibling and renamed into place, so it is complete or absent.
+The folder is written to a temporary sibling and renamed into place, so it is complete or absent; a sibling lock
+(``.OUT.lock`` for folder ``OUT``) keeps two exports from writing the same folder at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .config import RunConfig
 from .errors import LotteryError
 from .paths import IMP, LevelPaths, RunPaths
 from .rows import DEFAULT_TOLERANCE, LevelResult, best_ticket, read_results
+from .rundir import folder_lock
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
 from .tasks import Metric, TaskKind, get_task_kind
@@ -142,8 +144,7 @@ def export_ticket(
     """Write the repository folder of one level; return its facts (also saved as ``ticket.json``)."""
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise LotteryError(f"{out_dir} exists and is not empty")
+    _refuse_non_empty(out_dir)
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
     if not level_paths.weights.exists():
@@ -170,7 +171,16 @@ def export_ticket(
         shutil.copy2(run.paths.plot, folder / run.paths.plot.name)
         (folder / "README.md").write_text(card, encoding="utf-8")
 
-    if out_dir.exists():
-        out_dir.rmdir()  # empty: replaced atomically below
-    write_folder(out_dir, write)
+    target = out_dir.resolve()
+    lock = target.with_name(f".{target.name}.lock")  # beside the folder, never in what is shipped
+    with folder_lock(lock, out_dir, "wait for it to end, or export into another folder"):
+        _refuse_non_empty(out_dir)  # again: another export may have written it since
+        if out_dir.exists():
+            out_dir.rmdir()  # empty: replaced atomically below
+        write_folder(out_dir, write)
     return facts
+
+
+def _refuse_non_empty(out_dir: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise LotteryError(f"{out_dir} exists and is not empty")

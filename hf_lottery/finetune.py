@@ -12,6 +12,7 @@ seeded one on the ticket's body (a masked-LM ticket transferred to SST-2).
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack
 
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
@@ -24,7 +25,7 @@ from .model import load_model_config, load_tokenizer
 from .paths import IMP
 from .report import write_results
 from .rows import LevelResult
-from .rundir import open_run_dir, resolve_start, save_level, start_run_dir
+from .rundir import lock_run_dir, open_run_dir, resolve_start, save_level, start_run_dir
 from .storage import save_weights
 from .tasks import TASK_KINDS, kind_of_model, resolve_task_kind
 from .tickets import load_ticket
@@ -32,6 +33,13 @@ from .training import train
 
 
 def run_finetune(config: RunConfig) -> list[LevelResult]:
+    """Fine-tune (or resume) the ticket; return the run's result row. The run directory stays locked from its
+    first write to the results, errors included."""
+    with ExitStack() as held:
+        return _finetune(config, held)
+
+
+def _finetune(config: RunConfig, held: ExitStack) -> list[LevelResult]:
     resolved = resolve_start(config)
     accelerator = make_accelerator(resolved.apply(config).train)
     name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed
@@ -65,6 +73,7 @@ def run_finetune(config: RunConfig) -> list[LevelResult]:
         )
     tokenizer = load_tokenizer(name, model, revision)
     prepared = kind.prepare(data, tokenizer, config.data, accelerator)
+    held.enter_context(lock_run_dir(paths, config, accelerator))
     start_run_dir(paths, config, model, tokenizer, accelerator, base)
     accelerator.init_trackers("hf-lottery", config={k: str(v) for k, v in config.flat().items()})
     level = paths.level(IMP, 0)

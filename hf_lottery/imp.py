@@ -15,6 +15,7 @@ body plus the head's seeded random initialisation, exactly what level 0 started 
 from __future__ import annotations
 
 import copy
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ from .methods import asked_methods
 from .model import load_model_config, load_tokenizer
 from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
-from .rundir import open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
+from .rundir import lock_run_dir, open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
 from .storage import load_tensors, save_weights
 from .strategies import STRATEGIES
 from .tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
@@ -74,10 +75,12 @@ def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *
     return LoadedTask(config, kind, paths, data, model, tokenizer)
 
 
-def prepare_run(config: RunConfig, events: RunEvents | None = None) -> Run:
+def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitStack | None = None) -> Run:
     """Check the config, model, run directory and data; write the config only when all of them are good.
 
-    The run reads the config as resolved (``Resolved``); ``config.json`` records that."""
+    The run reads the config as resolved (``Resolved``); ``config.json`` records that. The run directory's lock
+    is taken on ``held`` before the first write and kept until the caller closes it; without ``held`` none is
+    taken (a replicate runs inside its run directory, under that directory's lock)."""
     resolved = resolve_start(config)
     accelerator = make_accelerator(resolved.apply(config).train)
     densities = config.prune.level_densities()
@@ -94,6 +97,8 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None) -> Run:
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
+    if held is not None:
+        held.enter_context(lock_run_dir(task.paths, config, accelerator))
     for method in asked_methods(config.plugins):
         method.check(task.paths)
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)

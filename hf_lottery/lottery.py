@@ -6,6 +6,8 @@ table, plot and ``results.json`` give each level's mean and std over the replica
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from .config import RunConfig
 from .imp import DryRun, prepare_run, run_levels
 from .levels import Run, RunEvents
@@ -20,9 +22,15 @@ def run_lottery(config: RunConfig, events: RunEvents | None = None) -> list[Leve
 
     Replicate 0 is the run itself; each other replicate is prepared like it (its own model load, so that its task
     head is drawn from its own seed) and trained into its own folder. ``events`` observe every training.
+    The run directory stays locked from its first write to the last results, errors included.
     """
+    with ExitStack() as held:
+        return _run_lottery(config, events, held)
+
+
+def _run_lottery(config: RunConfig, events: RunEvents | None, held: ExitStack) -> list[LevelResult]:
     try:
-        run = prepare_run(config, events)
+        run = prepare_run(config, events, held)
     except DryRun:
         return []
     rows = train_and_report(run)

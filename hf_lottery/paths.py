@@ -31,6 +31,8 @@ Some names live next to the code that writes them, not here:
 - Atomic writes (``storage.py``): a file or folder is written to a ``.<name>.tmp-*`` sibling and renamed into
   place, and a folder is renamed to one before it is deleted; the next run removes any a kill left behind.
 - With ``--report-to tensorboard``, Accelerate writes TensorBoard's event files under the run directory.
+- The lock of the invocation using the directory (``rundir.py``): ``.hf-lottery.lock``, and beside it while held
+  ``.hf-lottery.lock.pid``; neither is part of the run.
 """
 
 from __future__ import annotations

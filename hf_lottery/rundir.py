@@ -1,18 +1,25 @@
-"""A run directory: named, checked against the run it holds, started, and filled level by level.
+"""A run directory: named, checked against the run it holds, locked, started, and filled level by level.
 
 A run directory is checked before anything is loaded and written only once the model and data are good, so
-bad input leaves nothing behind. A level is complete once its ``metrics.json`` is written, last.
+bad input leaves nothing behind. A level is complete once its ``metrics.json`` is written, last. One
+invocation at a time owns it: the lock is taken just before the first write and held to the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from filelock import FileLock, Timeout
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .arguments import DataArguments
@@ -25,6 +32,11 @@ from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
 from .storage import read_json, remove_folder, save_tensors, save_weights, write_folder, write_json, write_text
 from .tasks import TEST_PREFIX, Metric, TaskKind
+
+# The run directory's lock, and beside it the PID of its holder (a separate file: filelock may truncate the lock
+# file on every attempt to take it). Neither is part of the run: checks, clean-ups and export skip both.
+LOCK_FILE = ".hf-lottery.lock"
+PID_SUFFIX = ".pid"
 
 
 def default_output_dir(config: RunConfig) -> Path:
@@ -48,7 +60,7 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in changed[:3])
             raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
-    elif paths.root.exists() and any(paths.root.iterdir()):
+    elif paths.root.exists() and any(not item.name.startswith(LOCK_FILE) for item in paths.root.iterdir()):
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
 
 
@@ -80,6 +92,62 @@ def open_run_dir(config: RunConfig) -> RunPaths:
     paths = RunPaths(Path(config.output_dir))
     check_run_dir(paths, config)
     return paths
+
+
+@contextmanager
+def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
+    """Hold ``lock_file`` (created if missing, never deleted) while the block runs, or refuse at once, naming
+    ``folder`` and the PID that holds it, then ``hint``.
+
+    An OS file lock: one whose holder died (kill -9 included) is free again, so a stale lock file never blocks.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock, pid_file = FileLock(str(lock_file)), lock_file.with_name(lock_file.name + PID_SUFFIX)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = f"PID {int(pid_file.read_text(encoding='utf-8'))}"
+        except (OSError, ValueError):  # its holder has not written it yet
+            holder = "PID unknown"
+        raise LotteryError(f"{folder} is in use by another hf-lottery process ({holder}); {hint}") from None
+    except NotImplementedError:  # a file system without flock, where older filelocks have no fallback
+        lock = None
+    if lock is None:
+        print(f"note: {folder} cannot be locked on its file system; use it from one hf-lottery at a time",
+              file=sys.stderr)  # fmt: skip
+        yield  # unguarded, as before there were locks
+        return
+    try:
+        pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")  # in place: a kill leaves no temporary file
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
+
+
+@contextmanager
+def lock_run_dir(paths: RunPaths, config: RunConfig, accelerator: Accelerator) -> Iterator[None]:
+    """The run directory, owned by this invocation while the block runs (call it on every process).
+
+    The processes of one launch are one run: the main process takes the lock and checks the directory again
+    (another run may have written it since it was first checked), and every process hears how that went, so
+    all of them stop with the same error rather than some waiting forever for the others.
+    """
+    with ExitStack() as held:
+        failure: list[str | None] = [None]
+        cause = None
+        if accelerator.is_main_process:
+            try:
+                held.enter_context(folder_lock(paths.root / LOCK_FILE, paths.root,
+                                               "wait for it to end, or choose another --output-dir"))  # fmt: skip
+                check_run_dir(paths, config)
+            except Exception as err:  # told to every process, or the others would wait for this one forever
+                failure, cause = [str(err) if isinstance(err, LotteryError) else f"{type(err).__name__}: {err}"], err
+        broadcast_object_list(failure)
+        if failure[0] is not None:
+            raise LotteryError(failure[0]) from cause
+        yield
 
 
 def start_run_dir(
