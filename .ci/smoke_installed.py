@@ -8,9 +8,10 @@ from pathlib import Path
 
 import hf_lottery
 
-SOURCE = Path(__file__).resolve().parent.parent
-installed = Path(hf_lottery.__file__).resolve()
-assert SOURCE not in installed.parents, f"imported the source tree ({installed}), not the installed wheel"
+SOURCE = Path(__file__).resolve().parent.parent / "hf_lottery"
+installed = Path(hf_lottery.__file__).resolve().parent
+# The venv may live inside the checkout (CI's does): what matters is that the package is not the source folder.
+assert installed != SOURCE and "site-packages" in installed.parts, f"imported {installed}, not the installed wheel"
 for module in pkgutil.walk_packages(hf_lottery.__path__, "hf_lottery."):
     if module.name != "hf_lottery.__main__":
         __import__(module.name)
@@ -29,4 +30,4 @@ with tempfile.TemporaryDirectory() as tmp:
     ticket, masks = hf_lottery.load_ticket(f"{tmp}/ticket")
     kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     assert abs(kept - 0.5) < 0.01, kept
-print(f"installed wheel OK: {installed.parent}", file=sys.stderr)
+print(f"installed wheel OK: {installed}", file=sys.stderr)
