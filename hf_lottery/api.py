@@ -43,7 +43,7 @@ from .masks import Mask, MaskEnforcer, apply_mask, select_prunable
 from .methods import asked_methods
 from .paths import RunPaths
 from .rows import LevelResult
-from .rundir import check_run_dir, start_run_dir
+from .rundir import FACT_KEYS, check_run_dir, start_run_dir
 from .strategies import STRATEGIES
 from .tasks import Metric, kind_of_model
 
@@ -56,7 +56,7 @@ def find_ticket(
     *,
     run_config: Mapping[str, Any],
     output_dir: str | Path,
-    metric: str = "metric",
+    metric: str = "score",
     greater_is_better: bool = True,
     tokenizer=None,
     accelerator: Accelerator | None = None,
@@ -79,6 +79,8 @@ def find_ticket(
     unknown = sorted(set(prune) - options)
     if unknown:
         raise TypeError(f"find_ticket() got unexpected pruning option(s): {', '.join(unknown)}")
+    if metric in FACT_KEYS:
+        raise LotteryError(f"metric={metric!r} names a fact every level records; call the metric otherwise")
     name = getattr(model, "name_or_path", None) or type(model).__name__
     config = RunConfig.build("api", model_name_or_path=name, seed=seed, output_dir=str(output_dir), **prune)
     prune_args = config.prune

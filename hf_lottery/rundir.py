@@ -207,6 +207,17 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
     write_text(paths.config, old.to_json())
 
 
+def level_facts(paths: LevelPaths, sparsity: float, metric: Metric) -> dict:
+    """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost)."""
+    return {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
+            "greater_is_better": metric.greater_is_better}  # fmt: skip
+
+
+# The keys of metrics.json that are not scores: a metric may not be named like one.
+FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
+                       "command", "path", "total_steps", "replicates", "mean", "std"})  # fmt: skip
+
+
 def save_level(
     accelerator: Accelerator, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict, metric: Metric
 ) -> None:
@@ -217,8 +228,7 @@ def save_level(
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
-        info = {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
-                "greater_is_better": metric.greater_is_better}  # fmt: skip
+        info = level_facts(paths, sparsity, metric)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
         line = (

@@ -122,3 +122,14 @@ def test_find_ticket_runs_one_shot_targets_from_the_dense_level(tiny_bert, tmp_p
         ("one-shot", 0.8),
     ]
     assert train_fn.calls == [0, 1, 1] and all(train_fn.pruned_grads_zero)
+
+
+def test_a_train_fn_that_returns_a_number_gives_rows_with_that_score(tiny_bert, tmp_path):
+    def train_fn(model, mask, level):
+        return 0.5 + level / 10
+
+    rows = find_ticket(make_model(tiny_bert), train_fn, run_config={}, output_dir=tmp_path / "run", levels=1)
+    assert [(r.metric, r.value) for r in rows] == [("score", 0.5), ("score", 0.6)]
+    with pytest.raises(LotteryError, match="metric='sparsity' names a fact every level records"):
+        find_ticket(make_model(tiny_bert), train_fn, run_config={}, output_dir=tmp_path / "x", levels=1,
+                    metric="sparsity")  # fmt: skip
