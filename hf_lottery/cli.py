@@ -228,19 +228,23 @@ def main(argv: Sequence[str] | None = None, events: RunEvents | None = None) -> 
     except LotteryError as err:
         if debug:
             raise
-        print(f"hf-lottery: error: {err}", file=sys.stderr)
+        _error_line(f"hf-lottery: error: {err}")
         return 1
     except SystemExit as exit_:  # argparse: --help, or a usage error it has already printed
         return exit_.code if isinstance(exit_.code, int) else 1
     except KeyboardInterrupt:
-        print("hf-lottery: interrupted; run the same command again to resume", file=sys.stderr)
+        _error_line("hf-lottery: interrupted; run the same command again to resume")
         return 130
     except Exception as err:  # a bug or an environment problem: still one line unless --debug
         if debug:
             raise
         first = str(err).splitlines()[0] if str(err) else ""
-        print(
-            f"hf-lottery: error: {type(err).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr
-        )
+        _error_line(f"hf-lottery: error: {type(err).__name__}: {first} (rerun with --debug for the traceback)")
         return 1
     return 0
+
+
+def _error_line(line: str) -> None:
+    """One line on stderr in one write, so the processes of a launch never interleave theirs."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
