@@ -259,7 +259,10 @@ class PruneArguments:
     )
     strategy: str = field(
         default="magnitude",
-        metadata=help_("The scoring rule that ranks the weights (hf_lottery.strategies): magnitude (|weight|)."),
+        metadata=help_(
+            "The scoring rule that ranks the weights (hf_lottery.strategies): magnitude (|weight|) or wanda "
+            "(|weight| x the L2 norm of its input on --calibration-samples training examples)."
+        ),
     )
     include: list[str] | None = field(
         default=None,
