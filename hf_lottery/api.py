@@ -44,7 +44,6 @@ from .methods import asked_methods
 from .paths import RunPaths
 from .rows import LevelResult
 from .rundir import FACT_KEYS, check_run_dir, start_run_dir
-from .strategies import STRATEGIES
 from .tasks import Metric, kind_of_model
 
 TrainFn = Callable[[PreTrainedModel, Mask, int], "float | Mapping[str, float]"]
@@ -89,7 +88,7 @@ def find_ticket(
     if stopping:
         option = fields(stopping[0].arguments)[0].name
         raise LotteryError(f"{option} stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
-    if STRATEGIES.choose(prune_args.strategy).calibrated:
+    if config.strategy().calibrated:
         raise LotteryError(
             f"--strategy {prune_args.strategy} scores from calibration data, which train_fn keeps to itself: use "
             "`hf-lottery prune`"

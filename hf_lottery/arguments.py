@@ -41,6 +41,16 @@ def role(f: dataclasses.Field) -> str:
     return f.metadata.get("role", IDENTITY)
 
 
+def sparsities(owner: object, name: str) -> None:
+    """Check that the sparsities of the field ``name`` lie in (0, 1), and keep them sorted and each once: the same
+    run has one name."""
+    values = getattr(owner, name)
+    bad = [s for s in values if not 0.0 < s < 1.0]
+    if bad:
+        raise LotteryError(f"--{name.replace('_', '-')} sparsities must be in (0, 1), got {bad[0]}")
+    object.__setattr__(owner, name, sorted(set(values)))  # the argument dataclasses are frozen
+
+
 def positive(owner: object, *names: str) -> None:
     """Refuse values below 1 of the named fields (None means "not set" and passes)."""
     for name in names:

@@ -27,11 +27,11 @@ from .arguments import (
     TrainArguments,
     role,
 )
-from .controls import CONTROLS
+from .controls import CONTROLS, Control
 from .errors import LotteryError
 from .methods import METHODS, asked_methods
 from .registry import Registry
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, PruningStrategy
 from .tasks import TASK_KINDS
 
 # Version of the run directory layout written in config.json. 1: the flat config of hf-lottery 0.1 (no
@@ -169,6 +169,14 @@ class RunConfig:
     def plugin(self, name: str) -> Any:
         """The options of the plug-in ``name`` (None for a plug-in without options)."""
         return self.plugins.get(name)
+
+    def strategy(self) -> PruningStrategy:
+        """The run's scoring rule, with its own options."""
+        return STRATEGIES.choose(self.prune.strategy)(self.plugin(self.prune.strategy))
+
+    def control(self, name: str) -> Control:
+        """A control of the run, with its own options."""
+        return CONTROLS.choose(name)(self.plugin(name))
 
     @property
     def output_dir(self) -> str | None:

@@ -36,7 +36,6 @@ from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
 from .rundir import lock_run_dir, open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
 from .storage import load_tensors, save_weights
-from .strategies import STRATEGIES
 from .tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 from .training import total_optimizer_steps, train
 
@@ -93,7 +92,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     rewind_step = config.prune.rewind_step
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
-    STRATEGIES.choose(config.prune.strategy)(config.plugin(config.prune.strategy)).check(len(data.train))
+    config.strategy().check(len(data.train))
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -226,7 +225,7 @@ def _train_level(run: Run, branch: str, level: int) -> None:
     mask = run.shared_mask(lambda: _compute_mask(run, branch, level))
     start = None
     if branch != IMP:
-        control = run.control(branch)
+        control = run.config.control(branch)
 
         def start(model: PreTrainedModel) -> None:
             control.start(model, run.prunable, seed=run.config.train.seed)
@@ -244,4 +243,4 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
         return run.draw_mask(model, weights, previous, run.densities[level], what=f"level {level}")
     ticket = load_tensors(run.level_paths(IMP, level).mask)
     previous = load_tensors((run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)).mask)
-    return run.control(branch).mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)
+    return run.config.control(branch).mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)

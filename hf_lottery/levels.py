@@ -25,13 +25,12 @@ from transformers.pytorch_utils import Conv1D
 from .arguments import PruneArguments
 from .calibration import input_norms
 from .config import RunConfig
-from .controls import CONTROLS, Control
 from .masks import Mask, apply_mask
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .rundir import save_level
 from .sparse import pack_mask, unpack_mask
-from .strategies import STRATEGIES, PruningStrategy, ScoringContext
+from .strategies import ScoringContext
 from .tasks import Metric
 
 # Calibration examples: ``samples`` examples of the run's training data, one per batch (see ``calibration``).
@@ -112,20 +111,11 @@ class Run:
     def prune(self) -> PruneArguments:
         return self.config.prune
 
-    def strategy(self) -> PruningStrategy:
-        """The run's scoring rule, with its own options."""
-        name = self.prune.strategy
-        return STRATEGIES.choose(name)(self.config.plugin(name))
-
     @cached_property
     def transposed(self) -> frozenset[str]:
         """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
         names = {f"{name}.weight" for name, module in self.model.named_modules() if isinstance(module, Conv1D)}
         return frozenset(names & set(self.prunable))
-
-    def control(self, name: str) -> Control:
-        """A control of the run, with its own options."""
-        return CONTROLS.choose(name)(self.config.plugin(name))
 
     def tag(self, name: str) -> str:
         """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
@@ -183,7 +173,7 @@ class Run:
             weights=weights, previous=previous, density=density, scope=self.prune.scope, transposed=self.transposed,
             inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
         )  # fmt: skip
-        mask = self.strategy().prune(context)
+        mask = self.config.strategy().prune(context)
         emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
         if emptied and what is not None:
             self.accelerator.print(

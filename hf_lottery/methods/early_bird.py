@@ -26,7 +26,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..arguments import REACH, PruneArguments, TrainArguments, help_, positive
+from ..arguments import REACH, PruneArguments, TrainArguments, help_, positive, sparsities
 from ..errors import LotteryError
 from ..masks import Mask, apply_mask, prunable_weights
 from ..paths import IMP, RunPaths
@@ -65,10 +65,7 @@ class EarlyBirdArguments:
     )
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.early_bird if not 0.0 < s < 1.0]
-        if bad:
-            raise LotteryError(f"--early-bird sparsities must be in (0, 1), got {bad[0]}")
-        object.__setattr__(self, "early_bird", sorted(set(self.early_bird)))  # canonical: the same run, one name
+        sparsities(self, "early_bird")
         positive(self, "early_bird_every", "early_bird_window")
         if not 0.0 < self.early_bird_threshold < 1.0:
             raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from ..arguments import REACH, PruneArguments, help_
-from ..errors import LotteryError
+from ..arguments import REACH, PruneArguments, help_, sparsities
 from ..masks import Mask, prunable_weights
 from ..paths import IMP, LevelPaths
 from ..storage import load_tensors
@@ -28,10 +27,7 @@ class OneShotArguments:
     )
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.one_shot if not 0.0 < s < 1.0]
-        if bad:
-            raise LotteryError(f"--one-shot sparsities must be in (0, 1), got {bad[0]}")
-        object.__setattr__(self, "one_shot", sorted(set(self.one_shot)))  # canonical: the same run, one name
+        sparsities(self, "one_shot")
 
 
 class OneShot(Method):
