@@ -1,7 +1,7 @@
 """The offline demo: a tiny BERT built from a config and a toy task shipped in the package.
 
 It runs the real ``prune`` path end to end (model folder, local TSV files, IMP and both controls)
-with no network, in about 75 s on two CPU cores.
+with no network.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def build_tiny_bert(folder: Path, hidden_size: int = 64, num_attention_heads: in
 
 
 def demo_config(output_dir: str = "runs/demo") -> RunConfig:
-    """Three levels of 70% pruning (97.3% sparse) with both controls, small enough for about 75 s on two CPU cores."""
+    """Three levels of 70% pruning (97.3% sparse) with both controls, small enough to finish in minutes on a laptop."""
     model = build_tiny_bert(Path(output_dir).parent / "demo-tiny-bert")
     return RunConfig.build(
         "prune",
