@@ -46,7 +46,7 @@ def build_tiny_bert(folder: Path, hidden_size: int = 64, num_attention_heads: in
 
 
 def demo_config(output_dir: str = "runs/demo") -> RunConfig:
-    """Three levels of 70% pruning (97.3% sparse) with both controls, small enough to finish in minutes on a laptop."""
+    """Three levels of 70% pruning (97.3% sparse) with both controls, small enough to run on a CPU."""
     model = build_tiny_bert(Path(output_dir).parent / "demo-tiny-bert")
     return RunConfig.build(
         "prune",
