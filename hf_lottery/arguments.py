@@ -297,9 +297,9 @@ class PruneArguments:
         default="all",
         metadata=help_(
             "all: keep every level's trained weights. needed: keep every mask and metric, but the trained weights "
-            "only of level 0, the last IMP trunk level (to extend from) and the best ticket so far (to ship; with "
-            "--replicates, replicate 0 keeps every ticket level, since the mean chooses); the rest are deleted as "
-            "the run goes.",
+            "only of level 0, the last IMP trunk level (to extend from) and the best ticket so far (to ship; while "
+            "no pruned level is within tolerance, the best-scoring one; with --replicates, replicate 0 keeps every "
+            "ticket level, since the mean chooses); the rest are deleted as the run goes.",
             OUTPUT,
         ),
     )

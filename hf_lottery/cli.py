@@ -6,6 +6,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from transformers import HfArgumentParser
 
 from .config import RunConfig, sections
-from .errors import LotteryError
+from .errors import LotteryError, NoTicketError
 from .rows import DEFAULT_TOLERANCE
 from .version import __version__
 
@@ -193,6 +194,7 @@ def _run(config: RunConfig, events: RunEvents | None) -> None:
     from .finetune import run_finetune
     from .lottery import run_lottery
     from .report import format_table
+    from .rundir import default_output_dir
 
     hub = config.hub
     if hub.push_to_hub:
@@ -200,11 +202,20 @@ def _run(config: RunConfig, events: RunEvents | None) -> None:
 
         require_token()  # before hours of training, not after
     rows = run_finetune(config) if config.command == "finetune" else run_lottery(config, events)
+    run_dir = config.output_dir or str(default_output_dir(config))
     if rows:
         print(format_table(rows, rows[0].metric), end="")
-        print(f"results, tickets and sparsity_vs_metric.png are in {config.output_dir}")
+        print(f"results, tickets and sparsity_vs_metric.png are in {run_dir}")
     if hub.push_to_hub and rows and PartialState().is_main_process:
-        print(f"pushed: {push_ticket(config.output_dir, hub.push_to_hub, private=hub.hub_private)}")
+        try:
+            url = push_ticket(run_dir, hub.push_to_hub, private=hub.hub_private)
+        except NoTicketError as err:  # the run is finished and stays: say how to ship one of its levels anyway
+            raise LotteryError(
+                f"not pushed: {err.reason}; the results stay in {run_dir}, and `hf-lottery push {shlex.quote(run_dir)} "
+                f"{hub.push_to_hub} --level {err.level}{' --private' if hub.hub_private else ''}` pushes that level "
+                "anyway"
+            ) from None
+        print(f"pushed: {url}")
 
 
 def main(argv: Sequence[str] | None = None, events: RunEvents | None = None) -> int:

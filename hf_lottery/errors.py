@@ -7,3 +7,13 @@ class LotteryError(Exception):
 
 class NotATicketError(LotteryError):
     """A repository or folder that holds a model but no hf-lottery ticket files."""
+
+
+class NoTicketError(LotteryError):
+    """``--level best`` in a run where no pruned level is within tolerance of dense: ``reason`` says so, ``level`` is
+    the ``--level`` value that ships the best-scoring pruned level anyway (``"0"``, the dense model, when the run
+    pruned nothing)."""
+
+    def __init__(self, reason: str, level: str) -> None:
+        super().__init__(f"{reason}; `--level {level}` ships it anyway")
+        self.reason, self.level = reason, level

@@ -17,9 +17,9 @@ from transformers import AutoConfig, PreTrainedModel
 
 from .card import render_card
 from .config import RunConfig
-from .errors import LotteryError
+from .errors import LotteryError, NoTicketError
 from .paths import IMP, LevelPaths, RunPaths
-from .rows import DEFAULT_TOLERANCE, LevelResult, best_ticket, read_results
+from .rows import DEFAULT_TOLERANCE, LevelResult, best_scoring, best_ticket, read_results
 from .rundir import folder_lock
 from .sparse import save_masks, save_sparse
 from .storage import load_tensors, read_json, write_folder, write_json
@@ -62,12 +62,22 @@ class FinishedRun:
         """The level to ship and why: an IMP level number (a trunk level before a clipped one of the same number),
         a level's folder (``one-shot/level_1_to_90.00``), or ``best``: the sparsest ticket within tolerance of
         dense, of IMP or a cheaper method (the better one at equal sparsity; controls are never shipped).
-        Returns its result row.
+        Returns its result row; refuses a level whose trained weights were not kept, and ``best`` when no pruned
+        level is within tolerance (``NoTicketError``: the dense model is no winning ticket).
 
         ``best`` compares validation scores only: the test scores (``test_*``) are never read here, so they stay
         an estimate of the chosen level that the choice did not flatter. With replicates it compares their means
         (dense's too), so one lucky seed does not choose the level; the weights shipped are replicate 0's.
         """
+        row, reason = self._find_level(level, tolerance)
+        if not self.level_paths(row).weights.exists():
+            raise LotteryError(
+                f"the trained weights of {row.path} were not kept (--keep-weights needed): export the best "
+                "level, or rerun that level with --keep-weights all in another run directory"
+            )
+        return row, reason
+
+    def _find_level(self, level: int | str, tolerance: float) -> tuple[LevelResult, str]:
         imp = [r for r in self.rows if r.branch == IMP]
         if isinstance(level, str) and "/" in level:
             row = next((r for r in self.rows if r.path == level.strip("/")), None)
@@ -81,13 +91,33 @@ class FinishedRun:
                 raise LotteryError(f"the run has no level {level}; its levels are 0..{max(r.level for r in imp)}")
             return matches[0], f"chosen by hand (`--level {level}`)."
         best = best_ticket(self.rows, tolerance)
-        metric = self.metric
-        how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
-        replicated = imp[0].mean is not None
+        metric, dense = self.metric, imp[0]
+        replicated = dense.mean is not None
         what = f"mean validation {metric.name} over its replicates" if replicated else f"validation {metric.name}"
+        if best is None:
+            raise self._no_ticket(tolerance, what)
+        how = f"within {tolerance:g}" if metric.greater_is_better else f"at most {tolerance:.0%} above"
         return best, (
             f"the sparsest level whose {what} is {how} the dense model's ({best.compared_value:.4f} vs "
-            f"{imp[0].compared_value:.4f}): the winning ticket."
+            f"{dense.compared_value:.4f}): the winning ticket."
+        )
+
+    def _no_ticket(self, tolerance: float, what: str) -> NoTicketError:
+        """Why ``best`` has nothing to ship, naming the best-scoring pruned level and how far it is from dense."""
+        dense, closest = self.rows[0], best_scoring(self.rows)
+        if closest is None:
+            return NoTicketError("the run has no pruned level, only the dense model", "0")
+        metric, gap = self.metric, closest.compared_value - dense.compared_value
+        if metric.greater_is_better:
+            allowed, distance = f"{tolerance:g}", f"{-gap:.4f} below" if gap < 0 else f"{gap:.4f} above"
+        else:  # a share of dense, as --tolerance is for these metrics
+            share = gap / dense.compared_value
+            allowed, distance = f"{tolerance:.0%}", f"{share:.1%} above" if share >= 0 else f"{-share:.1%} below"
+        return NoTicketError(
+            f"no pruned level is within the tolerance ({allowed}) of the dense model's {what} "
+            f"({dense.compared_value:.4f}): the best, {closest.path} ({closest.sparsity:.1%} sparse, "
+            f"{closest.compared_value:.4f}), is {distance} it",
+            str(closest.level) if closest.on_trunk else closest.path,
         )
 
     def level_paths(self, row: LevelResult) -> LevelPaths:
@@ -147,11 +177,6 @@ def export_ticket(
     _refuse_non_empty(out_dir)
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
-    if not level_paths.weights.exists():
-        raise LotteryError(
-            f"the trained weights of {level_paths.name} were not kept (--keep-weights needed): export the best "
-            "level, or rerun that level with --keep-weights all in another run directory"
-        )
     masks = load_tensors(level_paths.mask)
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)

@@ -49,7 +49,8 @@ def push_ticket(
     token: str | None = None,
 ) -> str:
     """Export one level of ``run_dir`` and upload it to ``repo_id`` in one commit; return the commit URL."""
-    base = _run_base_model(run_dir)  # a missing or unfinished run is the first thing to say
+    run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
+    run.choose_level(level, tolerance)  # then a level it cannot ship: both before anything reaches the Hub
     token = require_token(token)
     api = HfApi(token=token)
     with hub_errors(repo_id, revision):
@@ -63,7 +64,8 @@ def push_ticket(
         with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
             folder = Path(tmp) / "repo"
             facts = export_ticket(
-                run_dir, folder, level, tolerance, repo_id, existing, base_model_license(base, token)
+                run_dir, folder, level, tolerance, repo_id, existing,
+                base_model_license(run.config.model.model_name_or_path, token),
             )  # fmt: skip
             message = commit_message or (
                 f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "
@@ -71,7 +73,3 @@ def push_ticket(
             )
             commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=message)
     return commit.commit_url
-
-
-def _run_base_model(run_dir: Path) -> str:
-    return FinishedRun.open(run_dir).config.model.model_name_or_path

@@ -1,7 +1,7 @@
 """A run's result rows, one per finished level, read from its files; and the one rule for "matches dense".
 
-The rule decides which level ``--level best`` ships, which weights ``--keep-weights needed`` keeps while the run
-goes, and what the scripts report, so that all three agree.
+The rule decides which level ``--level best`` ships (none, when no pruned level matches), which weights
+``--keep-weights needed`` keeps while the run goes, and what the scripts report, so that all three agree.
 
 On disk a row is one flat JSON object (a level's ``metrics.json``, an entry of ``results.json`` and of
 ``ticket.json``'s ``levels``), its scores beside its other fields; in memory it is a ``LevelResult``, whose
@@ -168,14 +168,27 @@ def within_tolerance(value: float, dense: float, metric: Metric, tolerance: floa
     return value <= dense * (1 + tolerance)
 
 
-def best_ticket(rows: list[LevelResult], tolerance: float = DEFAULT_TOLERANCE) -> LevelResult:
-    """The sparsest ticket whose score is within ``tolerance`` of dense (row 0), of IMP or a cheaper method (the
-    better one at equal sparsity; controls are never tickets).
+def pruned_tickets(rows: list[LevelResult]) -> list[LevelResult]:
+    """The candidate tickets that prune something: IMP's levels and the cheaper methods', never a control's, and
+    never the dense level 0 (a fine-tuned ticket's level 0 is sparse, so it is one)."""
+    return [r for r in rows if r.is_ticket and r.sparsity > 0]
+
+
+def best_ticket(rows: list[LevelResult], tolerance: float = DEFAULT_TOLERANCE) -> LevelResult | None:
+    """The sparsest pruned ticket whose score is within ``tolerance`` of dense (row 0), of IMP or a cheaper method
+    (the better one at equal sparsity); None when there is none: the dense model is no ticket.
 
     Validation scores only: the test scores (``test_*``) are never read here, so they stay an estimate of the
     chosen level that the choice did not flatter. With replicates it compares their means.
     """
     metric, dense = rows[0].main_metric, rows[0].compared_value
-    within = [r for r in rows if r.is_ticket and within_tolerance(r.compared_value, dense, metric, tolerance)]
+    within = [r for r in pruned_tickets(rows) if within_tolerance(r.compared_value, dense, metric, tolerance)]
     sign = 1 if metric.greater_is_better else -1
-    return max(within, key=lambda r: (round(r.sparsity, 6), sign * r.compared_value))
+    return max(within, key=lambda r: (round(r.sparsity, 6), sign * r.compared_value), default=None)
+
+
+def best_scoring(rows: list[LevelResult]) -> LevelResult | None:
+    """The pruned ticket with the best score, however far from dense (the sparser at equal scores); None when the
+    run has no pruned level. While no level is within tolerance, it is the one to name and to keep."""
+    sign = 1 if rows[0].greater_is_better else -1
+    return max(pruned_tickets(rows), key=lambda r: (sign * r.compared_value, round(r.sparsity, 6)), default=None)

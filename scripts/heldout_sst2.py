@@ -34,7 +34,7 @@ def split_dev(dev: Path, folder: Path) -> tuple[Path, Path]:
     return halves
 
 
-def chosen_on_test(rows: list[LevelResult]) -> LevelResult:
+def chosen_on_test(rows: list[LevelResult]) -> LevelResult | None:
     """The level the rule of ``export --level best`` would choose if it could see the test half: the same rule
     (``best_ticket``) on rows whose metric is the test score (the run has one replicate, so no means to replace)."""
     return best_ticket([dataclasses.replace(r, metric=TEST_PREFIX + r.metric) for r in rows])
@@ -58,9 +58,14 @@ def main() -> None:
     rows = run_lottery(config)
     print(format_table(rows, "accuracy"), end="")
     on_validation, on_test = best_ticket(rows), chosen_on_test(rows)
-    print(f"validation chooses {on_validation.sparsity:.1%} (what export's best ships); there the held-out test "
-          f"half says {on_validation.test_value:.4f} against {rows[0].test_value:.4f} dense. The test half alone "
-          f"would choose {on_test.sparsity:.1%}.")  # fmt: skip
+    if on_validation is None:
+        print("validation chooses no level: none is within one point of dense (export's best refuses)")
+    else:
+        print(
+            f"validation chooses {on_validation.sparsity:.1%} (what export's best ships); there the held-out test "
+            f"half says {on_validation.test_value:.4f} against {rows[0].test_value:.4f} dense."
+        )
+    print(f"The test half alone would choose {'no level' if on_test is None else f'{on_test.sparsity:.1%}'}.")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def sst2_folder(path: str) -> Path:
 def winning_sparsity(rows: list[LevelResult]) -> str:
     """The winning ticket (what ``export --level best`` ships) against dense, and random pruning at its level."""
     dense, best = rows[0], best_ticket(rows)
+    if best is None:
+        return f"summary: no pruned level matches dense ({dense.value:.3f}) within one point"
     line = (f"summary: the ticket matches dense ({dense.value:.3f}) within one point up to {best.sparsity:.1%} "
             f"sparsity ({best.value:.3f})")  # fmt: skip
     folder = best.level_paths.root.name  # the control's level of the same number (clipped alike)

@@ -105,6 +105,25 @@ def test_best_level_is_the_sparsest_within_tolerance(run, tmp_path):
     assert "sparsest level" in facts["level_reason"]
 
 
+def test_best_is_refused_when_no_pruned_level_is_within_tolerance(run, tmp_path, capsys):
+    paths, rows = run
+    out = tmp_path / "x"
+    # No accuracy is a whole point above dense: with --tolerance -1 no pruned level can be within it.
+    assert main(["export", str(paths.root), str(out), "--tolerance", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    dense = rows[0].value
+    closest = max((r for r in rows if r.branch == "imp" and r.level > 0), key=lambda r: (r.value, r.sparsity))
+    gap = closest.value - dense
+    assert "no pruned level is within the tolerance (-1) of the dense model's validation accuracy" in err
+    assert f"the best, {closest.path} ({closest.sparsity:.1%} sparse, {closest.value:.4f})" in err
+    assert f"is {abs(gap):.4f} {'below' if gap < 0 else 'above'} it" in err
+    assert f"`--level {closest.level}` ships it anyway" in err
+    assert not out.exists()
+    assert main(["export", str(paths.root), str(out), "--level", str(closest.level), "--tolerance", "-1"]) == 0
+    assert read_json(out / "ticket.json")["level"] == closest.level
+
+
 def test_an_existing_card_is_updated_not_overwritten(run, tmp_path):
     paths, _ = run
     existing = "---\nlicense: mit\nlanguage: en\ntags:\n- mine\n---\n# My notes\n\nKeep this paragraph.\n"

@@ -14,7 +14,7 @@ from hf_lottery.cli import main
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
-from tests.helpers import make_config
+from tests.helpers import make_config, rescore
 from tests.test_export import logits
 
 
@@ -119,6 +119,36 @@ def test_prune_push_to_hub(tiny_bert, tmp_path, alice, capsys):
     assert main(args) == 0
     assert "pushed: " in capsys.readouterr().out
     assert "ticket.json" in HfApi(token=alice.token).list_repo_files("alice/from-prune")
+
+
+def test_a_push_of_best_without_a_winning_ticket_is_refused_before_the_hub_is_touched(run, alice, capsys):
+    assert main(["push", str(run.root), "alice/no-winner", "--tolerance", "-1"]) == 1  # nothing is 1 above dense
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no pruned level is within the tolerance (-1)" in err, err
+    assert "ships it anyway" in err
+    assert not HfApi(token=alice.token).repo_exists("alice/no-winner")
+
+
+def test_prune_push_to_hub_without_a_winning_ticket_keeps_the_run_and_says_how_to_push(tiny_bert, tmp_path, alice,
+                                                                                     capsys):  # fmt: skip
+    out = tmp_path / "run"
+    args = ["prune", str(tiny_bert), "--train-file", str(make_config(tiny_bert, tmp_path).data.train_file),
+            "--validation-file", str(make_config(tiny_bert, tmp_path).data.validation_file), "--levels", "1",
+            "--max-train-samples", "32", "--max-eval-samples", "16", "--max-steps", "2",
+            "--output-dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rescore(RunPaths(out).level("imp", 1), 0.0)  # the pruned level got every example wrong
+    capsys.readouterr()
+
+    assert main([*args, "--push-to-hub", "alice/no-ticket"]) == 1  # the same run, finished: it only pushes
+    captured = capsys.readouterr()
+    assert "| 1 | imp | " in captured.out and " | 0.0000 | " in captured.out  # the results: printed and written
+    assert (out / "results.json").exists() and RunPaths(out).level("imp", 1).weights.exists()
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith("hf-lottery: error: not pushed: no pruned level is within"), err
+    assert f"`hf-lottery push {out} alice/no-ticket --level 1` pushes that level anyway" in err
+    assert not HfApi(token=alice.token).repo_exists("alice/no-ticket")
+    assert main(["push", str(out), "alice/no-ticket", "--level", "1"]) == 0
 
 
 def test_push_to_hub_without_a_token_fails_before_training(tiny_bert, tmp_path, monkeypatch, capsys):

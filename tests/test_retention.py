@@ -4,11 +4,11 @@ import pytest
 from safetensors.torch import load_file
 
 from hf_lottery import export_ticket
-from hf_lottery.errors import LotteryError
+from hf_lottery.errors import LotteryError, NoTicketError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.rundir import finished_levels
-from tests.helpers import make_config
+from tests.helpers import make_config, rescore
 
 
 def kept_weights(paths: RunPaths) -> set[str]:
@@ -46,3 +46,21 @@ def test_with_replicates_replicate_0_keeps_every_ticket_level_since_the_mean_cho
     assert kept_weights(paths.replicate(1)) <= {"imp/level_0", "imp/level_1", "imp/level_2"}
     assert "imp/level_0" in kept_weights(paths.replicate(1)) and "imp/level_2" in kept_weights(paths.replicate(1))
     export_ticket(out, tmp_path / "best")  # whichever level the means choose, its weights are there
+
+
+def test_while_no_pruned_level_is_within_tolerance_the_best_scoring_one_keeps_its_weights(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    rows = run_lottery(make_config(tiny_bert, out, levels=3, max_steps=3))
+    paths, dense = RunPaths(out), rows[0].value
+    assert dense > 0.1  # so that each score below is well outside the default tolerance
+    for level, share in ((1, 0.5), (2, 0.8), (3, 0.6)):  # every pruned level falls short of dense; level 2 least
+        rescore(paths.level("imp", level), share * dense)
+    run_lottery(make_config(tiny_bert, out, levels=3, max_steps=3, keep_weights="needed"))  # nothing to train
+    assert kept_weights(paths) == {"imp/level_0", "imp/level_3", "imp/level_2"}
+    with pytest.raises(NoTicketError, match="the best, imp/level_2 ") as refused:
+        export_ticket(out, tmp_path / "best")
+    assert not (tmp_path / "best").exists()
+    assert refused.value.level == "2"
+    assert export_ticket(out, tmp_path / "two", level=int(refused.value.level))["level"] == 2  # its weights are kept
+    with pytest.raises(LotteryError, match="were not kept"):
+        export_ticket(out, tmp_path / "one", level=1)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hf_lottery.rows import LevelResult, best_ticket
+from hf_lottery.rows import LevelResult, best_scoring, best_ticket
 
 # An entry of results.json as hf-lottery writes it: a level's metrics.json, its folder and what the run adds.
 WRITTEN = {
@@ -51,14 +51,30 @@ def test_best_is_the_sparsest_ticket_within_tolerance_never_a_control():
     assert best_ticket(rows).path == "one-shot/level_1_to_50.00"  # IMP's equal, a better score at the same sparsity
     assert best_ticket(rows, tolerance=0.2).path == "imp/level_2"
     lower = [row(0, "imp", 0.0, 10.0, greater=False), row(1, "imp", 0.5, 10.05, greater=False)]
-    assert best_ticket(lower).level == 1 and best_ticket(lower, tolerance=0.001).level == 0
+    assert best_ticket(lower).level == 1 and best_ticket(lower, tolerance=0.001) is None
+
+
+def test_with_no_pruned_level_within_tolerance_there_is_no_best_only_the_best_scoring():
+    rows = [row(0, "imp", 0.0, 0.80), row(1, "imp", 0.5, 0.70), row(2, "imp", 0.75, 0.72),
+            row(2, "random-prune", 0.75, 0.79), row(3, "imp", 0.875, 0.72)]  # fmt: skip
+    assert best_ticket(rows) is None  # dense matches itself, but it is no ticket
+    assert best_scoring(rows).path == "imp/level_3"  # never the control; the sparser of equal scores
+    lower = [row(0, "imp", 0.0, 10.0, greater=False), row(1, "imp", 0.5, 12.0, greater=False),
+             row(2, "imp", 0.75, 11.0, greater=False)]  # fmt: skip
+    assert best_ticket(lower) is None and best_scoring(lower).level == 2
+    assert best_ticket(rows[:1]) is None and best_scoring(rows[:1]) is None  # nothing pruned
+
+
+def test_a_fine_tuned_tickets_level_0_is_sparse_and_its_own_best():
+    finetuned = [row(0, "imp", 0.9, 0.70)]
+    assert best_ticket(finetuned) == best_scoring(finetuned) == finetuned[0]
 
 
 def test_with_replicates_best_compares_the_means():
     rows = [row(0, "imp", 0.0, 0.80, mean=0.80), row(1, "imp", 0.5, 0.60, mean=0.80)]
     assert best_ticket(rows).level == 1
     rows[1] = row(1, "imp", 0.5, 0.80, mean=0.60)
-    assert best_ticket(rows).level == 0
+    assert best_ticket(rows) is None
 
 
 @pytest.mark.parametrize("clipped", ["imp/level_2_to_70.00", "early-bird/level_3_to_80.00"])
