@@ -218,8 +218,10 @@ class RunConfig:
         changed = {k: v for k, v in values.items() if v not in (defaults.get(k), LAUNCHER_DEFAULTS.get(k))}
         return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:10]
 
-    def to_command(self) -> str:
-        """The ``hf-lottery`` command line that reproduces this run (non-default values only)."""
+    def to_command(self, outputs: bool = False) -> str:
+        """The ``hf-lottery`` command line that reproduces this run (non-default values only); with ``outputs``, also
+        its options of where and how it writes (``--output-dir``, ``--keep-weights``, ``--push-to-hub``...): the
+        command that resumes this very run."""
         if self.command == "api":
             options = [part for name, part in self.parts().items() if name not in ("model", "train")]
             changed = ", ".join(
@@ -238,7 +240,7 @@ class RunConfig:
                 value = getattr(part, f.name)
                 if (
                     f.name == "model_name_or_path"
-                    or role(f) == OUTPUT
+                    or (role(f) == OUTPUT and not outputs)
                     or value
                     in (
                         _default(f),

@@ -22,7 +22,7 @@ from .paths import IMP, LevelPaths, RunPaths
 from .rows import DEFAULT_TOLERANCE, LevelResult, best_scoring, best_ticket, read_results
 from .rundir import folder_lock
 from .sparse import save_masks, save_sparse
-from .storage import load_tensors, read_json, write_folder, write_json
+from .storage import disk_full_line, load_tensors, read_json, write_folder, write_json
 from .tasks import Metric, TaskKind, get_task_kind
 from .version import __version__
 
@@ -202,7 +202,8 @@ def export_ticket(
         _refuse_non_empty(out_dir)  # again: another export may have written it since
         if out_dir.exists():
             out_dir.rmdir()  # empty: replaced atomically below
-        write_folder(out_dir, write)
+        with disk_full_line(out_dir, lambda: "nothing was written (the folder is written whole or not at all)"):
+            write_folder(out_dir, write)
     return facts
 
 

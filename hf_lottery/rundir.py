@@ -2,7 +2,8 @@
 
 A run directory is checked before anything is loaded and written only once the model and data are good, so
 bad input leaves nothing behind. A level is complete once its ``metrics.json`` is written, last. One
-invocation at a time owns it: the lock is taken just before the first write and held to the end.
+invocation at a time owns it: the lock is taken just before the first write and held to the end, and a full disk
+meanwhile is cleaned up after, under the lock.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from .launch import launcher_settings
 from .masks import Mask, sparsity_report
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
-from .storage import read_json, remove_folder, save_tensors, save_weights, write_folder, write_json, write_text
+from .storage import (
+    disk_full_line,
+    read_json,
+    remove_folder,
+    save_tensors,
+    save_weights,
+    write_folder,
+    write_json,
+    write_text,
+)
 from .tasks import TEST_PREFIX, Metric, TaskKind
 
 # The run directory's lock, and beside it the PID of its holder (a separate file: filelock may truncate the lock
@@ -132,7 +142,8 @@ def lock_run_dir(paths: RunPaths, config: RunConfig, accelerator: Accelerator) -
 
     The processes of one launch are one run: the main process takes the lock and checks the directory again
     (another run may have written it since it was first checked), and every process hears how that went, so
-    all of them stop with the same error rather than some waiting forever for the others.
+    all of them stop with the same error rather than some waiting forever for the others. A full disk in the block
+    is cleaned up after by the main process, before it lets go of the lock (``cleaned_up_if_disk_full``).
     """
     with ExitStack() as held:
         failure: list[str | None] = [None]
@@ -147,7 +158,44 @@ def lock_run_dir(paths: RunPaths, config: RunConfig, accelerator: Accelerator) -
         broadcast_object_list(failure)
         if failure[0] is not None:
             raise LotteryError(failure[0]) from cause
+        if accelerator.is_main_process:
+            held.enter_context(cleaned_up_if_disk_full(paths, config))
         yield
+
+
+@contextmanager
+def cleaned_up_if_disk_full(paths: RunPaths, config: RunConfig) -> Iterator[None]:
+    """A full disk while the block writes the run directory: one line, once what would be in the way is removed.
+
+    Until any level of the run is finished, all that this invocation added goes (what was there before stays, and
+    so does the lock file). After, only the unfinished level folders it started go: finished levels are never
+    deleted, and the line gives the command that resumes the run from them.
+    """
+    before = _contents(paths.root)
+
+    def clean_up() -> str:
+        added = sorted(_contents(paths.root) - before)  # a folder before what is in it
+        levels = [LevelPaths(path) for path in paths.root.rglob("level_*") if path.is_dir()]
+        if not any(level.is_done() for level in levels):
+            for path in added:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            return "removed what this command wrote; free some space and run it again"
+        unfinished = [level.root for level in levels if level.root in added and not level.is_done()]
+        for folder in unfinished:
+            remove_folder(folder)
+        names = ", ".join(str(folder.relative_to(paths.root)) for folder in unfinished)
+        return (
+            f"{f'removed the unfinished {names}, ' if unfinished else ''}kept the finished levels; free some space, "
+            f"then resume with: {config.to_command(outputs=True)}"
+        )
+
+    with disk_full_line(paths.root, clean_up):
+        yield
+
+
+def _contents(folder: Path) -> set[Path]:
+    """Everything in ``folder`` but its lock files."""
+    return {path for path in folder.rglob("*") if not path.name.startswith(LOCK_FILE)}
 
 
 def start_run_dir(

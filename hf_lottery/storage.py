@@ -1,7 +1,9 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the complete new one."""
+"""Atomic file writes: a kill at any moment leaves either the old file or the complete new one; and a full disk
+said in one line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -13,6 +15,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file, save_model
+
+from .errors import LotteryError
 
 
 @contextmanager
@@ -80,3 +84,41 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """Save a model's state; ``save_model`` drops tied duplicates that safetensors refuses."""
     _write(path, lambda tmp: save_model(model, str(tmp)))
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err``, or an error it was raised from, is a full disk: an ``OSError`` ENOSPC, or a library's error
+    that only words it (safetensors' ``SafetensorError``, torch's file writer)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def free_space(path: Path) -> str:
+    """The free space of the disk that holds ``path`` (or its nearest existing parent), as people read it."""
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    free = float(shutil.disk_usage(folder).free)
+    for unit in ("B", "KB", "MB", "GB"):
+        if free < 1000:
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1000
+    return f"{free:.1f} TB"
+
+
+@contextmanager
+def disk_full_line(folder: Path, clean_up: Callable[[], str]) -> Iterator[None]:
+    """A full disk inside the block becomes one ``LotteryError`` line naming ``folder`` and the free space left,
+    once ``clean_up`` has removed what should go; what it returns (what it did, what to do next) ends the line."""
+    try:
+        yield
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        done = clean_up()
+        raise LotteryError(f"no space left on device in {folder} ({free_space(folder)} free now); {done}") from err
