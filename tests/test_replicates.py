@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from hf_lottery import export_ticket
 from hf_lottery.cli import main
-from hf_lottery.errors import LotteryError
+from hf_lottery.errors import LotteryError, NoTicketError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
 from hf_lottery.replicates import replicate_seed
@@ -149,10 +149,12 @@ def test_best_compares_means_and_ships_replicate_0(runs, tmp_path):
     assert set(shipped) & set(own) and all(torch.equal(shipped[k], own[k]) for k in set(shipped) & set(own))
     card = (tmp_path / "ticket" / "README.md").read_text()
     assert "The run had 2 replicates" in card and "± 25.0 over 2 replicates" in card
-    # The other way round: replicate 0 matches dense, the mean does not, so best stays dense.
+    # The other way round: replicate 0 matches dense, the mean does not, so there is no winning ticket.
     level_1.update(accuracy=dense["accuracy"], mean=dense["mean"] - 0.5)
     write_json(copy.results_json, [dense, level_1])
-    assert export_ticket(copy.root, tmp_path / "dense")["level"] == 0
+    with pytest.raises(NoTicketError, match="mean validation accuracy over its replicates .*imp/level_1"):
+        export_ticket(copy.root, tmp_path / "dense")
+    assert not (tmp_path / "dense").exists()
 
 
 def test_find_ticket_refuses_replicates(tiny_bert):
