@@ -42,6 +42,15 @@ from pathlib import Path
 
 IMP = "imp"
 REPLICATE_PREFIX = "replicate_"  # replicate r > 0 of a run lives in replicate_<r>/ inside it
+DENSE = "dense"
+
+
+def run_name(branch: str, level: int, sparsity: float) -> str:
+    """What the log, the results table and the card call a level's run, so that all three name it alike: level 0
+    is the dense model (its folder is ``imp/level_0``), or, for ``hf-lottery finetune``, the fine-tuned ticket."""
+    if level:
+        return branch
+    return DENSE if sparsity == 0 else "fine-tuned ticket"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .errors import LotteryError
 from .launch import launcher_settings
 from .masks import Mask, sparsity_report
 from .methods import METHODS
-from .paths import IMP, LevelPaths, RunPaths
+from .paths import IMP, LevelPaths, RunPaths, run_name
 from .storage import read_json, remove_folder, save_tensors, save_weights, write_folder, write_json, write_text
 from .tasks import TEST_PREFIX, Metric, TaskKind
 
@@ -231,9 +231,8 @@ def save_level(
         info = level_facts(paths, sparsity, metric)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
-        line = (
-            f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
-        )
+        name = run_name(paths.branch, paths.number, sparsity)
+        line = f"level {paths.number} ({name}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
         if TEST_PREFIX + metric.name in metrics:
             line += f", test {metric.name} {metrics[TEST_PREFIX + metric.name]:.4f}"
         accelerator.print(line)
