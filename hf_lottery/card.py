@@ -8,6 +8,7 @@ without the markers keeps its text below ours).
 from __future__ import annotations
 
 import re
+import shlex
 from importlib import resources
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def render_card(
         rewind_description=rewind,
         repo_id=repo_id,
         auto_class=kind.auto_model.__name__,
-        command=facts["command"],
+        commands=_commands(facts, rows),
         version=__version__,
         prune_fraction=prune.prune_fraction if prune else None,
         strategy=_strategy(prune) if prune else None,
@@ -120,6 +121,25 @@ def render_card(
         replicates_sentence=_replicates_sentence(facts, metric),
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _commands(facts: dict, rows: list[LevelResult]) -> list[str]:
+    """The commands that trained the table's levels, in the order they ran (a run extended later has several),
+    each with one option per line: a long command line is cut off by narrow viewers, which hides the options
+    that make the run what it is."""
+    commands = list(dict.fromkeys(row.command for row in rows if row.command)) or [facts["command"]]
+    return [_one_option_per_line(command) for command in commands]
+
+
+def _one_option_per_line(command: str) -> str:
+    if not command.startswith("hf-lottery "):  # find_ticket's Python call
+        return command
+    lines: list[list[str]] = [[]]
+    for word in shlex.split(command):
+        if word.startswith("--"):
+            lines.append([])
+        lines[-1].append(shlex.quote(word))
+    return " \\\n  ".join(" ".join(line) for line in lines)
 
 
 def _controls_sentence(rows: list[LevelResult]) -> str:
