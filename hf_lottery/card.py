@@ -42,7 +42,7 @@ def render_card(
     dataset_id, dataset_config = kind.dataset_ref(data)
     data_name = f"GLUE {task}" if task else (dataset_id or "validation")
     base = facts["base_model"]
-    on_hub = not Path(base).exists()
+    on_hub = _on_hub(facts)
     test_value = facts.get("test_metric_value")
     at = f"{metric.name} at {sparsity:.0%} sparsity"
     scores = [(data_name if dataset_id else "validation file", "validation", value, at)]
@@ -100,8 +100,7 @@ def render_card(
         template_str=TEMPLATE.read_text(encoding="utf-8"),
         model_name=repo_id.split("/")[-1],
         summary=summary,
-        base_model=base,
-        base_model_url=f"https://huggingface.co/{base}" if on_hub else base,
+        base_model_ref=f"[{base}](https://huggingface.co/{base})" if on_hub else f"the local model `{Path(base).name}`",
         method=_method(facts),
         prune_description=_prune_description(config, facts),
         level=facts["level"],
@@ -121,6 +120,12 @@ def render_card(
         replicates_sentence=_replicates_sentence(facts, metric),
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _on_hub(facts: dict) -> bool:
+    """Whether the base model is a Hub repository, which the card may link and name as ``base_model`` (the
+    metadata's field holds a Hub id): not a local folder, whose path means nothing where the card is read."""
+    return not facts["base_model_local"]
 
 
 def _commands(facts: dict, rows: list[LevelResult]) -> list[str]:
@@ -190,7 +195,9 @@ def merge_cards(existing: str, new: ModelCard) -> str:
 def _prune_description(config: RunConfig, facts: dict) -> str:
     if config.command == "finetune":
         start = "its rewind-point weights" if facts.get("from_init") else "its trained weights"
-        text = f"Fine-tuned from the lottery ticket {config.model.model_name_or_path} ({start}) with its mask fixed."
+        base = facts["base_model"]
+        ticket = base if _on_hub(facts) else f"`{Path(base).name}` (a local folder)"
+        text = f"Fine-tuned from the lottery ticket {ticket} ({start}) with its mask fixed."
         source = facts.get("transferred_from_task_kind")
         if source and source != config.model.task_kind:
             text += (

@@ -101,12 +101,13 @@ class FinishedRun:
         return model
 
     def facts(self, row: LevelResult, reason: str) -> dict:
-        base = read_json(self.paths.model_files / "base_model.json")
+        base = read_json(self.paths.model_files / "base_model.json")  # "local" is new; Hub models had a commit
         c, metric, dense = self.config, self.metric, self.rows[0]
         prune = dataclasses.asdict(c.prune) if c.prune else {}
         return {
             "hf_lottery_version": __version__, "base_model": base["name"], "base_model_revision": base["revision"],
-            "base_model_commit": base["commit"], "task_kind": c.model.task_kind, "task": c.data.task,
+            "base_model_commit": base["commit"], "base_model_local": base.get("local", base["commit"] is None),
+            "task_kind": c.model.task_kind, "task": c.data.task,
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
             "level": row.level, "branch": row.branch, "level_reason": reason, "sparsity": row.sparsity,

@@ -161,7 +161,9 @@ def start_run_dir(
     """Write the config and the model's config and tokenizer files (main process), once everything is checked.
 
     ``base_facts`` joins the base model's name in ``model/base_model.json`` (for a fine-tuned ticket: the task
-    kind it was found for, and which of its weights the fine-tuning started from).
+    kind it was found for, and which of its weights the fine-tuning started from). Whether the name is a local
+    folder is recorded there too: transformers loads a folder of that name before any Hub repository, and the
+    folder may be gone, or another, where the ticket is exported.
     """
     if accelerator.is_main_process:
         if paths.config.exists() and read_json(paths.config).get("format_version", 1) == 1:
@@ -174,7 +176,8 @@ def start_run_dir(
                 log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **reach,
                                       "command": config.to_command()}) + "\n")  # fmt: skip
         if not paths.model_files.exists():
-            base = {"name": config.model.model_name_or_path, "revision": config.model.revision,
+            name = config.model.model_name_or_path
+            base = {"name": name, "revision": config.model.revision, "local": Path(name).is_dir(),
                     "commit": getattr(model.config, "_commit_hash", None), **(base_facts or {})}  # fmt: skip
 
             def save_model_files(folder: Path) -> None:

@@ -88,10 +88,13 @@ def test_repository_files_and_facts(exported):
     assert len(saved["levels"]) == 1 + 3 * 2
 
 
-def test_model_card(exported):
+def test_model_card(exported, tiny_bert):
     folder, facts = exported
     text = (folder / "README.md").read_text()
     metadata = yaml.safe_load(text.split("---")[1])
+    # a local base model is named as one: no Hub link, and no base_model (which is a Hub id by definition)
+    assert f"A winning lottery ticket of the local model `{tiny_bert.name}`, found" in text
+    assert "base_model" not in metadata and f"[{tiny_bert}]" not in text
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-classification"
     assert {"pruned", "sparse", "lottery-ticket"} <= set(metadata["tags"])
     result = metadata["model-index"][0]["results"][0]["metrics"][0]

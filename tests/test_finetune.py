@@ -76,6 +76,7 @@ def test_finetune_from_the_hub_then_push_names_the_ticket(ticket, three_labels, 
     text = open(hf_hub_download("alice/ft-result", "README.md")).read()
     assert yaml.safe_load(text.split("---")[1])["base_model"] == "alice/ft-source"
     assert "Fine-tuned from the lottery ticket alice/ft-source" in text
+    assert "lottery ticket of [alice/ft-source](https://huggingface.co/alice/ft-source)" in text
 
 
 def test_a_plain_model_needs_no_mask(tiny_bert, three_labels, tmp_path, capsys):
