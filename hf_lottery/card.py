@@ -31,9 +31,19 @@ TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "st
 
 
 def render_card(
-    facts: dict, config: RunConfig, rows: list[LevelResult], repo_id: str, license: str | None, existing: str | None
+    facts: dict,
+    config: RunConfig,
+    rows: list[LevelResult],
+    repo_id: str | None,
+    license: str | None,
+    existing: str | None,
+    folder: str,
 ) -> str:
-    """The README.md of a ticket repository, merged into ``existing`` when the repository has one."""
+    """The README.md of a ticket repository, merged into ``existing`` when the repository has one.
+
+    ``repo_id`` is the Hub repository it is pushed to (None for a plain export), which names the model and loads it
+    in the card's examples; without one, the examples load the exported ``folder``.
+    """
     kind = get_task_kind(config.model.task_kind)
     metric = Metric(facts["metric"], facts["greater_is_better"])
     value, dense, sparsity = facts["metric_value"], facts["dense_metric_value"], facts["sparsity"]
@@ -43,6 +53,7 @@ def render_card(
     data_name = f"GLUE {task}" if task else (dataset_id or "validation")
     base = facts["base_model"]
     on_hub = _on_hub(facts)
+    name = repo_id.split("/")[-1] if repo_id else _ticket_name(facts, config, dataset_id)
     test_value = facts.get("test_metric_value")
     at = f"{metric.name} at {sparsity:.0%} sparsity"
     scores = [(data_name if dataset_id else "validation file", "validation", value, at)]
@@ -57,7 +68,7 @@ def render_card(
         license=license,
         tags=sorted({"pruned", "sparse", "lottery-ticket", "hf-lottery", kind.pipeline_tag, kind.name}),
         datasets=[dataset_id] if dataset_id else None,
-        model_name=repo_id.split("/")[-1],
+        model_name=name,
         eval_results=[
             EvalResult(
                 task_type=kind.pipeline_tag, dataset_type=dataset_id or "custom",
@@ -98,7 +109,7 @@ def render_card(
     card = ModelCard.from_template(
         card_data,
         template_str=TEMPLATE.read_text(encoding="utf-8"),
-        model_name=repo_id.split("/")[-1],
+        model_name=name,
         summary=summary,
         base_model_ref=f"[{base}](https://huggingface.co/{base})" if on_hub else f"the local model `{Path(base).name}`",
         method=_method(facts),
@@ -109,7 +120,7 @@ def render_card(
         metric=metric.name,
         table=format_table(rows, metric.name),
         rewind_description=rewind,
-        repo_id=repo_id,
+        repo_id=repo_id or folder,
         auto_class=kind.auto_model.__name__,
         commands=_commands(facts, rows),
         version=__version__,
@@ -120,6 +131,14 @@ def render_card(
         replicates_sentence=_replicates_sentence(facts, metric),
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _ticket_name(facts: dict, config: RunConfig, dataset_id: str | None) -> str:
+    """A name that says what the ticket is, for an export that names no repository (its folder is often ``out``):
+    the base model, the data and the sparsity, e.g. ``bert-base-uncased-sst2-90-sparse``."""
+    data = config.data
+    source = data.task or (Path(data.train_file).stem if data.train_file else Path(dataset_id).name)
+    return f"{Path(facts['base_model']).name}-{source}-{100 * facts['sparsity']:.0f}-sparse"
 
 
 def _on_hub(facts: dict) -> bool:

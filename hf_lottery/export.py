@@ -142,7 +142,11 @@ def export_ticket(
     existing_card: str | None = None,
     license: str | None = None,
 ) -> dict:
-    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``)."""
+    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
+
+    ``repo_id``, the Hub repository the folder is for, names the model in its card and is what the card's examples
+    load; without it they load ``out_dir``, and the name says what the ticket is (base model, data, sparsity).
+    """
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -157,8 +161,7 @@ def export_ticket(
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)
     facts = run.facts(chosen, reason)
-    repo_id = repo_id or out_dir.name
-    card = render_card(facts, run.config, run.rows, repo_id, license, existing_card)
+    card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
 
     def write(folder: Path) -> None:
         trained.save_pretrained(folder)

@@ -104,6 +104,7 @@ def test_model_card(exported, tiny_bert):
     assert "![sparsity vs accuracy](sparsity_vs_metric.png)" in text
     assert "| 2 | random-prune | 75.0% |" in text
     assert card_commands(text) == [shlex.split(facts["command"])] and 'load_ticket("me/ticket")' in text
+    assert "\n# ticket\n" in text  # named by its repository
     assert "Frankle" in text and "chen2020lottery" in text
 
 
@@ -134,6 +135,16 @@ def test_the_cards_command_reproduces_the_run(tiny_bert, tmp_path):
     export_ticket(run, tmp_path / "two", level=2)
     first, second = card_commands((tmp_path / "two" / "README.md").read_text())
     assert first == command and parse_command("prune", second[2:]).reach() == parse_command("prune", longer).reach()
+
+
+def test_a_card_exported_without_a_repository_names_the_ticket_by_what_it_is(run, tiny_bert, tmp_path):
+    paths, _ = run
+    out = tmp_path / "out"
+    export_ticket(paths.root, out, level=1)
+    text = (out / "README.md").read_text()
+    name = f"{tiny_bert.name}-train-50-sparse"  # the base model, the data (train.tsv) and the sparsity, not "out"
+    assert f"# {name}\n" in text and yaml.safe_load(text.split("---")[1])["model-index"][0]["name"] == name
+    assert f'load_ticket("{out}")' in text and f'from_pretrained("{out}")' in text  # loads what was written
 
 
 def test_best_level_is_the_sparsest_within_tolerance(run, tmp_path):
