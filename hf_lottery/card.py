@@ -122,6 +122,8 @@ def render_card(
         rewind_description=rewind,
         repo_id=repo_id or folder,
         auto_class=kind.auto_model.__name__,
+        finetune_data=kind.finetune_data,
+        finetune_flags=kind.finetune_flags,
         commands=_commands(facts, rows),
         version=__version__,
         prune_fraction=prune.prune_fraction if prune else None,

@@ -105,6 +105,7 @@ def test_model_card(exported, tiny_bert):
     assert "| 2 | random-prune | 75.0% |" in text
     assert card_commands(text) == [shlex.split(facts["command"])] and 'load_ticket("me/ticket")' in text
     assert "\n# ticket\n" in text  # named by its repository
+    assert "on a GLUE task" in text and "finetune me/ticket --task rte --output-dir ft/" in text
     assert "Frankle" in text and "chen2020lottery" in text
 
 
