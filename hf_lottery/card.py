@@ -217,8 +217,8 @@ def _prune_description(config: RunConfig, facts: dict) -> str:
     if config.command == "finetune":
         start = "its rewind-point weights" if facts.get("from_init") else "its trained weights"
         base = facts["base_model"]
-        ticket = base if _on_hub(facts) else f"`{Path(base).name}` (a local folder)"
-        text = f"Fine-tuned from the lottery ticket {ticket} ({start}) with its mask fixed."
+        ticket = f"lottery ticket {base}" if _on_hub(facts) else f"local lottery ticket `{Path(base).name}`"
+        text = f"Fine-tuned from the {ticket} ({start}) with its mask fixed."
         source = facts.get("transferred_from_task_kind")
         if source and source != config.model.task_kind:
             text += (
