@@ -137,10 +137,11 @@ def render_card(
 
 def _ticket_name(facts: dict, config: RunConfig, dataset_id: str | None) -> str:
     """A name that says what the ticket is, for an export that names no repository (its folder is often ``out``):
-    the base model, the data and the sparsity, e.g. ``bert-base-uncased-sst2-90-sparse``."""
+    the base model, the data (none for ``find_ticket``, whose training function holds it) and the sparsity, e.g.
+    ``bert-base-uncased-sst2-90-sparse``."""
     data = config.data
-    source = data.task or (Path(data.train_file).stem if data.train_file else Path(dataset_id).name)
-    return f"{Path(facts['base_model']).name}-{source}-{100 * facts['sparsity']:.0f}-sparse"
+    source = data.task or (Path(data.train_file).stem if data.train_file else dataset_id and Path(dataset_id).name)
+    return "-".join(filter(None, [Path(facts["base_model"]).name, source, f"{100 * facts['sparsity']:.0f}-sparse"]))
 
 
 def _on_hub(facts: dict) -> bool:
