@@ -8,6 +8,7 @@ without the markers keeps its text below ours).
 from __future__ import annotations
 
 import re
+import shlex
 from importlib import resources
 from pathlib import Path
 
@@ -30,9 +31,19 @@ TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "st
 
 
 def render_card(
-    facts: dict, config: RunConfig, rows: list[LevelResult], repo_id: str, license: str | None, existing: str | None
+    facts: dict,
+    config: RunConfig,
+    rows: list[LevelResult],
+    repo_id: str | None,
+    license: str | None,
+    existing: str | None,
+    folder: str,
 ) -> str:
-    """The README.md of a ticket repository, merged into ``existing`` when the repository has one."""
+    """The README.md of a ticket repository, merged into ``existing`` when the repository has one.
+
+    ``repo_id`` is the Hub repository it is pushed to (None for a plain export), which names the model and loads it
+    in the card's examples; without one, the examples load the exported ``folder``.
+    """
     kind = get_task_kind(config.model.task_kind)
     metric = Metric(facts["metric"], facts["greater_is_better"])
     value, dense, sparsity = facts["metric_value"], facts["dense_metric_value"], facts["sparsity"]
@@ -41,7 +52,8 @@ def render_card(
     dataset_id, dataset_config = kind.dataset_ref(data)
     data_name = f"GLUE {task}" if task else (dataset_id or "validation")
     base = facts["base_model"]
-    on_hub = not Path(base).exists()
+    on_hub = _on_hub(facts)
+    name = repo_id.split("/")[-1] if repo_id else _ticket_name(facts, config, dataset_id)
     test_value = facts.get("test_metric_value")
     at = f"{metric.name} at {sparsity:.0%} sparsity"
     scores = [(data_name if dataset_id else "validation file", "validation", value, at)]
@@ -56,7 +68,7 @@ def render_card(
         license=license,
         tags=sorted({"pruned", "sparse", "lottery-ticket", "hf-lottery", kind.pipeline_tag, kind.name}),
         datasets=[dataset_id] if dataset_id else None,
-        model_name=repo_id.split("/")[-1],
+        model_name=name,
         eval_results=[
             EvalResult(
                 task_type=kind.pipeline_tag, dataset_type=dataset_id or "custom",
@@ -97,10 +109,9 @@ def render_card(
     card = ModelCard.from_template(
         card_data,
         template_str=TEMPLATE.read_text(encoding="utf-8"),
-        model_name=repo_id.split("/")[-1],
+        model_name=name,
         summary=summary,
-        base_model=base,
-        base_model_url=f"https://huggingface.co/{base}" if on_hub else base,
+        base_model_ref=f"[{base}](https://huggingface.co/{base})" if on_hub else f"the local model `{Path(base).name}`",
         method=_method(facts),
         prune_description=_prune_description(config, facts),
         level=facts["level"],
@@ -109,9 +120,11 @@ def render_card(
         metric=metric.name,
         table=format_table(rows, metric.name),
         rewind_description=rewind,
-        repo_id=repo_id,
+        repo_id=repo_id or folder,
         auto_class=kind.auto_model.__name__,
-        command=facts["command"],
+        finetune_data=kind.finetune_data,
+        finetune_flags=kind.finetune_flags,
+        commands=_commands(facts, rows),
         version=__version__,
         prune_fraction=prune.prune_fraction if prune else None,
         strategy=_strategy(prune) if prune else None,
@@ -120,6 +133,40 @@ def render_card(
         replicates_sentence=_replicates_sentence(facts, metric),
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _ticket_name(facts: dict, config: RunConfig, dataset_id: str | None) -> str:
+    """A name that says what the ticket is, for an export that names no repository (its folder is often ``out``):
+    the base model, the data (none for ``find_ticket``, whose training function holds it) and the sparsity, e.g.
+    ``bert-base-uncased-sst2-90-sparse``."""
+    data = config.data
+    source = data.task or (Path(data.train_file).stem if data.train_file else dataset_id and Path(dataset_id).name)
+    return "-".join(filter(None, [Path(facts["base_model"]).name, source, f"{100 * facts['sparsity']:.0f}-sparse"]))
+
+
+def _on_hub(facts: dict) -> bool:
+    """Whether the base model is a Hub repository, which the card may link and name as ``base_model`` (the
+    metadata's field holds a Hub id): not a local folder, whose path means nothing where the card is read."""
+    return not facts["base_model_local"]
+
+
+def _commands(facts: dict, rows: list[LevelResult]) -> list[str]:
+    """The commands that trained the table's levels, in the order they ran (a run extended later has several),
+    each with one option per line: a long command line is cut off by narrow viewers, which hides the options
+    that make the run what it is."""
+    commands = list(dict.fromkeys(row.command for row in rows if row.command)) or [facts["command"]]
+    return [_one_option_per_line(command) for command in commands]
+
+
+def _one_option_per_line(command: str) -> str:
+    if not command.startswith("hf-lottery "):  # find_ticket's Python call
+        return command
+    lines: list[list[str]] = [[]]
+    for word in shlex.split(command):
+        if word.startswith("--"):
+            lines.append([])
+        lines[-1].append(shlex.quote(word))
+    return " \\\n  ".join(" ".join(line) for line in lines)
 
 
 def _controls_sentence(rows: list[LevelResult]) -> str:
@@ -170,7 +217,9 @@ def merge_cards(existing: str, new: ModelCard) -> str:
 def _prune_description(config: RunConfig, facts: dict) -> str:
     if config.command == "finetune":
         start = "its rewind-point weights" if facts.get("from_init") else "its trained weights"
-        text = f"Fine-tuned from the lottery ticket {config.model.model_name_or_path} ({start}) with its mask fixed."
+        base = facts["base_model"]
+        ticket = f"lottery ticket {base}" if _on_hub(facts) else f"local lottery ticket `{Path(base).name}`"
+        text = f"Fine-tuned from the {ticket} ({start}) with its mask fixed."
         source = facts.get("transferred_from_task_kind")
         if source and source != config.model.task_kind:
             text += (

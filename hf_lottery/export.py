@@ -131,12 +131,13 @@ class FinishedRun:
         return model
 
     def facts(self, row: LevelResult, reason: str) -> dict:
-        base = read_json(self.paths.model_files / "base_model.json")
+        base = read_json(self.paths.model_files / "base_model.json")  # "local" is new; Hub models had a commit
         c, metric, dense = self.config, self.metric, self.rows[0]
         prune = dataclasses.asdict(c.prune) if c.prune else {}
         return {
             "hf_lottery_version": __version__, "base_model": base["name"], "base_model_revision": base["revision"],
-            "base_model_commit": base["commit"], "task_kind": c.model.task_kind, "task": c.data.task,
+            "base_model_commit": base["commit"], "base_model_local": base.get("local", base["commit"] is None),
+            "task_kind": c.model.task_kind, "task": c.data.task,
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
             "level": row.level, "branch": row.branch, "level_reason": reason, "sparsity": row.sparsity,
@@ -171,7 +172,11 @@ def export_ticket(
     existing_card: str | None = None,
     license: str | None = None,
 ) -> dict:
-    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``)."""
+    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
+
+    ``repo_id``, the Hub repository the folder is for, names the model in its card and is what the card's examples
+    load; without it they load ``out_dir``, and the name says what the ticket is (base model, data, sparsity).
+    """
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -181,8 +186,7 @@ def export_ticket(
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)
     facts = run.facts(chosen, reason)
-    repo_id = repo_id or out_dir.name
-    card = render_card(facts, run.config, run.rows, repo_id, license, existing_card)
+    card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
 
     def write(folder: Path) -> None:
         trained.save_pretrained(folder)

@@ -21,8 +21,9 @@ trains with --save-steps, checkpoint/ holds its latest training state (removed w
 Some names live next to the code that writes them, not here:
 
 - ``training.log`` (in the run directory, one line per finished level) is appended by ``save_level``, which
-  writes a level's files; ``model/base_model.json`` (the base model's name, revision and commit) is
-  written by ``start_run_dir``, which creates the run directory, and read back when a ticket is exported.
+  writes a level's files; ``model/base_model.json`` (the base model's name, revision, commit and whether it is
+  a local folder) is written by ``start_run_dir``, which creates the run directory, and read back when a ticket
+  is exported.
 - The early-bird method (``methods/early_bird.py``) names its own files: ``early-bird/settings.json``,
   ``early-bird/search_K/`` with ``mask.safetensors`` and ``search.json``, and ``early_bird_distances.png`` in
   the run directory.
@@ -42,6 +43,15 @@ from pathlib import Path
 
 IMP = "imp"
 REPLICATE_PREFIX = "replicate_"  # replicate r > 0 of a run lives in replicate_<r>/ inside it
+DENSE = "dense"
+
+
+def run_name(branch: str, level: int, sparsity: float) -> str:
+    """What the log, the results table and the card call a level's run, so that all three name it alike: level 0
+    is the dense model (its folder is ``imp/level_0``), or, for ``hf-lottery finetune``, the fine-tuned ticket."""
+    if level:
+        return branch
+    return DENSE if sparsity == 0 else "fine-tuned ticket"
 
 
 @dataclass(frozen=True)

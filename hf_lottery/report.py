@@ -8,38 +8,43 @@ band; everything else is replicate 0's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .controls import CONTROLS
 from .methods import METHODS
-from .paths import IMP, RunPaths
+from .paths import DENSE, IMP, RunPaths, run_name
 from .rows import LevelResult, collect_rows
 from .storage import atomic_path, write_json, write_text
 from .tasks import TEST_PREFIX
 
 
 def format_table(rows: list[LevelResult], metric: str) -> str:
-    """A Markdown table: level, branch, sparsity, the main metric and its difference to dense, on validation and,
+    """A Markdown table: level, run, sparsity, the main metric and its difference to dense, on validation and,
     when the run has a test split, on it (``test accuracy``, ``test vs dense``); then any other scores, and the
-    optimizer steps each row cost in all.
+    optimizer steps each row cost in all. A run without a dense row (a fine-tuned ticket) has nothing to compare
+    with, so it gets no "vs dense" columns.
     """
     dense = rows[0]
-    main = [m for m in (metric, TEST_PREFIX + metric) if m in dense.scores]
-    extra = [k for k in dense.scores if k not in main]
+    compared = _run_name(dense) == DENSE
     replicated = dense.replicates is not None
-    compared = [(_column(m), "vs dense" if m == metric else "test vs dense") for m in main]
-    if replicated:
-        compared[0] = (f"{metric} (mean ± std)", "vs dense", "n")
-    header = ["level", "run", "sparsity", *(name for group in compared for name in group), *map(_column, extra)]
-    header.append("total steps")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [str(row.level), _run_name(row), f"{row.sparsity:.1%}"]
-        for m in main:
-            if m == metric and replicated:
-                cells += [f"{row.mean:.4f} ± {row.std:.4f}", f"{row.mean - dense.mean:+.4f}", str(len(row.replicates))]
-            else:
-                cells += [f"{row.scores[m]:.4f}", f"{row.scores[m] - dense.scores[m]:+.4f}"]
-        cells += [*(f"{row.scores[k]:.4f}" for k in extra), "" if row.total_steps is None else str(row.total_steps)]
-        lines.append("| " + " | ".join(cells) + " |")
+    columns: list[tuple[str, Callable[[LevelResult], str]]] = [
+        ("level", lambda r: str(r.level)), ("run", _run_name), ("sparsity", lambda r: f"{r.sparsity:.1%}"),
+    ]  # fmt: skip
+    main = [m for m in (metric, TEST_PREFIX + metric) if m in dense.scores]
+    for m in main:
+        if m == metric and replicated:
+            columns.append((f"{metric} (mean ± std)", lambda r: f"{r.mean:.4f} ± {r.std:.4f}"))
+            columns += [("vs dense", lambda r: f"{r.mean - dense.mean:+.4f}")] if compared else []
+            columns.append(("n", lambda r: str(len(r.replicates))))
+            continue
+        columns.append((_column(m), lambda r, m=m: f"{r.scores[m]:.4f}"))
+        if compared:
+            name = "vs dense" if m == metric else "test vs dense"
+            columns.append((name, lambda r, m=m: f"{r.scores[m] - dense.scores[m]:+.4f}"))
+    columns += [(_column(k), lambda r, k=k: f"{r.scores[k]:.4f}") for k in dense.scores if k not in main]
+    columns.append(("total steps", lambda r: "" if r.total_steps is None else str(r.total_steps)))
+    lines = ["| " + " | ".join(name for name, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
     if replicated:
         lines += ["", f"{metric}: mean ± sample std over the n replicates that have the level; the other columns "
                       "are replicate 0's (the run directory's own levels, the ones exported)."]  # fmt: skip
@@ -52,10 +57,8 @@ def _column(key: str) -> str:
 
 
 def _run_name(row: LevelResult) -> str:
-    if not row.level:
-        return "dense" if row.sparsity == 0 else "fine-tuned ticket"
     clipped = row.is_clipped and row.branch not in METHODS  # a method's levels all hit targets
-    return row.branch + (" (clipped)" if clipped else "")
+    return run_name(row.branch, row.level, row.sparsity) + (" (clipped)" if clipped else "")
 
 
 def plot(rows: list[LevelResult], metric: str, path) -> None:
@@ -71,7 +74,7 @@ def plot(rows: list[LevelResult], metric: str, path) -> None:
     dense = rows[0]
     replicated = dense.replicates is not None
     value = (lambda r: r.mean) if replicated else (lambda r: r.scores[metric])
-    ax.axhline(value(dense), color="grey", linestyle="--", label=f"dense ({value(dense):.3f})")
+    ax.axhline(value(dense), color="grey", linestyle="--", label=f"{_run_name(dense)} ({value(dense):.3f})")
     if replicated:
         ax.axhspan(min(dense.replicates), max(dense.replicates), color="grey", alpha=0.15)
         ax.set_title(f"mean and min–max of {len(dense.replicates)} replicates", fontsize="medium")

@@ -30,7 +30,7 @@ from .errors import LotteryError
 from .launch import launcher_settings
 from .masks import Mask, sparsity_report
 from .methods import METHODS
-from .paths import IMP, LevelPaths, RunPaths
+from .paths import IMP, LevelPaths, RunPaths, run_name
 from .storage import (
     disk_full_line,
     read_json,
@@ -209,7 +209,9 @@ def start_run_dir(
     """Write the config and the model's config and tokenizer files (main process), once everything is checked.
 
     ``base_facts`` joins the base model's name in ``model/base_model.json`` (for a fine-tuned ticket: the task
-    kind it was found for, and which of its weights the fine-tuning started from).
+    kind it was found for, and which of its weights the fine-tuning started from). Whether the name is a local
+    folder is recorded there too: transformers loads a folder of that name before any Hub repository, and the
+    folder may be gone, or another, where the ticket is exported.
     """
     if accelerator.is_main_process:
         if paths.config.exists() and read_json(paths.config).get("format_version", 1) == 1:
@@ -222,7 +224,8 @@ def start_run_dir(
                 log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **reach,
                                       "command": config.to_command()}) + "\n")  # fmt: skip
         if not paths.model_files.exists():
-            base = {"name": config.model.model_name_or_path, "revision": config.model.revision,
+            name = config.model.model_name_or_path
+            base = {"name": name, "revision": config.model.revision, "local": Path(name).is_dir(),
                     "commit": getattr(model.config, "_commit_hash", None), **(base_facts or {})}  # fmt: skip
 
             def save_model_files(folder: Path) -> None:
@@ -279,9 +282,8 @@ def save_level(
         info = level_facts(paths, sparsity, metric)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
-        line = (
-            f"level {paths.number} ({paths.branch}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
-        )
+        name = run_name(paths.branch, paths.number, sparsity)
+        line = f"level {paths.number} ({name}): sparsity {sparsity:.2%}, {metric.name} {metrics[metric.name]:.4f}"
         if TEST_PREFIX + metric.name in metrics:
             line += f", test {metric.name} {metrics[TEST_PREFIX + metric.name]:.4f}"
         accelerator.print(line)

@@ -67,6 +67,7 @@ def test_find_ticket_runs_resumes_and_exports(tiny_bert, tmp_path):
 
     facts = export_ticket(out, tmp_path / "ticket", level=2)
     assert "hf_lottery.find_ticket(model, train_fn" in facts["command"]
+    assert f"\n# {tiny_bert.name}-75-sparse\n" in (tmp_path / "ticket" / "README.md").read_text()  # no data to name
     model, masks = load_ticket(tmp_path / "ticket")
     weights = load_file(paths.level("imp", 2).weights)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())

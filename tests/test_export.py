@@ -1,6 +1,7 @@
 """Exporting a level of a finished run: what stock transformers and load_ticket get back, and the card."""
 
 import json
+import shlex
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from hf_lottery import export_ticket, load_ticket
-from hf_lottery.cli import main
+from hf_lottery.cli import main, parse_command
 from hf_lottery.config import RunConfig
+from hf_lottery.demo import DEMO_DATA
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
@@ -31,6 +33,12 @@ def exported(run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("repo") / "me--ticket"
     facts = export_ticket(paths.root, folder, level=2, repo_id="me/ticket")
     return folder, facts
+
+
+def card_commands(card: str) -> list[list[str]]:
+    """The commands of a card's "How it was made", each as the shell splits it."""
+    section = card.split("## How it was made")[1].split("```bash\n")[1].split("```")[0]
+    return [shlex.split(command) for command in section.replace("\\\n", " ").split("\n\n")]
 
 
 def logits(model, seed=0):
@@ -80,10 +88,13 @@ def test_repository_files_and_facts(exported):
     assert len(saved["levels"]) == 1 + 3 * 2
 
 
-def test_model_card(exported):
+def test_model_card(exported, tiny_bert):
     folder, facts = exported
     text = (folder / "README.md").read_text()
     metadata = yaml.safe_load(text.split("---")[1])
+    # a local base model is named as one: no Hub link, and no base_model (which is a Hub id by definition)
+    assert f"A winning lottery ticket of the local model `{tiny_bert.name}`, found" in text
+    assert "base_model" not in metadata and f"[{tiny_bert}]" not in text
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-classification"
     assert {"pruned", "sparse", "lottery-ticket"} <= set(metadata["tags"])
     result = metadata["model-index"][0]["results"][0]["metrics"][0]
@@ -92,8 +103,49 @@ def test_model_card(exported):
     assert summary in text
     assert "![sparsity vs accuracy](sparsity_vs_metric.png)" in text
     assert "| 2 | random-prune | 75.0% |" in text
-    assert facts["command"] in text and 'load_ticket("me/ticket")' in text
+    assert card_commands(text) == [shlex.split(facts["command"])] and 'load_ticket("me/ticket")' in text
+    assert "\n# ticket\n" in text  # named by its repository
+    assert "on a GLUE task" in text and "finetune me/ticket --task rte --output-dir ft/" in text
     assert "Frankle" in text and "chen2020lottery" in text
+
+
+def test_the_cards_command_reproduces_the_run(tiny_bert, tmp_path):
+    """Every option that makes the run what it is, a plug-in's included, is in the card, spelt as --help spells it;
+    a run extended by a second command shows both, in order."""
+    args = [str(tiny_bert), "--task-kind", "sequence-classification", "--train-file", str(DEMO_DATA / "train.tsv"),
+            "--validation-file", str(DEMO_DATA / "dev.tsv"), "--max-train-samples", "32", "--max-eval-samples", "16",
+            "--max-length", "32", "--learning-rate", "3e-4", "--batch-size", "8", "--max-steps", "2", "--seed", "1",
+            "--levels", "1", "--prune-fraction", "0.3", "--strategy", "wanda",
+            "--calibration-samples", "4"]  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["prune", *args, "--output-dir", str(run)]) == 0
+    export_ticket(run, tmp_path / "one", level=1)
+    card = (tmp_path / "one" / "README.md").read_text()
+    [command] = card_commands(card)
+    assert command[:2] == ["hf-lottery", "prune"]
+    lines = card.split("## How it was made")[1].split("```bash\n")[1].split("\n```")[0].splitlines()
+    assert all(line.startswith("  --") for line in lines[1:])  # one option a line: no viewer cuts one off
+    assert not [word for word in command if word.startswith("--") and "_" in word]
+    given, shown = parse_command("prune", args), parse_command("prune", command[2:])
+    assert shown.identity() == given.identity() and shown.run_hash() == given.run_hash()
+    assert shown.reach() == given.reach() and shown.train.learning_rate == 3e-4
+    assert shown.plugin("wanda").calibration_samples == 4
+
+    longer = [*args, "--levels", "2"]
+    assert main(["prune", *longer, "--output-dir", str(run)]) == 0
+    export_ticket(run, tmp_path / "two", level=2)
+    first, second = card_commands((tmp_path / "two" / "README.md").read_text())
+    assert first == command and parse_command("prune", second[2:]).reach() == parse_command("prune", longer).reach()
+
+
+def test_a_card_exported_without_a_repository_names_the_ticket_by_what_it_is(run, tiny_bert, tmp_path):
+    paths, _ = run
+    out = tmp_path / "out"
+    export_ticket(paths.root, out, level=1)
+    text = (out / "README.md").read_text()
+    name = f"{tiny_bert.name}-train-50-sparse"  # the base model, the data (train.tsv) and the sparsity, not "out"
+    assert f"# {name}\n" in text and yaml.safe_load(text.split("---")[1])["model-index"][0]["name"] == name
+    assert f'load_ticket("{out}")' in text and f'from_pretrained("{out}")' in text  # loads what was written
 
 
 def test_best_level_is_the_sparsest_within_tolerance(run, tmp_path):

@@ -140,7 +140,7 @@ def test_trackers_get_every_step_and_a_log_file_every_level(tiny_bert, tmp_path,
     assert {"imp/level_0/loss", "imp/level_1/learning_rate", "imp/level_1/eval_accuracy"} <= tags
     assert {"replicate_1/imp/level_0/loss", "replicate_1/imp/level_1/eval_accuracy"} <= tags  # tagged by replicate
     lines = (out.root / "training.log").read_text().splitlines()
-    assert [line.split(" ", 1)[1].split(":")[0] for line in lines] == ["level 0 (imp)", "level 1 (imp)"]
+    assert [line.split(" ", 1)[1].split(":")[0] for line in lines] == ["level 0 (dense)", "level 1 (imp)"]
 
     capsys.readouterr()
     args = ["prune", str(tiny_bert), "--task", "sst2", "--levels", "1", "--report-to", "wandb"]

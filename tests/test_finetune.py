@@ -37,9 +37,17 @@ def finetune_args(source: str, data, out, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("from_init", [False, True])
-def test_the_mask_holds_and_a_new_head_is_fitted(ticket, three_labels, tmp_path, from_init):
+def test_the_mask_holds_and_a_new_head_is_fitted(ticket, three_labels, tmp_path, from_init, capsys):
     out = tmp_path / "ft"
+    capsys.readouterr()
     assert main(finetune_args(str(ticket), three_labels, out, *(["--from-init"] if from_init else []))) == 0
+    printed = capsys.readouterr().out
+    # one row and no dense run: the log line and the table name it alike, and nothing is compared with dense
+    assert "level 0 (fine-tuned ticket): sparsity 75.00%" in printed
+    table = RunPaths(out).results_table.read_text()
+    assert table.splitlines()[0] == "| level | run | sparsity | accuracy | total steps |"
+    assert table.splitlines()[2].startswith("| 0 | fine-tuned ticket | 75.0% | ")
+    assert table in printed and "dense" not in table
     _, masks = load_ticket(ticket)
     start, _ = load_ticket(ticket, weights="rewind" if from_init else "trained")
     paths = RunPaths(out)
@@ -68,6 +76,7 @@ def test_finetune_from_the_hub_then_push_names_the_ticket(ticket, three_labels, 
     text = open(hf_hub_download("alice/ft-result", "README.md")).read()
     assert yaml.safe_load(text.split("---")[1])["base_model"] == "alice/ft-source"
     assert "Fine-tuned from the lottery ticket alice/ft-source" in text
+    assert "lottery ticket of [alice/ft-source](https://huggingface.co/alice/ft-source)" in text
 
 
 def test_a_plain_model_needs_no_mask(tiny_bert, three_labels, tmp_path, capsys):

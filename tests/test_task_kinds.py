@@ -50,6 +50,12 @@ def prune(model: Path, train: Path, dev: Path, out: Path, *extra: str) -> list[L
     return read_results(RunPaths(out))
 
 
+# What each kind's card suggests to fine-tune its ticket on: data of that kind.
+FINETUNE_DATA = {
+    "masked-lm": "--train-file train.txt --validation-file valid.txt",
+    "causal-lm": "--train-file train.txt --validation-file valid.txt",
+    "token-classification": "--train-file train.conllu --validation-file dev.conllu",
+}
 KINDS = {
     "masked-lm": ("tiny_bert", "text_files", AutoModelForMaskedLM, "perplexity"),
     "causal-lm": ("tiny_gpt2", "text_files", AutoModelForCausalLM, "perplexity"),
@@ -75,6 +81,7 @@ def test_prune_export_stock_load_ticket_and_finetune(kind, request, tmp_path, ca
         assert stock.get_output_embeddings().weight.data_ptr() == stock.get_input_embeddings().weight.data_ptr()
     card = (tmp_path / "ticket" / "README.md").read_text()
     assert f"{auto_class.__name__}.from_pretrained" in card and f"- {kind}" in card  # the usage snippet, the tags
+    assert f"finetune {tmp_path / 'ticket'} {FINETUNE_DATA[kind]} --output-dir ft/" in card and "--task " not in card
 
     loaded, masks = load_ticket(tmp_path / "ticket")
     assert type(loaded) is type(stock)

@@ -1,4 +1,5 @@
-"""What a task kind is: the one place that knows a head class, a data format, a metric and a card's task.
+"""What a task kind is: the one place that knows a head class, a data format, a metric, a card's task and its
+fine-tuning example.
 
 The IMP driver, the trainer, export, ``load_ticket`` and ``finetune`` talk to a ``TaskKind`` only; none of
 them names a head class. A new task kind is one module with a subclass of ``TaskKind`` plus one line in
@@ -106,6 +107,9 @@ class TaskKind(Plugin):
     mapping_names: ClassVar[dict[str, str]]  # model_type -> class name of that Auto class
     head_name: ClassVar[str]  # for messages: "sequence-classification head"
     pipeline_tag: ClassVar[str]  # the card's pipeline tag and model-index task type
+    # The card's example of fine-tuning a ticket of this kind: data that fits it, in words and as finetune's flags.
+    finetune_data: ClassVar[str]  # "a GLUE task"
+    finetune_flags: ClassVar[str]  # "--task rte"
     language_model: ClassVar[bool] = False  # trains on plain text; the default corpus applies
 
     def claims(self, data: DataArguments) -> bool:

@@ -62,6 +62,8 @@ class SequenceClassification(ClassifierKind):
     mapping_names = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
     head_name = "sequence-classification head"
     pipeline_tag = "text-classification"
+    finetune_data = "a GLUE task"
+    finetune_flags = "--task rte"
 
     def claims(self, data: DataArguments) -> bool:
         if data.task is not None:

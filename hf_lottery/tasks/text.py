@@ -37,6 +37,8 @@ class LanguageModelKind(TaskKind):
     """
 
     language_model = True
+    finetune_data = "your own text (.txt files, one document per line)"
+    finetune_flags = "--train-file train.txt --validation-file valid.txt"
 
     def claims(self, data: DataArguments) -> bool:
         if data.task is not None or data.label_column is not None:

@@ -44,6 +44,8 @@ class TokenClassification(ClassifierKind):
     mapping_names = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
     head_name = "token-classification head"
     pipeline_tag = "token-classification"
+    finetune_data = "your own tagged sentences (CoNLL-U or CoNLL files)"
+    finetune_flags = "--train-file train.conllu --validation-file dev.conllu"
     labels_noun = "tags"
 
     def claims(self, data: DataArguments) -> bool:
