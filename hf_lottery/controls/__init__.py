@@ -5,8 +5,12 @@ Adding a control is one module (a ``Control`` subclass, see ``base.py``) and one
 
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import Control
+from typing import TYPE_CHECKING
+
+from ..registry import Registry, lazy_exports
+
+if TYPE_CHECKING:
+    from .base import Control
 
 CONTROLS: Registry[Control] = Registry(
     "control",
@@ -16,5 +20,7 @@ CONTROLS: Registry[Control] = Registry(
         "reinit": "hf_lottery.controls.reinit:Reinit",
     },
 )
+
+__getattr__ = lazy_exports(__name__, ".base", ["Control"])
 
 __all__ = ["CONTROLS", "Control"]

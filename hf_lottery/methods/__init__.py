@@ -6,17 +6,19 @@ Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one l
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry
-from .base import Method, RunContext
+from ..registry import Registry, lazy_exports
+
+if TYPE_CHECKING:
+    from .base import Method, RunContext
 
 METHODS: Registry[Method] = Registry(
     "method",
     "method",
     {
-        "one-shot": "hf_lottery.methods.one_shot:OneShot",
-        "early-bird": "hf_lottery.methods.early_bird:EarlyBird",
+        "one-shot": ("hf_lottery.methods.one_shot:OneShot", "hf_lottery.methods.arguments:OneShotArguments"),
+        "early-bird": ("hf_lottery.methods.early_bird:EarlyBird", "hf_lottery.methods.arguments:EarlyBirdArguments"),
     },
 )
 
@@ -27,5 +29,7 @@ def asked_methods(plugins: Mapping[str, Any]) -> list[Method]:
     methods = [METHODS[name](plugins.get(name)) for name in METHODS]
     return [method for method in methods if method.asked()]
 
+
+__getattr__ = lazy_exports(__name__, ".base", ["Method", "RunContext"])
 
 __all__ = ["METHODS", "Method", "RunContext", "asked_methods"]

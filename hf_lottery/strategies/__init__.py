@@ -5,16 +5,22 @@ Adding a strategy is one module (a ``PruningStrategy`` subclass, see ``base.py``
 
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import PruningStrategy, ScoringContext
+from typing import TYPE_CHECKING
+
+from ..registry import Registry, lazy_exports
+
+if TYPE_CHECKING:
+    from .base import PruningStrategy, ScoringContext
 
 STRATEGIES: Registry[PruningStrategy] = Registry(
     "strategy",
     "--strategy",
     {
         "magnitude": "hf_lottery.strategies.magnitude:Magnitude",
-        "wanda": "hf_lottery.strategies.wanda:Wanda",
+        "wanda": ("hf_lottery.strategies.wanda:Wanda", "hf_lottery.strategies.arguments:WandaArguments"),
     },
 )
+
+__getattr__ = lazy_exports(__name__, ".base", ["PruningStrategy", "ScoringContext"])
 
 __all__ = ["STRATEGIES", "PruningStrategy", "ScoringContext"]
