@@ -22,6 +22,10 @@ DEFAULT_LM_TARGET_SPARSITY = 0.7
 # Accelerator settings left unset (None) take the launcher's value, else these (resolved in launch.py). A resolved
 # default counts as a default in the run's name, as it did when these were plain defaults.
 LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
+# "Matches dense", for the best ticket (`export`/`push` --tolerance, results, the card): within one point of a
+# higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a lower-is-better one (perplexity, loss), at most
+# this share above dense (0.01: 1% higher perplexity).
+DEFAULT_TOLERANCE = 0.01
 
 
 # A field's role, in its metadata: what it is to a run directory. Identity (the default) decides what the run
