@@ -1,7 +1,7 @@
 """The arguments of each command, split by concern as ``run_glue`` does: model, data, training, pruning, hub.
 
-Each part is a dataclass whose fields carry ``metadata={"help": ...}``, so one ``HfArgumentParser`` builds
-the CLI from all of them; each ``__post_init__`` validates its own values, so a bad value fails before
+Each part is a dataclass whose fields carry ``metadata={"help": ...}``, so one parser (``hf_lottery.flags``)
+builds the CLI from all of them; each ``__post_init__`` validates its own values, so a bad value fails before
 anything is loaded or written. The parts sit below the plug-ins (task kinds read ``DataArguments``); what
 needs the registries (the names ``--scope`` and ``--control`` may take) is checked by ``hf_lottery.config``.
 """
@@ -388,8 +388,7 @@ class FinetuneArguments:
             "Start from the ticket's rewind-point weights (true) or its trained weights (false). Default: the "
             "rewind point for a masked-LM ticket transferred to another task (Chen et al. 2020's transfer "
             "setting: the ticket is the mask plus the pretrained weights), the trained weights otherwise."
-        )
-        | {"nargs": "?", "const": True},  # a bare --from-init means true
+        ),
     )
     no_mask: bool = field(default=False, metadata=help_("Train a plain model (a repository with no masks), dense."))
 
