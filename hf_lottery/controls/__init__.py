@@ -1,6 +1,8 @@
 """The controls, by name (``--control``): the only table that maps a name to a control.
 
-Adding a control is one module (a ``Control`` subclass, see ``base.py``) and one line here.
+Adding a control is one module (a ``Control`` subclass, see ``base.py``) and one line here; the line of a control
+with options names them too, kept in this package's ``arguments.py``, which imports no torch, so that ``--help``
+lists them without importing the plug-in.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The cheaper ticket methods, by name: the only table that maps a branch name to a method.
 
-Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one line here.
+Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one line here; the line of a method with
+options names them too, kept in this package's ``arguments.py``, which imports no torch, so that ``--help`` lists
+them without importing the plug-in.
 """
 
 from __future__ import annotations

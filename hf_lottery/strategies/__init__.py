@@ -1,6 +1,8 @@
 """The pruning strategies, by name (``--strategy``): the only table that maps a name to a strategy.
 
-Adding a strategy is one module (a ``PruningStrategy`` subclass, see ``base.py``) and one line here.
+Adding a strategy is one module (a ``PruningStrategy`` subclass, see ``base.py``) and one line here; the line of a
+strategy with options names them too, kept in this package's ``arguments.py``, which imports no torch, so that
+``--help`` lists them without importing the plug-in.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The task kinds hf-lottery knows, by name: the only table that maps a task to its model class.
 
-Adding a task kind is one module (a ``TaskKind`` subclass, see ``base.py``) and one line here.
+Adding a task kind is one module (a ``TaskKind`` subclass, see ``base.py``) and one line here; the line of a task
+kind with options names them too, kept in this package's ``arguments.py``, which imports no torch, so that
+``--help`` lists them without importing the plug-in.
 """
 
 from __future__ import annotations
