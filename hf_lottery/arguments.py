@@ -1,7 +1,7 @@
 """The arguments of each command, split by concern as ``run_glue`` does: model, data, training, pruning, hub.
 
-Each part is a dataclass whose fields carry ``metadata={"help": ...}``, so one ``HfArgumentParser`` builds
-the CLI from all of them; each ``__post_init__`` validates its own values, so a bad value fails before
+Each part is a dataclass whose fields carry ``metadata={"help": ...}``, so one parser (``hf_lottery.flags``)
+builds the CLI from all of them; each ``__post_init__`` validates its own values, so a bad value fails before
 anything is loaded or written. The parts sit below the plug-ins (task kinds read ``DataArguments``); what
 needs the registries (the names ``--scope`` and ``--control`` may take) is checked by ``hf_lottery.config``.
 """
@@ -22,6 +22,10 @@ DEFAULT_LM_TARGET_SPARSITY = 0.7
 # Accelerator settings left unset (None) take the launcher's value, else these (resolved in launch.py). A resolved
 # default counts as a default in the run's name, as it did when these were plain defaults.
 LAUNCHER_DEFAULTS = {"mixed_precision": "no", "gradient_accumulation_steps": 1}
+# "Matches dense", for the best ticket (`export`/`push` --tolerance, results, the card): within one point of a
+# higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a lower-is-better one (perplexity, loss), at most
+# this share above dense (0.01: 1% higher perplexity).
+DEFAULT_TOLERANCE = 0.01
 
 
 # A field's role, in its metadata: what it is to a run directory. Identity (the default) decides what the run
@@ -384,8 +388,7 @@ class FinetuneArguments:
             "Start from the ticket's rewind-point weights (true) or its trained weights (false). Default: the "
             "rewind point for a masked-LM ticket transferred to another task (Chen et al. 2020's transfer "
             "setting: the ticket is the mask plus the pretrained weights), the trained weights otherwise."
-        )
-        | {"nargs": "?", "const": True},  # a bare --from-init means true
+        ),
     )
     no_mask: bool = field(default=False, metadata=help_("Train a plain model (a repository with no masks), dense."))
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import difflib
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from transformers import HfArgumentParser
-
+from .arguments import DEFAULT_TOLERANCE
 from .config import RunConfig, sections
 from .errors import LotteryError, NoTicketError
-from .rows import DEFAULT_TOLERANCE
+from .flags import Parser
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -26,56 +21,35 @@ if TYPE_CHECKING:
 USAGE = """usage: hf-lottery COMMAND [options]   (hf-lottery COMMAND --help for its options)
 
 commands:
-  prune MODEL    find lottery tickets in MODEL (a Hub id or a local folder) by iterative magnitude pruning
-  demo           the offline demo: a tiny BERT on a toy task, 3 levels with controls
-  export RUN OUT write one level of a finished run as a ticket repository folder (no upload)
-  push RUN REPO  export one level and upload it to a Hub repository in one commit
-  finetune TICKET train a ticket (Hub id or folder) on a task with its mask fixed
-  env            versions and the accelerate config, for bug reports
+  prune MODEL      find lottery tickets in MODEL (a Hub id or a local folder) by iterative magnitude pruning
+  demo             the offline demo: a tiny BERT on a toy task, 3 levels with controls
+  export RUN OUT   write one level of a finished run as a ticket repository folder (no upload)
+  push RUN REPO    export one level and upload it to a Hub repository in one commit
+  finetune TICKET  train a ticket (Hub id or folder) on a task with its mask fixed
+  env              versions and the accelerate config, for bug reports
 
 options anywhere: --debug (show tracebacks), --version
 """
 
-
-class _Parser(HfArgumentParser):
-    """``HfArgumentParser``, leaving a field's role (hf-lottery's own metadata) out of argparse's keywords."""
-
-    @staticmethod
-    def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-        field = copy.copy(field)
-        field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "role"})
-        HfArgumentParser._parse_dataclass_field(parser, field)
-
-    def parse_known_args(self, args=None, namespace=None):
-        """Refuse what no option takes, before the dataclasses are built: a misspelt option is the error to show,
-        not what its absence makes ``__post_init__`` say; one line, as argparse words it."""
-        namespace, leftovers = super().parse_known_args(args, namespace)
-        if leftovers:
-            options = [arg for arg in leftovers if arg.startswith("-")] or leftovers
-            raise LotteryError("unrecognized arguments: " + " ".join(self._suggest(arg) for arg in options))
-        return namespace, leftovers
-
-    def _suggest(self, arg: str) -> str:
-        """``arg`` with the nearest option (Python 3.11's argparse suggests none), compared without the dashes so
-        that they do not make every option look alike."""
-        if not arg.startswith("--"):
-            return arg
-        known = [s[2:] for action in self._actions for s in action.option_strings if s[:2] == "--" and "_" not in s]
-        near = difflib.get_close_matches(arg.split("=", 1)[0][2:].replace("_", "-"), known, n=1)
-        return f"{arg} (did you mean --{near[0]}?)" if near else arg
+# The positional argument of each run command: how --help names and explains the model it takes.
+MODELS = {
+    "prune": ("MODEL", "the pretrained transformer: a Hub model id or a local folder"),
+    "finetune": ("TICKET", "the ticket: a Hub repository or a folder that `hf-lottery export` wrote (with --no-mask, "
+                 "any model)"),
+}  # fmt: skip
 
 
 def parse_command(command: str, args: list[str]) -> RunConfig:
     """One parser over the command's parts (model, data, training, pruning or fine-tuning, hub) and the options of
     every registered plug-in."""
-    if args and not args[0].startswith("-"):
-        args = ["--model_name_or_path", args[0], *args[1:]]
-    parser = _Parser(list(sections(command).values()), prog=f"hf-lottery {command}")
-    return RunConfig.from_parts(command, list(parser.parse_args_into_dataclasses(args=args)))
+    parser = Parser(f"hf-lottery {command}", sections(command), ("model_name_or_path", *MODELS[command]))
+    return RunConfig.from_parts(command, parser.parse(args))
 
 
 def _prune(args: list[str]) -> RunConfig:
-    return parse_command("prune", args)
+    config = parse_command("prune", args)
+    _quiet_libraries()
+    return config
 
 
 def _level(value: str) -> int | str:
@@ -110,37 +84,41 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
 
 
 def _export(args: list[str]) -> None:
+    ns = _ship_parser("hf-lottery export", "out_dir", "folder to write (must not exist or be empty)").parse_args(args)
+    _quiet_libraries()
     from .export import export_ticket
 
-    ns = _ship_parser("hf-lottery export", "out_dir", "folder to write (must not exist or be empty)").parse_args(args)
     facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance)
     print(f"level {facts['level']} ({facts['sparsity']:.1%} sparse, {facts['metric']} {facts['metric_value']:.4f}) "
           f"written to {ns.out_dir}")  # fmt: skip
 
 
 def _push(args: list[str]) -> None:
-    from .push import push_ticket
-
     parser = _ship_parser("hf-lottery push", "repo_id", "Hub repository, user/name (created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to commit to (created if missing; default: main)")
     parser.add_argument("--commit-message", help="default: the level, its sparsity and metric")
     ns = parser.parse_args(args)
+    _quiet_libraries()
+    from .push import push_ticket
+
     url = push_ticket(ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance)
     print(f"pushed: {url}")
 
 
 def _finetune(args: list[str]) -> RunConfig:
-    return parse_command("finetune", args)
+    config = parse_command("finetune", args)
+    _quiet_libraries()
+    return config
 
 
 def _env(args: list[str]) -> None:
+    argparse.ArgumentParser(prog="hf-lottery env", description="Print versions for bug reports.").parse_args(args)
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
     from accelerate.commands.config import default_config_file
 
-    argparse.ArgumentParser(prog="hf-lottery env", description="Print versions for bug reports.").parse_args(args)
     lines = [f"hf-lottery {__version__}", f"Python {platform.python_version()} on {platform.platform()}"]
     for package in ("torch", "transformers", "accelerate", "huggingface_hub", "datasets", "safetensors"):
         try:
@@ -166,15 +144,18 @@ def _env(args: list[str]) -> None:
 
 
 def _demo(args: list[str]) -> RunConfig:
-    from .demo import demo_config
-
     parser = argparse.ArgumentParser(prog="hf-lottery demo", description="Run the offline demo.")
     parser.add_argument("--output-dir", default="runs/demo", help="run directory (default: runs/demo)")
-    return demo_config(parser.parse_args(args).output_dir)
+    output_dir = parser.parse_args(args).output_dir
+    _quiet_libraries()
+    from .demo import demo_config
+
+    return demo_config(output_dir)
 
 
 def _quiet_libraries() -> None:
-    """Our per-level lines and progress bars are the output; library load reports and map bars are noise."""
+    """Our per-level lines and progress bars are the output; library load reports and map bars are noise. Each
+    command calls it once its arguments are parsed, so that ``--help`` imports neither library."""
     import datasets
     import transformers
 
@@ -227,10 +208,12 @@ def main(argv: Sequence[str] | None = None, events: RunEvents | None = None) -> 
     if "--version" in args:
         print(f"hf-lottery {__version__}")
         return 0
-    if not args or args[0] not in {**RUNS, **SHIPS}:
-        print(USAGE, file=sys.stderr if args else sys.stdout)
-        return 2 if args else 0
-    _quiet_libraries()
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if args[0] not in {**RUNS, **SHIPS}:
+        print(USAGE, file=sys.stderr)
+        return 2
     try:
         if args[0] in SHIPS:
             SHIPS[args[0]](args[1:])

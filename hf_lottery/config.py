@@ -12,7 +12,7 @@ import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .arguments import (
     DEFAULT_LM_TARGET_SPARSITY,
@@ -27,12 +27,16 @@ from .arguments import (
     TrainArguments,
     role,
 )
-from .controls import CONTROLS, Control
+from .controls import CONTROLS
 from .errors import LotteryError
 from .methods import METHODS, asked_methods
 from .registry import Registry
-from .strategies import STRATEGIES, PruningStrategy
+from .strategies import STRATEGIES
 from .tasks import TASK_KINDS
+
+if TYPE_CHECKING:
+    from .controls import Control
+    from .strategies import PruningStrategy
 
 # Version of the run directory layout written in config.json. 1: the flat config of hf-lottery 0.1 (no
 # version key), classification only. 2: the config split by concern, with the task kind. 3: each plug-in's own
@@ -66,7 +70,7 @@ def sections(command: str) -> dict[str, type]:
     found: dict[str, type] = {}
     owners: dict[str, str] = {}
     for part in COMMAND_PARTS[command]:
-        named = [(part, CORE[part])] if isinstance(part, str) else [(n, part[n].arguments) for n in part]
+        named = [(part, CORE[part])] if isinstance(part, str) else [(n, part.arguments(n)) for n in part]
         for name, arguments in named:
             if arguments is None:
                 continue

@@ -15,11 +15,12 @@ import torch
 from safetensors.torch import load_model as load_weights_into
 from transformers import AutoConfig, PreTrainedModel
 
+from .arguments import DEFAULT_TOLERANCE
 from .card import render_card
 from .config import RunConfig
 from .errors import LotteryError, NoTicketError
 from .paths import IMP, LevelPaths, RunPaths
-from .rows import DEFAULT_TOLERANCE, LevelResult, best_scoring, best_ticket, read_results
+from .rows import LevelResult, best_scoring, best_ticket, read_results
 from .rundir import folder_lock
 from .sparse import save_masks, save_sparse
 from .storage import disk_full_line, load_tensors, read_json, write_folder, write_json

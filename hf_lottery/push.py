@@ -13,9 +13,9 @@ from pathlib import Path
 from huggingface_hub import HfApi, ModelCard, get_token, hf_hub_download, model_info
 from huggingface_hub.errors import EntryNotFoundError
 
+from .arguments import DEFAULT_TOLERANCE
 from .errors import LotteryError
 from .export import FinishedRun, export_ticket
-from .rows import DEFAULT_TOLERANCE
 from .tickets import hub_errors
 
 

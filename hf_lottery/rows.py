@@ -18,16 +18,13 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
+from .arguments import DEFAULT_TOLERANCE
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths
 from .replicates import replicate_metrics
 from .rundir import finished_levels
 from .storage import read_json
 from .tasks import TEST_PREFIX, Metric
-
-# "Matches dense": within one point of a higher-is-better metric (on a 0-1 scale: accuracy, F1), or, for a
-# lower-is-better one (perplexity, loss), at most this share above dense (0.01: 1% higher perplexity).
-DEFAULT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,26 @@
 """The cheaper ticket methods, by name: the only table that maps a branch name to a method.
 
-Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one line here.
+Adding a method is one module (a ``Method`` subclass, see ``base.py``) and one line here; the line of a method with
+options names them too, kept in this package's ``arguments.py``, which imports no torch, so that ``--help`` lists
+them without importing the plug-in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry
-from .base import Method, RunContext
+from ..registry import Registry, lazy_exports
+
+if TYPE_CHECKING:
+    from .base import Method, RunContext
 
 METHODS: Registry[Method] = Registry(
     "method",
     "method",
     {
-        "one-shot": "hf_lottery.methods.one_shot:OneShot",
-        "early-bird": "hf_lottery.methods.early_bird:EarlyBird",
+        "one-shot": ("hf_lottery.methods.one_shot:OneShot", "hf_lottery.methods.arguments:OneShotArguments"),
+        "early-bird": ("hf_lottery.methods.early_bird:EarlyBird", "hf_lottery.methods.arguments:EarlyBirdArguments"),
     },
 )
 
@@ -27,5 +31,7 @@ def asked_methods(plugins: Mapping[str, Any]) -> list[Method]:
     methods = [METHODS[name](plugins.get(name)) for name in METHODS]
     return [method for method in methods if method.asked()]
 
+
+__getattr__ = lazy_exports(__name__, ".base", ["Method", "RunContext"])
 
 __all__ = ["METHODS", "Method", "RunContext", "asked_methods"]

@@ -21,56 +21,19 @@ depends on every draw before, so a killed search level restarts, and is short an
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from ..arguments import REACH, PruneArguments, TrainArguments, help_, positive, sparsities
+from ..arguments import PruneArguments, TrainArguments
 from ..errors import LotteryError
 from ..masks import Mask, apply_mask, prunable_weights
 from ..paths import IMP, RunPaths
 from ..storage import atomic_path, load_tensors, read_json, save_tensors, write_json
+from .arguments import EarlyBirdArguments
 from .base import Method, RunContext
 
 SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
-
-
-@dataclass(frozen=True)
-class EarlyBirdArguments:
-    early_bird: list[float] = field(
-        default_factory=list,
-        metadata=help_(
-            "Early-bird IMP to these sparsities (a branch beside IMP): each search level stops as soon as its next "
-            "mask stops changing, and the masks at these sparsities are then trained fully from the rewind point.",
-            REACH,
-        ),
-    )
-    early_bird_every: int = field(
-        default=10, metadata=help_("Early-bird: draw the next level's mask every N optimizer steps.", REACH)
-    )
-    early_bird_window: int = field(
-        default=5,
-        metadata=help_(
-            "Early-bird: stop once W mask distances in a row are below the threshold (You et al.: 5).", REACH
-        ),
-    )
-    early_bird_threshold: float = field(
-        default=0.1,
-        metadata=help_(
-            "Early-bird: the mask distance below which the mask counts as settled, in (0, 1): the share of the "
-            "level's surviving weights whose mask bit changed since the last check (You et al.: 0.1).",
-            REACH,
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        sparsities(self, "early_bird")
-        positive(self, "early_bird_every", "early_bird_window")
-        if not 0.0 < self.early_bird_threshold < 1.0:
-            raise LotteryError(f"--early-bird-threshold must be in (0, 1), got {self.early_bird_threshold}")
-
-
 RECORD = "search.json"
 DISTANCE_PLOT = "early_bird_distances.png"
 

@@ -5,29 +5,14 @@ pruning step, and shows what the iterations of IMP buy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 
-from ..arguments import REACH, PruneArguments, help_, sparsities
+from ..arguments import PruneArguments
 from ..masks import Mask, prunable_weights
 from ..paths import IMP, LevelPaths
 from ..storage import load_tensors
+from .arguments import OneShotArguments
 from .base import Method, RunContext
-
-
-@dataclass(frozen=True)
-class OneShotArguments:
-    one_shot: list[float] = field(
-        default_factory=list,
-        metadata=help_(
-            "One-shot pruning (a branch beside IMP): for each of these sparsities, prune the dense level-0 weights "
-            "straight to it, rewind and train once. Adding it to a finished run trains only its own levels.",
-            REACH,
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        sparsities(self, "one_shot")
 
 
 class OneShot(Method):

@@ -6,27 +6,12 @@ the scores within each output row (``--scope row``); ``--scope layer`` compares 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 
-from ..arguments import help_, positive
 from ..errors import LotteryError
+from .arguments import WandaArguments
 from .base import PruningStrategy, ScoringContext
-
-
-@dataclass(frozen=True)
-class WandaArguments:
-    calibration_samples: int = field(
-        default=128,
-        metadata=help_(
-            "wanda: training examples whose inputs score the weights: the first N of a permutation seeded by "
-            "--seed (Wanda: 128)."
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        positive(self, "calibration_samples")
 
 
 class Wanda(PruningStrategy):

@@ -1,19 +1,23 @@
 """The task kinds hf-lottery knows, by name: the only table that maps a task to its model class.
 
-Adding a task kind is one module (a ``TaskKind`` subclass, see ``base.py``) and one line here.
+Adding a task kind is one module (a ``TaskKind`` subclass, see ``base.py``) and one line here; the line of a task
+kind with options names them too, kept in this package's ``arguments.py``, which imports no torch, so that
+``--help`` lists them without importing the plug-in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from transformers import PretrainedConfig, PreTrainedModel
+from typing import TYPE_CHECKING, Any
 
 from ..arguments import DataArguments, ModelArguments
 from ..errors import LotteryError
-from ..registry import Registry
-from .base import TEST_PREFIX, Metric, PreparedData, TaskData, TaskKind
+from ..registry import Registry, lazy_exports
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from .base import TEST_PREFIX, Metric, PreparedData, TaskData, TaskKind
 
 TASK_KINDS: Registry[TaskKind] = Registry(
     "task kind",
@@ -21,7 +25,7 @@ TASK_KINDS: Registry[TaskKind] = Registry(
     {
         "sequence-classification": "hf_lottery.tasks.sequence_classification:SequenceClassification",
         "token-classification": "hf_lottery.tasks.token_classification:TokenClassification",
-        "masked-lm": "hf_lottery.tasks.masked_lm:MaskedLM",
+        "masked-lm": ("hf_lottery.tasks.masked_lm:MaskedLM", "hf_lottery.tasks.arguments:MaskedLMArguments"),
         "causal-lm": "hf_lottery.tasks.causal_lm:CausalLM",
     },
 )
@@ -71,6 +75,8 @@ def resolve_task_kind(
         candidates[0].check_fits(model_config, name)
     return next((k for k in fitting if k.prefers(model_config)), fitting[0])
 
+
+__getattr__ = lazy_exports(__name__, ".base", ["TEST_PREFIX", "Metric", "PreparedData", "TaskData", "TaskKind"])
 
 __all__ = [
     "TASK_KINDS",

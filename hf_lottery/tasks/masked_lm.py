@@ -8,7 +8,6 @@ same text, is scored on the same masked tokens, so their perplexities are compar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -22,22 +21,14 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from ..arguments import DataArguments, help_
+from ..arguments import DataArguments
 from ..errors import LotteryError
+from .arguments import MaskedLMArguments
 from .base import PreparedData, TaskData
 from .text import IGNORE_INDEX, LanguageModelKind, evaluate_perplexity
 
 EVAL_MASK_SEED = 0  # fixed, not the run's --seed: runs with different seeds are scored on the same tokens
 MASK_REPLACE, RANDOM_REPLACE = 0.8, 0.1  # BERT's split of the chosen tokens; the rest stay as they are
-
-
-@dataclass(frozen=True)
-class MaskedLMArguments:
-    mlm_probability: float = field(default=0.15, metadata=help_("Share of tokens masked for masked-LM."))
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.mlm_probability < 1.0:
-            raise LotteryError(f"--mlm-probability must be in (0, 1), got {self.mlm_probability}")
 
 
 class MaskedLM(LanguageModelKind):
