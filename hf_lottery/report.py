@@ -28,11 +28,18 @@ def format_table(rows: list[LevelResult], metric: str) -> str:
     compared = [(_column(m), "vs dense" if m == metric else "test vs dense") for m in main]
     if replicated:
         compared[0] = (f"{metric} (mean ± std)", "vs dense", "n")
-    header = ["level", "run", "sparsity", *(name for group in compared for name in group), *map(_column, extra)]
+    unit = next((row.unit for row in rows if row.unit is not None), None)
+    header = ["level", "run", *([f"{unit}s removed"] if unit else []), "sparsity"]
+    header += [*(name for group in compared for name in group), *map(_column, extra)]
     header.append("total steps")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row.level), _run_name(row), f"{row.sparsity:.1%}"]
+        cells = [
+            str(row.level),
+            _run_name(row),
+            *([f"{row.unit_sparsity or 0:.1%}"] if unit else []),
+            f"{row.sparsity:.1%}",
+        ]
         for m in main:
             if m == metric and replicated:
                 cells += [f"{row.mean:.4f} ± {row.std:.4f}", f"{row.mean - dense.mean:+.4f}", str(len(row.replicates))]
