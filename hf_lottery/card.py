@@ -118,8 +118,27 @@ def render_card(
         controls_sentence=_controls_sentence(rows),
         test_sentence=_test_sentence(config, rows, metric),
         replicates_sentence=_replicates_sentence(facts, metric),
+        compact_sentence=_compact_sentence(facts.get("compact")),
     )
     return str(card) if existing is None else merge_cards(existing, card)
+
+
+def _compact_sentence(compact: dict | None) -> str:
+    """What a compact export changed: the model is smaller, in stock terms."""
+    if compact is None:
+        return ""
+    changes = ", ".join(f"`{field}` {a} to {b}" for field, (a, b) in compact["config_changes"].items())
+    padded = (
+        " Its blocks kept different numbers of units, and a stock config holds one width, so every block is padded "
+        "to the widest with removed units, whose weights are zero: the outputs are exact, at the widest block's speed."
+        if compact["padded"]
+        else ""
+    )
+    return (
+        f"\n\nIt is **compact**: the removed units are cut out, so `model.safetensors` is a smaller stock model "
+        f"({changes}; {compact['dense_parameters']:,} parameters dense, {compact['compact_parameters']:,} here), "
+        f"and the masks and rewind point are cut the same way.{padded}"
+    )
 
 
 def _controls_sentence(rows: list[LevelResult]) -> str:

@@ -105,6 +105,12 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
         default=DEFAULT_TOLERANCE,
         help="how far below dense 'best' may be, in metric units (default 0.01: one point)",
     )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="write a neuron or head ticket (--unit) as a smaller stock model of its kept units, which loads and "
+        "runs at that size in plain transformers",
+    )
     return parser  # fmt: skip
 
 
@@ -112,9 +118,17 @@ def _export(args: list[str]) -> None:
     from .export import export_ticket
 
     ns = _ship_parser("hf-lottery export", "out_dir", "folder to write (must not exist or be empty)").parse_args(args)
-    facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance)
+    facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance, compact=ns.compact)
     print(f"level {facts['level']} ({facts['sparsity']:.1%} sparse, {facts['metric']} {facts['metric_value']:.4f}) "
           f"written to {ns.out_dir}")  # fmt: skip
+    if ns.compact:
+        print(_compact_line(facts["compact"]))
+
+
+def _compact_line(compact: dict) -> str:
+    changes = ", ".join(f"{field} {a} -> {b}" for field, (a, b) in compact["config_changes"].items())
+    return (f"compact: {changes}; {compact['dense_parameters']:,} -> {compact['compact_parameters']:,} parameters"
+            + (" (padded to the widest block)" if compact["padded"] else ""))  # fmt: skip
 
 
 def _push(args: list[str]) -> None:
@@ -125,7 +139,10 @@ def _push(args: list[str]) -> None:
     parser.add_argument("--revision", help="branch to commit to (created if missing; default: main)")
     parser.add_argument("--commit-message", help="default: the level, its sparsity and metric")
     ns = parser.parse_args(args)
-    url = push_ticket(ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance)
+    url = push_ticket(
+        ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance,
+        compact=ns.compact,
+    )  # fmt: skip
     print(f"pushed: {url}")
 
 

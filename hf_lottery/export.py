@@ -16,6 +16,7 @@ from safetensors.torch import load_model as load_weights_into
 from transformers import AutoConfig, PreTrainedModel
 
 from .card import render_card
+from .compact import compaction
 from .config import RunConfig
 from .errors import LotteryError
 from .paths import IMP, LevelPaths, RunPaths
@@ -140,8 +141,12 @@ def export_ticket(
     repo_id: str | None = None,
     existing_card: str | None = None,
     license: str | None = None,
+    compact: bool = False,
 ) -> dict:
-    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``)."""
+    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
+
+    ``compact`` writes a neuron or head ticket as the smaller stock model of its kept units (``hf_lottery.compact``):
+    its weights, rewind point and masks all cut the same way."""
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -156,6 +161,14 @@ def export_ticket(
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)
     facts = run.facts(chosen, reason)
+    if compact:
+        cut = compaction(trained, masks, run.config.prune.unit if run.config.prune else "element")
+        dense_parameters = trained.num_parameters()
+        trained, rewind, masks = cut.cut_model(trained), cut.cut_model(rewind), cut.cut(masks)
+        facts["compact"] = {
+            "config_changes": {field: list(change) for field, change in cut.changes.items()}, "padded": cut.padded,
+            "dense_parameters": dense_parameters, "compact_parameters": trained.num_parameters(),
+        }  # fmt: skip
     repo_id = repo_id or out_dir.name
     card = render_card(facts, run.config, run.rows, repo_id, license, existing_card)
 

@@ -20,13 +20,12 @@ from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_model as load_weights_into
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
 from .arguments import PruneArguments
 from .calibration import input_norms
 from .config import RunConfig
 from .errors import LotteryError
-from .masks import Mask, apply_mask
+from .masks import Mask, apply_mask, transposed_weights
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .pruning import keep_counts
@@ -53,12 +52,6 @@ class TrainLevel(Protocol):
     def __call__(
         self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
     ) -> dict: ...
-
-
-def transposed_weights(model: nn.Module, prunable: list[str]) -> frozenset[str]:
-    """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
-    names = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Conv1D)}
-    return frozenset(names & set(prunable))
 
 
 def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, densities: list[float]) -> Units:

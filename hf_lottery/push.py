@@ -47,8 +47,10 @@ def push_ticket(
     commit_message: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     token: str | None = None,
+    compact: bool = False,
 ) -> str:
-    """Export one level of ``run_dir`` and upload it to ``repo_id`` in one commit; return the commit URL."""
+    """Export one level of ``run_dir`` (smaller, with ``compact``: see ``export_ticket``) and upload it to
+    ``repo_id`` in one commit; return the commit URL."""
     base = _run_base_model(run_dir)  # a missing or unfinished run is the first thing to say
     token = require_token(token)
     api = HfApi(token=token)
@@ -63,7 +65,7 @@ def push_ticket(
         with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
             folder = Path(tmp) / "repo"
             facts = export_ticket(
-                run_dir, folder, level, tolerance, repo_id, existing, base_model_license(base, token)
+                run_dir, folder, level, tolerance, repo_id, existing, base_model_license(base, token), compact=compact
             )  # fmt: skip
             message = commit_message or (
                 f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "

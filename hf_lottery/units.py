@@ -62,11 +62,13 @@ HEAD_TENSORS = dict.fromkeys(
 
 @dataclass(frozen=True)
 class Span:
-    """Where a group's units lie in one tensor: unit ``u`` is ``width`` consecutive indices along ``dim``."""
+    """Where a group's units lie in one tensor: unit ``u`` is ``width`` consecutive indices along ``dim``, which
+    are the tensor's outputs (``out``: its bias, if any, is indexed the same way) or its inputs."""
 
     name: str
     dim: int
     width: int
+    out: bool
 
 
 class Units:
@@ -222,7 +224,7 @@ def _span_groups(
                 )
             # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
             dim = (0 if side == "out" else 1) ^ (name in transposed)
-            groups.setdefault(f"layer {int(found.group(1))}", []).append(Span(name, dim, width))
+            groups.setdefault(f"layer {int(found.group(1))}", []).append(Span(name, dim, width, side == "out"))
     if not groups:
         raise LotteryError(f"--unit {kind}: none of the prunable weights belongs to a {kind}")
     for group, spans in groups.items():

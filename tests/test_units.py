@@ -18,8 +18,8 @@ from transformers import (
 
 from hf_lottery.arguments import PruneArguments
 from hf_lottery.cli import main
-from hf_lottery.levels import run_units, transposed_weights
-from hf_lottery.masks import prunable_weights, select_prunable
+from hf_lottery.levels import run_units
+from hf_lottery.masks import prunable_weights, select_prunable, transposed_weights
 from hf_lottery.strategies import STRATEGIES, ScoringContext
 from tests.helpers import fails_cleanly, kill_9_then_rerun
 from tests.test_cli import files_args
@@ -147,4 +147,95 @@ def test_a_structured_run_resumes_bit_identically_after_kill_9(tiny_bert, tmp_pa
 def test_bad_unit_input_gets_one_line_and_writes_nothing(tiny_bert, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     fails_cleanly(capsys, [str(tiny_bert), *files_args(), "--levels", "2", *extra], message, out)
+    assert not out.exists()
+
+
+# --- compact export ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_gpt2, tmp_path_factory):
+    """A 2-layer Llama with grouped-query attention (4 heads, 2 KV heads) and the tiny GPT-2's tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
+    config = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, vocab_size=len(tokenizer), max_position_embeddings=64,
+                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+STOCK_LOGITS = """
+import sys, torch
+sys.modules["hf_lottery"] = None  # the compact model needs nothing from hf-lottery
+from transformers import {auto}
+model = {auto}.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])).logits
+torch.save({{"logits": logits, "parameters": model.num_parameters()}}, sys.argv[2])
+"""
+
+
+def stock(folder, auto: str, tmp_path) -> dict:
+    import subprocess
+
+    out = tmp_path / f"{folder.name}.pt"
+    code = STOCK_LOGITS.format(auto=auto)
+    subprocess.run([sys.executable, "-c", code, str(folder), str(out)], check=True, capture_output=True, timeout=120)
+    return torch.load(out)
+
+
+@pytest.mark.parametrize(
+    "model, unit, auto, field",
+    [
+        ("tiny_bert", "neuron", "AutoModelForSequenceClassification", "intermediate_size"),
+        ("tiny_gpt2", "neuron", "AutoModelForCausalLM", "n_inner"),
+        ("tiny_llama", "head", "AutoModelForCausalLM", "num_key_value_heads"),
+    ],
+)
+def test_a_compact_ticket_is_a_smaller_stock_model_with_the_same_outputs(
+    model, unit, auto, field, request, text_files, tmp_path, capsys
+):
+    from hf_lottery import load_ticket
+
+    folder = request.getfixturevalue(model)
+    data = files_args() if model == "tiny_bert" else ["--train-file", str(text_files[0]), "--validation-file",
+                                                      str(text_files[1]), "--max-length", "16"]  # fmt: skip
+    run = tmp_path / "run"
+    args = ["prune", str(folder), *data, "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size",
+            "16", "--levels", "1", "--prune-fraction", "0.5", "--unit", unit, "--scope", "layer",
+            "--output-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    full, small = tmp_path / "full", tmp_path / "small"
+    assert main(["export", str(run), str(full), "--level", "1"]) == 0
+    assert main(["export", str(run), str(small), "--level", "1", "--compact"]) == 0
+    assert f"compact: {field}" in capsys.readouterr().out
+    a, b = stock(full, auto, tmp_path), stock(small, auto, tmp_path)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-5)
+    assert b["parameters"] < a["parameters"]
+    assert (small / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+    facts = json.loads((small / "ticket.json").read_text())["compact"]
+    before, after = facts["config_changes"][field]
+    assert after == before // 2 and facts["compact_parameters"] == b["parameters"] and not facts["padded"]
+    assert "It is **compact**" in (small / "README.md").read_text()
+    # hf-lottery reads it as any ticket: the masks, cut the same way, fit the compact model and keep it as trained
+    ticket, masks = load_ticket(small)
+    params = dict(ticket.named_parameters())
+    assert all(params[name].shape == m.shape for name, m in masks.items())
+    rewound, _ = load_ticket(small, weights="rewind")
+    assert dict(rewound.named_parameters()).keys() == params.keys()
+
+
+def test_compact_export_of_an_element_ticket_is_refused(tiny_bert, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "out"
+    assert main(["prune", str(tiny_bert), *files_args(), "--max-train-samples", "32", "--max-eval-samples", "16",
+                 "--levels", "1", "--output-dir", str(run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["export", str(run), str(out), "--level", "1", "--compact"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "only neuron and head tickets become smaller models" in err
     assert not out.exists()
