@@ -248,6 +248,14 @@ SCOPES = {
     "row": "the same fraction in each output row",
 }
 
+# What a mask keeps or removes as one (``hf_lottery.units``), with the card's words.
+UNITS = {
+    "element": "single weights",
+    "block": "square blocks of weights",
+    "neuron": "FFN neurons",
+    "head": "attention heads (KV groups)",
+}
+
 
 @dataclass(frozen=True)
 class PruneArguments:
@@ -270,6 +278,18 @@ class PruneArguments:
             "tensors), layer (the same fraction in each tensor) or row (the same fraction in each output row, "
             "as Wanda compares)."
         ),
+    )
+    unit: str = field(
+        default="element",
+        metadata=help_(
+            "What is pruned as one: element (single weights), block (square --block-size blocks of each weight, "
+            "for sparse block kernels), neuron (an FFN neuron: its row of the up and gate projections and column "
+            "of the down projection) or head (an attention KV group; llama, mistral, qwen2, qwen3). Sparsity "
+            "targets and the prune fraction count units; weights no unit spans stay dense."
+        ),
+    )
+    block_size: int | None = field(
+        default=None, metadata=help_("The side of a --unit block block (default 32; it must divide every weight).")
     )
     strategy: str = field(
         default="magnitude",
@@ -327,6 +347,15 @@ class PruneArguments:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise LotteryError(f"unknown --scope {self.scope!r}; choose from {', '.join(SCOPES)}")
+        if self.unit not in UNITS:
+            raise LotteryError(f"unknown --unit {self.unit!r}; choose from {', '.join(UNITS)}")
+        if self.block_size is not None and self.unit != "block":
+            raise LotteryError("--block-size sets the side of --unit block blocks; add --unit block or drop it")
+        positive(self, "block_size")
+        if self.unit != "element" and self.scope == "row":
+            raise LotteryError(
+                f"--scope row compares single weights within a row; --unit {self.unit} takes global or layer"
+            )
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
             raise LotteryError(f"--target-sparsity must be in [0, 1), got {self.target_sparsity}")
         if self.levels is not None and self.levels < 0:

@@ -131,6 +131,7 @@ def render_card(
         controls_sentence=_controls_sentence(rows),
         test_sentence=_test_sentence(config, rows, metric),
         replicates_sentence=_replicates_sentence(facts, metric),
+        compact_sentence=_compact_sentence(facts.get("compact")),
     )
     return str(card) if existing is None else merge_cards(existing, card)
 
@@ -167,6 +168,24 @@ def _one_option_per_line(command: str) -> str:
             lines.append([])
         lines[-1].append(shlex.quote(word))
     return " \\\n  ".join(" ".join(line) for line in lines)
+
+
+def _compact_sentence(compact: dict | None) -> str:
+    """What a compact export changed: the model is smaller, in stock terms."""
+    if compact is None:
+        return ""
+    changes = ", ".join(f"`{field}` {a} to {b}" for field, (a, b) in compact["config_changes"].items())
+    padded = (
+        " Its blocks kept different numbers of units, and a stock config holds one width, so every block is padded "
+        "to the widest with removed units, whose weights are zero: the outputs are exact, at the widest block's speed."
+        if compact["padded"]
+        else ""
+    )
+    return (
+        f"\n\nIt is **compact**: the removed units are cut out, so `model.safetensors` is a smaller stock model "
+        f"({changes}; {compact['dense_parameters']:,} parameters dense, {compact['compact_parameters']:,} here), "
+        f"and the masks and rewind point are cut the same way.{padded}"
+    )
 
 
 def _controls_sentence(rows: list[LevelResult]) -> str:

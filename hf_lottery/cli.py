@@ -80,6 +80,12 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
         default=DEFAULT_TOLERANCE,
         help="how far below dense 'best' may be, in metric units (default 0.01: one point)",
     )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="write a neuron or head ticket (--unit) as a smaller stock model of its kept units, which loads and "
+        "runs at that size in plain transformers",
+    )
     return parser  # fmt: skip
 
 
@@ -88,9 +94,17 @@ def _export(args: list[str]) -> None:
     _quiet_libraries()
     from .export import export_ticket
 
-    facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance)
+    facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance, compact=ns.compact)
     print(f"level {facts['level']} ({facts['sparsity']:.1%} sparse, {facts['metric']} {facts['metric_value']:.4f}) "
           f"written to {ns.out_dir}")  # fmt: skip
+    if ns.compact:
+        print(_compact_line(facts["compact"]))
+
+
+def _compact_line(compact: dict) -> str:
+    changes = ", ".join(f"{field} {a} -> {b}" for field, (a, b) in compact["config_changes"].items())
+    return (f"compact: {changes}; {compact['dense_parameters']:,} -> {compact['compact_parameters']:,} parameters"
+            + (" (padded to the widest block)" if compact["padded"] else ""))  # fmt: skip
 
 
 def _push(args: list[str]) -> None:
@@ -102,7 +116,10 @@ def _push(args: list[str]) -> None:
     _quiet_libraries()
     from .push import push_ticket
 
-    url = push_ticket(ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance)
+    url = push_ticket(
+        ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance,
+        compact=ns.compact,
+    )  # fmt: skip
     print(f"pushed: {url}")
 
 

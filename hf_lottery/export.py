@@ -17,6 +17,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from .arguments import DEFAULT_TOLERANCE
 from .card import render_card
+from .compact import compaction
 from .config import RunConfig
 from .errors import LotteryError, NoTicketError
 from .paths import IMP, LevelPaths, RunPaths
@@ -172,11 +173,15 @@ def export_ticket(
     repo_id: str | None = None,
     existing_card: str | None = None,
     license: str | None = None,
+    compact: bool = False,
 ) -> dict:
     """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
 
     ``repo_id``, the Hub repository the folder is for, names the model in its card and is what the card's examples
     load; without it they load ``out_dir``, and the name says what the ticket is (base model, data, sparsity).
+
+    ``compact`` writes a neuron or head ticket as the smaller stock model of its kept units (``hf_lottery.compact``):
+    its weights, rewind point and masks all cut the same way.
     """
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
@@ -187,6 +192,14 @@ def export_ticket(
     trained = run.load_model(level_paths.weights)
     rewind = run.load_model(run.paths.rewind_point)
     facts = run.facts(chosen, reason)
+    if compact:
+        cut = compaction(trained, masks, run.config.prune.unit if run.config.prune else "element")
+        dense_parameters = trained.num_parameters()
+        trained, rewind, masks = cut.cut_model(trained), cut.cut_model(rewind), cut.cut(masks)
+        facts["compact"] = {
+            "config_changes": {field: list(change) for field, change in cut.changes.items()}, "padded": cut.padded,
+            "dense_parameters": dense_parameters, "compact_parameters": trained.num_parameters(),
+        }  # fmt: skip
     card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
 
     def write(folder: Path) -> None:

@@ -24,11 +24,11 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_model as load_weights_into
 from transformers import PreTrainedModel
 
-from .arguments import PruneArguments
+from .arguments import UNITS, PruneArguments
 from .config import Resolved, RunConfig
 from .errors import LotteryError
 from .launch import finish_trackers, make_accelerator
-from .levels import Run, RunEvents, observed
+from .levels import Run, RunEvents, observed, run_units
 from .masks import Mask, dense_mask, prunable_weights, select_prunable
 from .methods import asked_methods
 from .model import load_model_config, load_tokenizer
@@ -93,6 +93,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
     config.strategy().check(len(data.train))
+    run_units(task.model, prunable, config.prune, densities)
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -169,9 +170,10 @@ def plan_table(densities: list[float], config: RunConfig, steps: int, model: Pre
 
 def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
     levels = len(densities) - 1
+    what, reached = ("weights", "sparsity") if prune.unit == "element" else (UNITS[prune.unit], "of them removed")
     return (
-        f"{levels} pruning level{'s' if levels != 1 else ''} of {prune.prune_fraction:.0%} of the surviving weights, "
-        f"to {1 - densities[-1]:.1%} sparsity ({prune.scope} {prune.strategy}, rewind to {prune.rewind_to})"
+        f"{levels} pruning level{'s' if levels != 1 else ''} of {prune.prune_fraction:.0%} of the surviving {what}, "
+        f"to {1 - densities[-1]:.1%} {reached} ({prune.scope} {prune.strategy}, rewind to {prune.rewind_to})"
     )
 
 
@@ -214,7 +216,7 @@ def _train_level_0(run: Run) -> None:
         model, mask, level=0, desc="level 0 (dense)", tag=run.tag(paths.name), on_step=save_rewind_point,
         checkpoint=paths.checkpoint,
     )  # fmt: skip
-    save_level(run.accelerator, paths, model, mask, {**metrics, "command": run.config.to_command()}, run.metric)
+    save_level(run.accelerator, paths, model, mask, run.record(metrics, mask), run.metric)
     load_weights_into(run.model, str(run.paths.rewind_point))
 
 
@@ -243,4 +245,5 @@ def _compute_mask(run: Run, branch: str, level: int) -> Mask:
         return run.draw_mask(model, weights, previous, run.densities[level], what=f"level {level}")
     ticket = load_tensors(run.level_paths(IMP, level).mask)
     previous = load_tensors((run.paths.level(branch, level - 1) if level > 1 else run.paths.level(IMP, 0)).mask)
-    return run.config.control(branch).mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed)
+    control = run.config.control(branch)
+    return control.mask(ticket=ticket, previous=previous, level=level, seed=run.config.train.seed, units=run.units)

@@ -76,6 +76,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_MIN_SPARSITY = 0.93
 """Break-even measured with ``scripts/bench_inference.py --kernels`` (the module docstring; docs/benchmarks.md)."""
 
+DEFAULT_MIN_BLOCK_SPARSITY = 0.5
+"""Break-even of BSR against dense for layers whose masks keep whole blocks (``scripts/bench_structured.py``)."""
+
+BLOCK_SIZES = (32, 16)
+"""Block sides BSR is tried with, largest first; smaller blocks store so many indices that BSR loses to CSR."""
+
 K_TILE = 768
 """Widest column block of a CSR weight (see ``SparseLinear``); measured, not derived from the cache size."""
 
@@ -164,6 +170,52 @@ class SparseLinear(nn.Module):
         )
 
 
+class BlockSparseLinear(nn.Module):
+    """``y = x @ W.T + b`` with ``W`` stored in BSR (square blocks): an inference-only stand-in for a Linear whose
+    mask keeps or removes whole blocks (``--unit block``).
+
+    Computed as ``(W @ x.T).T`` by ``torch.addmm`` with the BSR matrix on the left, as ``SparseLinear`` does with
+    CSR; only the kept blocks are stored, so the kernel reads dense tiles and skips the removed ones.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, alive: torch.Tensor, block: int):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.block = block
+        with warnings.catch_warnings():  # torch's "BSR support is in beta" notice
+            warnings.simplefilter("ignore", UserWarning)
+            kept = (weight.detach() * alive).to_sparse_bsr((block, block))
+        self.register_buffer("weight", kept)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.training = False
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.weight.values().numel() / max(self.out_features * self.in_features, 1)
+
+    def to_dense(self) -> torch.Tensor:
+        return self.weight.to_dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise LotteryError(
+                "BlockSparseLinear is inference-only: run the model under torch.inference_mode() or torch.no_grad()"
+            )
+        lead = x.shape[:-1]
+        xt = x.reshape(-1, self.in_features).T.contiguous()
+        if self.bias is None:
+            y = torch.mm(self.weight, xt)
+        else:
+            y = torch.addmm(self.bias.unsqueeze(1), self.weight, xt)
+        return y.T.contiguous().view(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, "
+            f"bias={self.bias is not None}, sparsity={self.sparsity:.3f}"
+        )
+
+
 @dataclass(frozen=True)
 class LayerDecision:
     """What ``sparsify_for_inference`` does with one Linear/Conv1D layer, and why; ``shape`` is ``(out, in)``."""
@@ -173,6 +225,7 @@ class LayerDecision:
     sparsity: float
     swapped: bool
     reason: str
+    block: int | None = None  # the side of the square blocks its mask keeps whole, when it runs on BSR
 
 
 def plan_inference(
@@ -180,9 +233,11 @@ def plan_inference(
     min_sparsity: float | None = None,
     *,
     masks: Mapping[str, torch.Tensor] | None = None,
+    min_block_sparsity: float | None = None,
 ) -> list[LayerDecision]:
     """What ``sparsify_for_inference`` would do with each Linear/Conv1D layer, changing nothing."""
-    return [decision for decision, _, _ in _plan(model, _threshold(min_sparsity), _checked(model, masks))]
+    thresholds = _threshold(min_sparsity), _threshold(min_block_sparsity, DEFAULT_MIN_BLOCK_SPARSITY)
+    return [decision for decision, _, _ in _plan(model, *thresholds, _checked(model, masks))]
 
 
 def sparsify_for_inference(
@@ -190,28 +245,38 @@ def sparsify_for_inference(
     min_sparsity: float | None = None,
     *,
     masks: Mapping[str, torch.Tensor] | None = None,
+    min_block_sparsity: float | None = None,
 ) -> nn.Module:
-    """Swap each ``nn.Linear``/``Conv1D`` at least ``min_sparsity`` sparse for a ``SparseLinear``, in place.
+    """Swap each ``nn.Linear``/``Conv1D`` whose mask keeps whole square blocks (``--unit block``) and is at least
+    ``min_block_sparsity`` sparse for a ``BlockSparseLinear`` (BSR), each other one at least ``min_sparsity``
+    sparse for a ``SparseLinear`` (CSR), in place.
 
     Sparsity is the share of exact zeros of a weight or, for a weight named in ``masks`` (a dict of bool
     tensors keyed by ``named_parameters()`` names, as hf-lottery writes them), the share the mask prunes: the
     mask is the truth, so a survivor equal to 0.0 is kept and a pruned weight is zeroed whatever its value
     (every masked weight of the model is zeroed first, dense layers included). ``min_sparsity`` defaults to
-    ``DEFAULT_MIN_SPARSITY`` (0.93, measured: see docs/benchmarks.md). Only exact ``nn.Linear`` (not
+    ``DEFAULT_MIN_SPARSITY`` and ``min_block_sparsity`` to ``DEFAULT_MIN_BLOCK_SPARSITY`` (measured: see
+    docs/benchmarks.md). A layer is block-structured when every ``B x B`` tile of its mask, for ``B`` in
+    ``BLOCK_SIZES``, is kept or removed whole. Only exact ``nn.Linear`` (not
     subclasses such as ``MultiheadAttention``'s projection, which is not called as a module) and ``Conv1D``
     are considered. Returns the model, now in ``eval()`` with ``requires_grad`` off; what was swapped is
     logged (``sparse_layers(model)`` lists it, ``plan_inference`` tells beforehand, with reasons).
     """
     threshold = _threshold(min_sparsity)
+    block_threshold = _threshold(min_block_sparsity, DEFAULT_MIN_BLOCK_SPARSITY)
     masks = _checked(model, masks)
     if masks:
         apply_mask(model, masks)
-    plan = _plan(model, threshold, masks)
+    plan = _plan(model, threshold, block_threshold, masks)
     for decision, weight, alive in plan:
         if decision.swapped:
             parent, _, child = decision.name.rpartition(".")
             old = model.get_submodule(decision.name)
-            setattr(model.get_submodule(parent), child, SparseLinear(weight, old.bias, alive))
+            if decision.block:
+                new: nn.Module = BlockSparseLinear(weight, old.bias, alive, decision.block)
+            else:
+                new = SparseLinear(weight, old.bias, alive)
+            setattr(model.get_submodule(parent), child, new)
     model.eval()
     model.requires_grad_(False)
     _log([decision for decision, _, _ in plan], threshold)
@@ -219,12 +284,14 @@ def sparsify_for_inference(
 
 
 def sparse_layers(model: nn.Module) -> dict[str, float]:
-    """Name → sparsity of each ``SparseLinear`` in ``model``: what ``sparsify_for_inference`` swapped."""
-    return {name: m.sparsity for name, m in model.named_modules() if isinstance(m, SparseLinear)}
+    """Name → sparsity of each ``SparseLinear`` and ``BlockSparseLinear`` in ``model``: what
+    ``sparsify_for_inference`` swapped."""
+    swapped = (SparseLinear, BlockSparseLinear)
+    return {name: m.sparsity for name, m in model.named_modules() if isinstance(m, swapped)}
 
 
-def _threshold(min_sparsity: float | None) -> float:
-    threshold = DEFAULT_MIN_SPARSITY if min_sparsity is None else float(min_sparsity)
+def _threshold(min_sparsity: float | None, default: float = DEFAULT_MIN_SPARSITY) -> float:
+    threshold = default if min_sparsity is None else float(min_sparsity)
     if not 0.0 <= threshold <= 1.0:
         raise LotteryError(f"min_sparsity must be between 0 and 1, got {min_sparsity}")
     return threshold
@@ -238,7 +305,7 @@ def _checked(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> dict
 
 
 def _plan(
-    model: nn.Module, threshold: float, masks: dict[str, torch.Tensor]
+    model: nn.Module, threshold: float, block_threshold: float, masks: dict[str, torch.Tensor]
 ) -> list[tuple[LayerDecision, torch.Tensor, torch.Tensor]]:
     """Each Linear/Conv1D layer's decision, with its weight as ``(out, in)`` and which of its entries are alive."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -257,11 +324,29 @@ def _plan(
         if transposed:
             weight, alive = weight.T, alive.T
         sparsity = 1.0 - int(alive.sum()) / max(alive.numel(), 1)
-        reason = _keep_dense_because(name, weight, sparsity, threshold)
         shape = (weight.shape[0], weight.shape[1])
-        decision = LayerDecision(name, shape, sparsity, reason is None, reason or f"sparsity >= {threshold:g}")
+        block = _whole_blocks(alive) if sparsity >= block_threshold else None
+        if block is not None:
+            reason = _keep_dense_because(name, weight, sparsity, block_threshold)
+            swapped = f"{block}x{block} blocks kept whole, sparsity >= {block_threshold:g}"
+        else:
+            reason = _keep_dense_because(name, weight, sparsity, threshold)
+            swapped = f"sparsity >= {threshold:g}"
+        decision = LayerDecision(name, shape, sparsity, reason is None, reason or swapped, block)
         plan.append((decision, weight, alive))
     return plan
+
+
+def _whole_blocks(alive: torch.Tensor) -> int | None:
+    """The largest of ``BLOCK_SIZES`` whose every tile of ``alive`` is all alive or all pruned, if any."""
+    for size in BLOCK_SIZES:
+        rows, cols = alive.shape
+        if rows % size or cols % size:
+            continue
+        tiles = alive.reshape(rows // size, size, cols // size, size)
+        if torch.equal(tiles.all(3).all(1), tiles.any(3).any(1)):
+            return size
+    return None
 
 
 def _keep_dense_because(name: str, weight: torch.Tensor, sparsity: float, threshold: float) -> str | None:

@@ -20,18 +20,20 @@ from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_model as load_weights_into
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
 from .arguments import PruneArguments
 from .calibration import input_norms
 from .config import RunConfig
-from .masks import Mask, apply_mask
+from .errors import LotteryError
+from .masks import Mask, apply_mask, transposed_weights
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
+from .pruning import keep_counts
 from .rundir import save_level
 from .sparse import pack_mask, unpack_mask
 from .strategies import ScoringContext
 from .tasks import Metric
+from .units import Units, find_units
 
 # Calibration examples: ``samples`` examples of the run's training data, one per batch (see ``calibration``).
 Calibration = Callable[[int], Iterable[Mapping[str, torch.Tensor]]]
@@ -50,6 +52,27 @@ class TrainLevel(Protocol):
     def __call__(
         self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
     ) -> dict: ...
+
+
+def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, densities: list[float]) -> Units:
+    """The ``--unit`` units of ``model``'s prunable weights; refuses, in one line and before anything is written,
+    a model the kind does not fit and a level that would remove no whole unit."""
+    params = dict(model.named_parameters())
+    units = find_units(
+        prune.unit, {name: params[name].shape for name in prunable}, config=model.config,
+        transposed=transposed_weights(model, prunable), block_size=prune.block_size, model_names=set(params),
+    )  # fmt: skip
+    if units.kind == "element":
+        return units
+    alive = units.alive({name: torch.ones(params[name].shape, dtype=torch.bool) for name in prunable})
+    for level in range(1, len(densities)):
+        if keep_counts(alive, densities[level - 1], prune.scope) == keep_counts(alive, densities[level], prune.scope):
+            total = sum(m.numel() for m in alive.values())
+            raise LotteryError(
+                f"level {level} would remove no whole {units.kind} (the model has {total}, "
+                f"{prune.scope} scope): raise --prune-fraction or lower --levels"
+            )
+    return units
 
 
 class RunEvents:
@@ -114,8 +137,12 @@ class Run:
     @cached_property
     def transposed(self) -> frozenset[str]:
         """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
-        names = {f"{name}.weight" for name, module in self.model.named_modules() if isinstance(module, Conv1D)}
-        return frozenset(names & set(self.prunable))
+        return transposed_weights(self.model, self.prunable)
+
+    @cached_property
+    def units(self) -> Units:
+        """What the run's masks keep or remove as one (``--unit``)."""
+        return run_units(self.model, self.prunable, self.prune, self.densities)
 
     def tag(self, name: str) -> str:
         """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
@@ -170,7 +197,8 @@ class Run:
         The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
         from ``model`` for this draw."""
         context = ScoringContext(
-            weights=weights, previous=previous, density=density, scope=self.prune.scope, transposed=self.transposed,
+            weights=weights, previous=previous, density=density, scope=self.prune.scope, units=self.units,
+            transposed=self.transposed,
             inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
         )  # fmt: skip
         mask = self.config.strategy().prune(context)
@@ -201,7 +229,16 @@ class Run:
         metrics = self.train_level(
             model, mask, level=level, desc=desc, tag=self.tag(paths.name), checkpoint=paths.checkpoint
         )
-        save_level(self.accelerator, paths, model, mask, {**metrics, "command": self.config.to_command()}, self.metric)
+        save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)
+
+    def record(self, metrics: dict, mask: Mask) -> dict:
+        """What a level's ``metrics.json`` holds beside its facts: its scores, the command that trained it and, for
+        units other than single weights, the unit kind and the share of units removed."""
+        record = {**metrics, "command": self.config.to_command()}
+        if self.units.kind != "element":
+            alive, total = self.units.counts(mask)
+            record.update(unit=self.units.kind, unit_sparsity=1.0 - alive / total)
+        return record
 
     def input_norms(self, model: nn.Module, samples: int) -> dict[str, torch.Tensor]:
         """Calibration statistics of ``model``'s prunable weights over ``samples`` examples of the training data

@@ -45,6 +45,12 @@ def default_prunable(model: nn.Module) -> list[str]:
     ]
 
 
+def transposed_weights(model: nn.Module, prunable: list[str]) -> frozenset[str]:
+    """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
+    names = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Conv1D)}
+    return frozenset(names & set(prunable))
+
+
 def _embeddings(model: nn.Module, which: str) -> nn.Module | None:
     getter = getattr(model, f"get_{which}_embeddings", None)
     try:

@@ -47,8 +47,10 @@ def push_ticket(
     commit_message: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     token: str | None = None,
+    compact: bool = False,
 ) -> str:
-    """Export one level of ``run_dir`` and upload it to ``repo_id`` in one commit; return the commit URL."""
+    """Export one level of ``run_dir`` (smaller, with ``compact``: see ``export_ticket``) and upload it to
+    ``repo_id`` in one commit; return the commit URL."""
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
     run.choose_level(level, tolerance)  # then a level it cannot ship: both before anything reaches the Hub
     token = require_token(token)
@@ -65,7 +67,7 @@ def push_ticket(
             folder = Path(tmp) / "repo"
             facts = export_ticket(
                 run_dir, folder, level, tolerance, repo_id, existing,
-                base_model_license(run.config.model.model_name_or_path, token),
+                base_model_license(run.config.model.model_name_or_path, token), compact=compact,
             )  # fmt: skip
             message = commit_message or (
                 f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "

@@ -28,8 +28,12 @@ def format_table(rows: list[LevelResult], metric: str) -> str:
     compared = _run_name(dense) == DENSE
     replicated = dense.replicates is not None
     columns: list[tuple[str, Callable[[LevelResult], str]]] = [
-        ("level", lambda r: str(r.level)), ("run", _run_name), ("sparsity", lambda r: f"{r.sparsity:.1%}"),
+        ("level", lambda r: str(r.level)), ("run", _run_name),
     ]  # fmt: skip
+    unit = next((row.unit for row in rows if row.unit is not None), None)
+    if unit is not None:
+        columns.append((f"{unit}s removed", lambda r: f"{r.unit_sparsity or 0:.1%}"))
+    columns.append(("sparsity", lambda r: f"{r.sparsity:.1%}"))
     main = [m for m in (metric, TEST_PREFIX + metric) if m in dense.scores]
     for m in main:
         if m == metric and replicated:

@@ -50,6 +50,8 @@ class LevelResult:
     replicates: list[float] | None = None  # with replicates: each one's metric, replicate 0 (this row's) first
     mean: float | None = None  # and their mean
     std: float | None = None  # and sample std (0 for one)
+    unit: str | None = None  # what the mask removes as one, when not single weights (neuron, block, head)
+    unit_sparsity: float | None = None  # and the share of those units removed
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> LevelResult:

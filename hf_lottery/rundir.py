@@ -266,7 +266,8 @@ def level_facts(paths: LevelPaths, sparsity: float, metric: Metric) -> dict:
 
 # The keys of metrics.json that are not scores: a metric may not be named like one.
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
-                       "command", "path", "total_steps", "replicates", "mean", "std"})  # fmt: skip
+                       "command", "path", "total_steps", "replicates", "mean", "std", "unit",
+                       "unit_sparsity"})  # fmt: skip
 
 
 def save_level(

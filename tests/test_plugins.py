@@ -78,7 +78,7 @@ class HalfRandom(Control):
     description = "random pruning from an offset seed"
     arguments = HalfRandomArguments
 
-    def mask(self, *, ticket, previous, level, seed):
+    def mask(self, *, ticket, previous, level, seed, units):
         counts = {name: int(m.sum()) for name, m in ticket.items()}
         generator = torch.Generator().manual_seed(seed + level + self.args.half_random_seed_offset)
         return random_prune(previous, counts, generator)
@@ -217,7 +217,8 @@ def test_a_version_2_run_directory_resumes(tiny_bert, text_files, tmp_path):
     run_lottery(make_config(tiny_bert, tmp_path / "run", **options))
     paths = RunPaths(tmp_path / "run")
     new = read_json(paths.config)
-    prune = {k: v for k, v in new["prune"].items() if k != "strategy"} | new["one-shot"] | new["early-bird"]
+    prune = {k: v for k, v in new["prune"].items() if k not in ("strategy", "unit", "block_size")}
+    prune |= new["one-shot"] | new["early-bird"]
     assert set(prune) == VERSION_2_PRUNE
     old = {"format_version": 2, "command": "prune", "model": new["model"], "data": new["data"] | new["masked-lm"],
            "train": new["train"], "prune": prune, "hub": new["hub"]}  # fmt: skip

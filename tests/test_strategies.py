@@ -14,6 +14,7 @@ from hf_lottery.paths import RunPaths
 from hf_lottery.pruning import keep_counts, magnitude_prune, random_prune
 from hf_lottery.sparse import pack_mask
 from hf_lottery.strategies import STRATEGIES, PruningStrategy, ScoringContext
+from hf_lottery.units import ELEMENT
 from tests.helpers import make_config
 
 
@@ -46,11 +47,11 @@ def test_magnitude_strategies_give_todays_masks(scope):
 def test_controls_give_todays_masks():
     weights, previous = synthetic()
     ticket = STRATEGIES["magnitude"]().prune(ScoringContext(weights, previous, 0.3))
-    mask = CONTROLS["random-prune"]().mask(ticket=ticket, previous=previous, level=2, seed=7)
+    mask = CONTROLS["random-prune"]().mask(ticket=ticket, previous=previous, level=2, seed=7, units=ELEMENT)
     counts = {name: int(m.sum()) for name, m in ticket.items()}
     old = random_prune(previous, counts, torch.Generator().manual_seed(7 * 1000 + 2))
     assert all(torch.equal(mask[k], old[k]) for k in old) and digest(mask) == PINNED["random-prune"]
-    assert CONTROLS["reinit"]().mask(ticket=ticket, previous=previous, level=2, seed=7) is ticket
+    assert CONTROLS["reinit"]().mask(ticket=ticket, previous=previous, level=2, seed=7, units=ELEMENT) is ticket
 
 
 class SmallestMagnitude(PruningStrategy):

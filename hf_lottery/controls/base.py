@@ -16,6 +16,7 @@ from torch import nn
 
 from ..masks import Mask
 from ..registry import Plugin
+from ..units import Units
 
 
 class Control(Plugin):
@@ -24,8 +25,9 @@ class Control(Plugin):
     style: ClassVar[str]  # the plot's matplotlib format string
     description: ClassVar[str]  # for the card: "random pruning with the ticket's per-tensor sparsity"
 
-    def mask(self, *, ticket: Mask, previous: Mask, level: int, seed: int) -> Mask:
-        """The control's mask at ``level``: from the ticket's mask there and the control's own previous mask."""
+    def mask(self, *, ticket: Mask, previous: Mask, level: int, seed: int, units: Units) -> Mask:
+        """The control's mask at ``level``: from the ticket's mask there and the control's own previous mask, in
+        the run's ``units``."""
         raise NotImplementedError
 
     def start(self, model: nn.Module, prunable: list[str], *, seed: int) -> None:

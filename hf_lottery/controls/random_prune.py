@@ -1,4 +1,5 @@
-"""Random pruning: the ticket's per-tensor survivor counts, drawn at random inside the previous random mask.
+"""Random pruning: the ticket's per-tensor survivor counts (per block for neurons and heads), drawn at random
+inside the previous random mask.
 
 Same layer-wise sparsity, same rewinding, same training: if the ticket beats it, the magnitude-chosen mask
 is what wins, not the sparsity profile.
@@ -10,6 +11,7 @@ import torch
 
 from ..masks import Mask
 from ..pruning import random_prune
+from ..units import Units
 from .base import Control
 
 
@@ -19,6 +21,7 @@ class RandomPrune(Control):
     style = "s--"
     description = "random pruning with the ticket's per-tensor sparsity"
 
-    def mask(self, *, ticket: Mask, previous: Mask, level: int, seed: int) -> Mask:
-        counts = {name: int(m.sum()) for name, m in ticket.items()}
-        return random_prune(previous, counts, torch.Generator().manual_seed(seed * 1000 + level))
+    def mask(self, *, ticket: Mask, previous: Mask, level: int, seed: int, units: Units) -> Mask:
+        counts = {group: int(m.sum()) for group, m in units.alive(ticket).items()}
+        kept = random_prune(units.alive(previous), counts, torch.Generator().manual_seed(seed * 1000 + level))
+        return units.expand(kept, previous)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..masks import Mask
+from ..units import Units
 from .base import Control
 
 
@@ -18,7 +19,7 @@ class Reinit(Control):
     style = "^:"
     description = "the ticket's mask with re-initialised weights"
 
-    def mask(self, *, ticket: Mask, previous: Mask, level: int, seed: int) -> Mask:
+    def mask(self, *, ticket: Mask, previous: Mask, level: int, seed: int, units: Units) -> Mask:
         return ticket
 
     def start(self, model: nn.Module, prunable: list[str], *, seed: int) -> None:

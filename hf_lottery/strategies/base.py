@@ -22,6 +22,7 @@ from ..errors import LotteryError
 from ..masks import Mask
 from ..pruning import keep_counts, magnitude_prune, row_prune
 from ..registry import Plugin
+from ..units import ELEMENT, Units
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class ScoringContext:
 
     ``weights`` are the parameters being pruned (the trained weights of the level before, or the live weights
     of an early-bird check), ``previous`` the mask they are pruned inside, ``density`` the share of the prunable
-    weights to keep, ``units`` what is kept or removed as one (single weights: ``element``). ``input_norms``
+    weights (or units) to keep, ``units`` what is kept or removed as one (``hf_lottery.units``; single weights by
+    default). ``input_norms``
     gives, on request, calibration statistics of the same weights (see its docstring).
     """
 
@@ -38,7 +40,7 @@ class ScoringContext:
     previous: Mask
     density: float
     scope: str = "global"
-    units: str = "element"
+    units: Units = ELEMENT
     transposed: frozenset[str] = frozenset()  # weights stored (in, out), as GPT-2's Conv1D: rows are columns
     inputs: Callable[[int], dict[str, torch.Tensor]] | None = None
 
@@ -69,8 +71,12 @@ class PruningStrategy(Plugin):
 
     def prune(self, context: ScoringContext) -> Mask:
         """The mask that keeps ``context.density`` of the prunable weights, chosen among those alive in
-        ``context.previous`` by their scores, allocated by ``context.scope``."""
+        ``context.previous`` by their scores, allocated by ``context.scope``; for units other than single weights,
+        ``context.density`` is the share of units kept, each scored by the L2 norm of its weights' scores."""
         scores = dict(self.scores(context))
         if context.scope == "row":
             return row_prune(scores, context.previous, context.density, context.transposed)
-        return magnitude_prune(scores, context.previous, keep_counts(context.previous, context.density, context.scope))
+        units = context.units
+        alive = units.alive(context.previous)
+        kept = magnitude_prune(units.scores(scores), alive, keep_counts(alive, context.density, context.scope))
+        return units.expand(kept, context.previous)

@@ -1,0 +1,270 @@
+"""Structured pruning units: a unit is kept or removed whole in every tensor it spans, counts are of units, and a
+structured run does everything an element run does (controls, resume)."""
+
+import json
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from hf_lottery.arguments import PruneArguments
+from hf_lottery.cli import main
+from hf_lottery.levels import run_units
+from hf_lottery.masks import prunable_weights, select_prunable, transposed_weights
+from hf_lottery.strategies import STRATEGIES, ScoringContext
+from tests.helpers import fails_cleanly, kill_9_then_rerun
+from tests.test_cli import files_args
+
+
+def tiny(kind: str):
+    torch.manual_seed(0)
+    if kind == "bert":
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+        return BertForSequenceClassification(config)
+    if kind == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, bos_token_id=0,
+                                          eos_token_id=0))  # fmt: skip
+    config = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, vocab_size=64)  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def draw(model, unit: str, density: float, block_size: int | None = None):
+    prunable = select_prunable(model)
+    units = run_units(model, prunable, PruneArguments(unit=unit, block_size=block_size), [1.0, density])
+    weights = prunable_weights(model, prunable)
+    dense = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+    context = ScoringContext(weights, dense, density, units=units, transposed=transposed_weights(model, prunable))
+    return STRATEGIES["magnitude"]().prune(context)
+
+
+def kept(mask: torch.Tensor, dim: int, width: int = 1) -> torch.Tensor:
+    """Which units along ``dim`` (``width`` indices each) are kept, asserting each is kept or removed whole."""
+    units = mask.movedim(dim, 0).reshape(mask.shape[dim] // width, -1)
+    assert torch.equal(units.all(1), units.any(1)), "a unit is partly pruned"
+    return units.all(1)
+
+
+# Per model: the tensors of layer 0's FFN as (name, dim a neuron indexes).
+FFN = {
+    "bert": [("bert.encoder.layer.{}.intermediate.dense.weight", 0), ("bert.encoder.layer.{}.output.dense.weight", 1)],
+    "gpt2": [("transformer.h.{}.mlp.c_fc.weight", 1), ("transformer.h.{}.mlp.c_proj.weight", 0)],
+    "llama": [("model.layers.{}.mlp.gate_proj.weight", 0), ("model.layers.{}.mlp.up_proj.weight", 0),
+              ("model.layers.{}.mlp.down_proj.weight", 1)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_a_neuron_is_removed_whole_from_every_tensor_it_spans(kind):
+    mask = draw(tiny(kind), "neuron", 0.25)
+    total = kept_count = 0
+    for layer in (0, 1):
+        per_tensor = [kept(mask[name.format(layer)], dim) for name, dim in FFN[kind]]
+        assert all(torch.equal(per_tensor[0], other) for other in per_tensor[1:]), "the FFN's tensors disagree"
+        total, kept_count = total + len(per_tensor[0]), kept_count + int(per_tensor[0].sum())
+    assert kept_count == round(total * 0.25)
+    ffn = {name.format(layer) for name, _ in FFN[kind] for layer in (0, 1)}
+    assert all(m.all() for name, m in mask.items() if name not in ffn), "a tensor no neuron spans was pruned"
+
+
+def test_a_head_is_a_kv_group_in_q_k_v_and_o():
+    mask = draw(tiny("llama"), "head", 0.5)
+    for layer in (0, 1):
+        prefix = f"model.layers.{layer}.self_attn."
+        groups = [kept(mask[prefix + "q_proj.weight"], 0, 16), kept(mask[prefix + "k_proj.weight"], 0, 8),
+                  kept(mask[prefix + "v_proj.weight"], 0, 8), kept(mask[prefix + "o_proj.weight"], 1, 16)]  # fmt: skip
+        assert all(torch.equal(groups[0], g) for g in groups[1:]) and len(groups[0]) == 2
+    assert all(mask[f"model.layers.{layer}.mlp.up_proj.weight"].all() for layer in (0, 1))
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_blocks_are_whole_square_tiles(kind):
+    mask = draw(tiny(kind), "block", 0.5, block_size=8)
+    tiles = [
+        m.reshape(m.shape[0] // 8, 8, m.shape[1] // 8, 8).permute(0, 2, 1, 3).reshape(-1, 64) for m in mask.values()
+    ]
+    tiles = torch.cat(tiles)
+    assert torch.equal(tiles.all(1), tiles.any(1)), "a block is partly pruned"
+    assert int(tiles.all(1).sum()) == round(len(tiles) * 0.5)
+
+
+def test_a_neuron_run_with_its_control(tiny_bert, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["prune", str(tiny_bert), *files_args(), "--max-train-samples", "64", "--max-eval-samples", "16",
+            "--batch-size", "16", "--levels", "2", "--prune-fraction", "0.5", "--unit", "neuron",
+            "--control", "random-prune", "--output-dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert "of the surviving FFN neurons, to 75.0% of them removed" in capsys.readouterr().out
+    ffn = FFN["bert"]
+    for branch in ("imp", "random-prune"):
+        mask = load_file(out / branch / "level_2" / "mask.safetensors")
+        per_layer = [int(kept(mask[ffn[0][0].format(layer)], 0).sum()) for layer in (0, 1)]
+        if branch == "imp":
+            ticket_per_layer = per_layer
+            assert sum(per_layer) == 32  # 25% of the 2 x 64 neurons
+        assert per_layer == ticket_per_layer, "the control keeps the ticket's neurons per layer"
+        metrics = json.loads((out / branch / "level_2" / "metrics.json").read_text())
+        assert metrics["unit"] == "neuron" and metrics["unit_sparsity"] == pytest.approx(0.75)
+    assert "neurons removed" in (out / "results.md").read_text()
+
+
+def test_a_structured_run_resumes_bit_identically_after_kill_9(tiny_bert, tmp_path):
+    args = [sys.executable, "-m", "hf_lottery", "prune", str(tiny_bert), *files_args(), "--levels", "3",
+            "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size", "8", "--max-steps", "40",
+            "--unit", "neuron", "--prune-fraction", "0.3"]  # fmt: skip
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    level = killed / "imp"
+    kill_9_then_rerun(
+        args, killed, whole, when=level / "level_1" / "metrics.json", before=level / "level_2" / "metrics.json"
+    )
+    for number in (1, 2, 3):
+        for name in ("mask.safetensors", "weights.safetensors"):
+            a, b = (load_file(run / "imp" / f"level_{number}" / name) for run in (killed, whole))
+            assert all(torch.equal(a[k], b[k]) for k in b), f"level {number} {name} differs"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--unit", "head"], "model type 'bert' ties the head size to hidden_size / num_attention_heads"),
+        (["--unit", "block", "--block-size", "5"], "--block-size 5 does not tile"),
+        (["--block-size", "16"], "--block-size sets the side of --unit block blocks"),
+        (["--unit", "neuron", "--scope", "row"], "--scope row compares single weights within a row"),
+        (["--unit", "block", "--block-size", "32", "--scope", "layer", "--prune-fraction", "0.2"],
+         "level 1 would remove no whole block"),
+        (["--unit", "neuron", "--exclude", "intermediate"], "which --include/--exclude leave out"),
+    ],
+)  # fmt: skip
+def test_bad_unit_input_gets_one_line_and_writes_nothing(tiny_bert, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    fails_cleanly(capsys, [str(tiny_bert), *files_args(), "--levels", "2", *extra], message, out)
+    assert not out.exists()
+
+
+# --- compact export ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_gpt2, tmp_path_factory):
+    """A 2-layer Llama with grouped-query attention (4 heads, 2 KV heads) and the tiny GPT-2's tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
+    config = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, vocab_size=len(tokenizer), max_position_embeddings=64,
+                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+STOCK_LOGITS = """
+import sys, torch
+sys.modules["hf_lottery"] = None  # the compact model needs nothing from hf-lottery
+from transformers import {auto}
+model = {auto}.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])).logits
+torch.save({{"logits": logits, "parameters": model.num_parameters()}}, sys.argv[2])
+"""
+
+
+def stock(folder, auto: str, tmp_path) -> dict:
+    import subprocess
+
+    out = tmp_path / f"{folder.name}.pt"
+    code = STOCK_LOGITS.format(auto=auto)
+    subprocess.run([sys.executable, "-c", code, str(folder), str(out)], check=True, capture_output=True, timeout=120)
+    return torch.load(out)
+
+
+@pytest.mark.parametrize(
+    "model, unit, auto, field",
+    [
+        ("tiny_bert", "neuron", "AutoModelForSequenceClassification", "intermediate_size"),
+        ("tiny_gpt2", "neuron", "AutoModelForCausalLM", "n_inner"),
+        ("tiny_llama", "head", "AutoModelForCausalLM", "num_key_value_heads"),
+    ],
+)
+def test_a_compact_ticket_is_a_smaller_stock_model_with_the_same_outputs(
+    model, unit, auto, field, request, text_files, tmp_path, capsys
+):
+    from hf_lottery import load_ticket
+
+    folder = request.getfixturevalue(model)
+    data = files_args() if model == "tiny_bert" else ["--train-file", str(text_files[0]), "--validation-file",
+                                                      str(text_files[1]), "--max-length", "16"]  # fmt: skip
+    run = tmp_path / "run"
+    args = ["prune", str(folder), *data, "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size",
+            "16", "--levels", "1", "--prune-fraction", "0.5", "--unit", unit, "--scope", "layer",
+            "--output-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    full, small = tmp_path / "full", tmp_path / "small"
+    assert main(["export", str(run), str(full), "--level", "1"]) == 0
+    assert main(["export", str(run), str(small), "--level", "1", "--compact"]) == 0
+    assert f"compact: {field}" in capsys.readouterr().out
+    a, b = stock(full, auto, tmp_path), stock(small, auto, tmp_path)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-5)
+    assert b["parameters"] < a["parameters"]
+    assert (small / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+    facts = json.loads((small / "ticket.json").read_text())["compact"]
+    before, after = facts["config_changes"][field]
+    assert after == before // 2 and facts["compact_parameters"] == b["parameters"] and not facts["padded"]
+    assert "It is **compact**" in (small / "README.md").read_text()
+    # hf-lottery reads it as any ticket: the masks, cut the same way, fit the compact model and keep it as trained
+    ticket, masks = load_ticket(small)
+    params = dict(ticket.named_parameters())
+    assert all(params[name].shape == m.shape for name, m in masks.items())
+    rewound, _ = load_ticket(small, weights="rewind")
+    assert dict(rewound.named_parameters()).keys() == params.keys()
+
+
+def test_compact_export_of_an_element_ticket_is_refused(tiny_bert, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "out"
+    assert main(["prune", str(tiny_bert), *files_args(), "--max-train-samples", "32", "--max-eval-samples", "16",
+                 "--levels", "1", "--output-dir", str(run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["export", str(run), str(out), "--level", "1", "--compact"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "only neuron and head tickets become smaller models" in err
+    assert not out.exists()
+
+
+# --- block inference --------------------------------------------------------------------------------------------
+
+
+def test_block_tickets_run_on_bsr_with_the_dense_outputs():
+    from hf_lottery.inference import BlockSparseLinear, SparseLinear, plan_inference, sparsify_for_inference
+    from hf_lottery.masks import apply_mask
+
+    model = tiny("bert").eval()
+    masks = draw(model, "block", 0.25, block_size=16)
+    apply_mask(model, masks)
+    ids = torch.randint(0, 100, (2, 12))
+    with torch.no_grad():
+        dense = model(input_ids=ids).logits
+    plan = {d.name: d for d in plan_inference(model, masks=masks)}
+    sparsify_for_inference(model, masks=masks)
+    with torch.inference_mode():
+        assert torch.allclose(model(input_ids=ids).logits, dense, atol=1e-5)
+    layers = dict(model.named_modules())
+    for name in (n.removesuffix(".weight") for n in masks):
+        sparse = plan[name].sparsity >= 0.5
+        assert isinstance(layers[name], BlockSparseLinear) == sparse, (name, plan[name].reason)
+        assert (plan[name].block in (16, 32)) == sparse  # a tensor pruned whole is also in 32x32 blocks
+    # the same sparsity without whole blocks is not block-structured: CSR's rule (0.93) keeps those layers dense
+    model = tiny("bert")
+    element = draw(model, "element", 0.25)
+    assert not any(d.block or d.swapped for d in plan_inference(model, masks=element))
+    assert not any(isinstance(m, SparseLinear) for m in sparsify_for_inference(model, masks=element).modules())
