@@ -99,7 +99,7 @@ def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> 
             )
         if args.test_split not in loaded:
             raise LotteryError(f"{label} has no split {args.test_split!r} (its splits: {', '.join(loaded)})")
-        test = first(loaded[args.test_split], args.max_eval_samples)
+        test = first(loaded[args.test_split], args.max_test_samples)
     return first(loaded["train"], args.max_train_samples), first(loaded[validation], args.max_eval_samples), test
 
 

@@ -1,7 +1,7 @@
 """The layout of a run directory, and the names of the files the run as a whole reads and writes.
 
     run_dir/
-      config.json                    the RunConfig (format_version 3), written first
+      config.json                    the RunConfig (format_version 4), written first
       model/                         the model's config.json and tokenizer files (for export)
       rewind_point.safetensors       weights every level rewinds to (saved once)
       run_log.jsonl                  one line per invocation: its reach (levels, target, controls) and command

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .arguments import DataArguments
-from .config import Resolved, RunConfig
+from .config import SEPARATE_TEST_CAP, Resolved, RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
 from .launch import launcher_settings
@@ -65,14 +65,32 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
 
 
 def resolve_start(config: RunConfig) -> Resolved:
-    """What a run resolves before it loads anything: its directory and the launcher's settings.
+    """What a run resolves before it loads anything: its directory, the launcher's settings and, in a directory
+    written before ``--max-test-samples``, that run's test cap.
 
     Without ``--output-dir`` the directory is named by the hash of the config as given (before the task kind is
     inferred and the launcher's settings are filled in), so the same command finds the same directory.
     """
     settings = launcher_settings(config.train)
     output_dir = config.output_dir or str(default_output_dir(config))
-    return Resolved(output_dir=output_dir, **{name: value for name, (value, _) in settings.items()})
+    test_cap = _older_test_cap(config, RunPaths(Path(output_dir)))
+    return Resolved(output_dir=output_dir, max_test_samples=test_cap,
+                    **{name: value for name, (value, _) in settings.items()})  # fmt: skip
+
+
+def _older_test_cap(config: RunConfig, paths: RunPaths) -> int | None:
+    """The test cap of the run in ``paths`` when it predates ``--max-test-samples`` (its ``--max-eval-samples``
+    capped the test split) and this invocation leaves the flag out: rerunning its command keeps its test scores
+    comparable, level to level, instead of refusing the directory as another run's."""
+    data = config.data
+    if data.max_test_samples is not None or (data.test_file is None and data.test_split is None):
+        return None
+    if not paths.config.is_file():
+        return None
+    saved = read_json(paths.config)
+    if saved.get("format_version", 1) >= SEPARATE_TEST_CAP:
+        return None
+    return RunConfig.from_dict(saved).data.max_test_samples
 
 
 def resolve_model(resolved: Resolved, config: RunConfig, model_config: PretrainedConfig, kind: TaskKind) -> Resolved:

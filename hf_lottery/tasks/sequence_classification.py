@@ -162,7 +162,7 @@ def _load_hub(args: DataArguments, spec: GlueTask | None) -> TaskData:
 def _load_files(args: DataArguments, spec: GlueTask | None) -> TaskData:
     files = [(args.train_file, args.max_train_samples), (args.validation_file, args.max_eval_samples)]
     if args.test_file is not None:
-        files.append((args.test_file, args.max_eval_samples))
+        files.append((args.test_file, args.max_test_samples))
     tables = []
     for path, limit in files:
         header, rows = read_table(Path(path))

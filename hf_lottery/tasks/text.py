@@ -83,15 +83,15 @@ def load_text(data: DataArguments) -> TaskData:
     if data.train_file is not None:
         train = read_text_file(data.train_file, data.max_train_samples)
         validation = read_text_file(data.validation_file, data.max_eval_samples)
-        test = read_text_file(data.test_file, data.max_eval_samples) if data.test_file is not None else None
+        test = read_text_file(data.test_file, data.max_test_samples) if data.test_file is not None else None
         return TaskData(train, validation, PERPLEXITY, Path(data.train_file).name, test=test)
     if data.dataset_name is not None:
         column = data.text_columns[0] if data.text_columns else "text"
         # The limits count documents, so they apply after blank rows are dropped.
-        unlimited = dataclasses.replace(data, max_train_samples=None, max_eval_samples=None)
+        unlimited = dataclasses.replace(data, max_train_samples=None, max_eval_samples=None, max_test_samples=None)
         splits = load_hub_splits(data.dataset_name, data.dataset_config, unlimited)
         source = data.dataset_name + (f" ({data.dataset_config})" if data.dataset_config else "")
-        limits = (data.max_train_samples, data.max_eval_samples, data.max_eval_samples)
+        limits = (data.max_train_samples, data.max_eval_samples, data.max_test_samples)
         documents = []
         for split, limit, name in zip(splits, limits, ("training", "validation", "test"), strict=True):
             if split is None:
