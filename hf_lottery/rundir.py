@@ -190,6 +190,7 @@ def start_run_dir(
             reach = dict(sorted(config.reach().items()))
             with open(paths.run_log, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **reach,
+                                      "processes": accelerator.num_processes,
                                       "command": config.to_command()}) + "\n")  # fmt: skip
         if not paths.model_files.exists():
             base = {"name": config.model.model_name_or_path, "revision": config.model.revision,
@@ -225,15 +226,17 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
     write_text(paths.config, old.to_json())
 
 
-def level_facts(paths: LevelPaths, sparsity: float, metric: Metric) -> dict:
-    """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost)."""
+def level_facts(paths: LevelPaths, sparsity: float, metric: Metric, processes: int) -> dict:
+    """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost).
+
+    ``processes`` trained it: the command alone does not say, and the global batch grows with them."""
     return {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
-            "greater_is_better": metric.greater_is_better}  # fmt: skip
+            "greater_is_better": metric.greater_is_better, "processes": processes}  # fmt: skip
 
 
 # The keys of metrics.json that are not scores: a metric may not be named like one.
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
-                       "command", "path", "total_steps", "replicates", "mean", "std"})  # fmt: skip
+                       "command", "path", "total_steps", "replicates", "mean", "std", "processes"})  # fmt: skip
 
 
 def save_level(
@@ -246,7 +249,7 @@ def save_level(
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
-        info = level_facts(paths, sparsity, metric)
+        info = level_facts(paths, sparsity, metric, accelerator.num_processes)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
         line = (
