@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..arguments import DataArguments
-from ..data import VALIDATION_SPLITS, check_columns, load_hub_splits
+from ..data import VALIDATION_SPLITS, check_columns, check_hub_dataset, load_hub_splits
 from ..errors import LotteryError
 from .base import Metric, TaskData, TaskKind
 
@@ -108,12 +108,13 @@ def load_text(data: DataArguments) -> TaskData:
 def _load_default_corpus(data: DataArguments) -> TaskData:
     from datasets import load_dataset
 
+    instead = "pass local text, one document per line: --train-file train.txt --validation-file valid.txt"
+    check_hub_dataset(DEFAULT_CORPUS[0], what=f"the default corpus {_corpus_label()}", instead=instead)
     try:
         corpus = load_dataset(*DEFAULT_CORPUS)
     except Exception as err:  # network, cache and hub errors all end here
         raise LotteryError(
-            f"could not load the default corpus {_corpus_label()} ({type(err).__name__}); offline? pass local "
-            "text, one document per line: --train-file train.txt --validation-file valid.txt"
+            f"could not load the default corpus {_corpus_label()} ({type(err).__name__}); offline? {instead}"
         ) from None
     validation = next(s for s in VALIDATION_SPLITS if s in corpus)
     return TaskData(
