@@ -160,8 +160,8 @@ PLAIN_LINE_SECONDS = 300
 class Progress:
     """A level's progress on stderr: tqdm's bar on a terminal; elsewhere a plain line each tenth of the level.
 
-    A bar redraws itself with a carriage return on every update, which a log file keeps, a line per step, however
-    long the level; tqdm has no plain mode (``disable=None`` only turns it off where there is no terminal).
+    A bar redraws itself after a carriage return, and a log file keeps every redraw, however long the level; tqdm
+    has no plain mode (``disable=None`` only turns it off where there is no terminal).
     """
 
     def __init__(self, total: int, initial: int, desc: str, *, shown: bool) -> None:
