@@ -84,9 +84,10 @@ class ModelArguments:
 class DataArguments:
     """Where the data comes from and how much of it is used.
 
-    The test split (``test_file``/``test_split``) is part of a run's identity like the rest of the data: its
-    scores go into every level's ``metrics.json``, so a run directory never holds levels scored on different
-    test data, or on none. Left unset it hashes as a default, so runs without one keep their names.
+    The test split (``test_file``/``test_split``, and the rows of it ``max_test_samples`` keeps) is part of a run's
+    identity like the rest of the data: it never chooses a level, but its scores go into every level's
+    ``metrics.json``, so a run directory never holds levels scored on different test data, or on none. Left unset
+    it hashes as a default, so runs without one keep their names.
     """
 
     task: str | None = field(
@@ -129,8 +130,9 @@ class DataArguments:
     )
     label_column: str | None = field(default=None, metadata=help_("Label (or tag) column of the data."))
     max_train_samples: int | None = field(default=None, metadata=help_("Use only the first N training rows."))
-    max_eval_samples: int | None = field(
-        default=None, metadata=help_("Use only the first N validation rows (and test rows).")
+    max_eval_samples: int | None = field(default=None, metadata=help_("Use only the first N validation rows."))
+    max_test_samples: int | None = field(
+        default=None, metadata=help_("Use only the first N test rows of --test-file/--test-split (default: all).")
     )
     max_length: int = field(
         default=128, metadata=help_("Tokens per example after truncation (block length for causal-LM).")
@@ -150,7 +152,7 @@ class DataArguments:
         self._check_test()
         if self.text_columns is not None and len(self.text_columns) not in (1, 2):
             raise LotteryError(f"--text-columns takes one or two columns, got {len(self.text_columns)}")
-        positive(self, "max_length", "max_train_samples", "max_eval_samples")
+        positive(self, "max_length", "max_train_samples", "max_eval_samples", "max_test_samples")
 
     def _check_test(self) -> None:
         """A test split needs the source it belongs to, and must be data the run never trains or chooses on."""
@@ -159,6 +161,8 @@ class DataArguments:
                 "--test-split needs --dataset-name; GLUE's test splits (--task) have no labels, so give a "
                 "labelled copy with --test-file"
             )
+        if self.max_test_samples is not None and self.test_file is None and self.test_split is None:
+            raise LotteryError("--max-test-samples needs a test split: give --test-file or --test-split")
         if self.test_file is None:
             return
         if self.train_file is None:

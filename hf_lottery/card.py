@@ -126,6 +126,7 @@ def render_card(
         finetune_flags=kind.finetune_flags,
         commands=_commands(facts, rows),
         version=__version__,
+        processes=_processes(facts.get("processes")),
         prune_fraction=prune.prune_fraction if prune else None,
         strategy=_strategy(prune) if prune else None,
         controls_sentence=_controls_sentence(rows),
@@ -216,6 +217,12 @@ def _replicates_sentence(facts: dict, metric: Metric) -> str:
         f"replicate 0, whose own {metric.name} is {_show(metric, facts['metric_value'])} (mean "
         f"{_show(metric, facts['metric_mean'])} ± {_show(metric, facts['metric_std'])})."
     )
+
+
+def _processes(count: int | None) -> str | None:
+    """How many processes trained the level, which the command does not say (None: a level of an earlier version,
+    which did not record it)."""
+    return None if count is None else f"{count} process{'es' if count > 1 else ''}"
 
 
 def _show(metric: Metric, value: float) -> str:

@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 
 # Version of the run directory layout written in config.json. 1: the flat config of hf-lottery 0.1 (no
 # version key), classification only. 2: the config split by concern, with the task kind. 3: each plug-in's own
-# options in a section named by the plug-in. Every version is read by finding each saved field by its name.
-FORMAT_VERSION = 3
+# options in a section named by the plug-in. 4: --max-test-samples caps the test split, which --max-eval-samples
+# capped before. Every version is read by finding each saved field by its name.
+FORMAT_VERSION = 4
+SEPARATE_TEST_CAP = 4  # the first version in which --max-eval-samples leaves the test split alone
 
 # The core parts of every command.
 CORE: dict[str, type] = {
@@ -275,7 +277,9 @@ class RunConfig:
         section holds it: hf-lottery 0.1's flat file, version 2's core sections (which held a few options that
         plug-ins own now, such as ``mlm_probability`` and ``one_shot``), or this version's.
 
-        Keys this version does not know are dropped, so files of newer versions stay readable.
+        Keys this version does not know are dropped, so files of newer versions stay readable. Before version 4
+        ``--max-eval-samples`` also capped the test split; such a run keeps that cap as its ``max_test_samples``, so
+        its test scores stay what they were.
         """
         version = values.get("format_version", 1)
         if version == 1:
@@ -285,6 +289,8 @@ class RunConfig:
             command = values["command"]
             saved = [section for key, section in values.items() if isinstance(section, dict) and key != "run_config"]
             found = {k: v for section in saved for k, v in section.items()}
+        if version < SEPARATE_TEST_CAP and (found.get("test_file") or found.get("test_split")):
+            found["max_test_samples"] = found.get("max_eval_samples")
         config = cls.from_parts(command, [_part(kind, found) for kind in sections(command).values()])
         return dataclasses.replace(config, run_config=values.get("run_config"))
 
@@ -292,8 +298,9 @@ class RunConfig:
 @dataclass(frozen=True)
 class Resolved:
     """What a run works out from its config, once, before anything is written: where it is written, the
-    launcher's settings (a flag beats ``accelerate launch``'s environment, which beats the default), and, once the
-    model is known, its task kind and the ``--max-length`` its positions allow.
+    launcher's settings (a flag beats ``accelerate launch``'s environment, which beats the default), the test cap of
+    a run directory written before ``--max-test-samples`` (see ``from_dict``) when the flag is not given, and, once
+    the model is known, its task kind and the ``--max-length`` its positions allow.
 
     ``apply`` gives the config with these values in place: what the run reads, what ``config.json`` records and
     what a rerun's identity is compared against. The run's name is hashed from the config as given, before.
@@ -304,6 +311,7 @@ class Resolved:
     gradient_accumulation_steps: int | None = None
     task_kind: str | None = None
     max_length: int | None = None
+    max_test_samples: int | None = None
 
     def apply(self, config: RunConfig) -> RunConfig:
         train = {"output_dir": self.output_dir}
@@ -311,7 +319,7 @@ class Resolved:
             if getattr(self, name) is not None:
                 train[name] = getattr(self, name)
         model = {"task_kind": self.task_kind} if self.task_kind is not None else {}
-        data = {"max_length": self.max_length} if self.max_length is not None else {}
+        data = {n: getattr(self, n) for n in ("max_length", "max_test_samples") if getattr(self, n) is not None}
         return dataclasses.replace(
             config,
             train=dataclasses.replace(config.train, **train),

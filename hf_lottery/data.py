@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from .arguments import DataArguments
 from .errors import LotteryError
+from .hub import check_reachable
 
 VALIDATION_SPLITS = ("validation", "valid", "dev", "test")
 
@@ -77,13 +78,15 @@ def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> 
     from datasets import load_dataset
 
     label = name + (f" ({config_name})" if config_name else "")
+    instead = "pass local files with --train-file/--validation-file instead of --dataset-name"
+    check_hub_dataset(name, what=f"the data set {label}", instead=instead)
     try:
         loaded = load_dataset(name, config_name)
     except Exception as err:  # network, cache, hub and missing-config errors all end here
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LotteryError(
             f"could not load the data set {label} with datasets.load_dataset ({type(err).__name__}: {reason[:200]}); "
-            "offline? pass local files with --train-file/--validation-file instead of --dataset-name"
+            f"offline? {instead}"
         ) from None
     if not isinstance(loaded, DatasetDict) or "train" not in loaded:
         raise LotteryError(f"{label} has no 'train' split")
@@ -99,8 +102,18 @@ def load_hub_splits(name: str, config_name: str | None, args: DataArguments) -> 
             )
         if args.test_split not in loaded:
             raise LotteryError(f"{label} has no split {args.test_split!r} (its splits: {', '.join(loaded)})")
-        test = first(loaded[args.test_split], args.max_eval_samples)
+        test = first(loaded[args.test_split], args.max_test_samples)
     return first(loaded["train"], args.max_train_samples), first(loaded[validation], args.max_eval_samples), test
+
+
+def check_hub_dataset(name: str, *, what: str, instead: str) -> None:
+    """Before ``datasets.load_dataset`` of a Hub data set: one line at once, naming ``what`` and ``instead``, when the
+    Hub does not answer (``hub.check_reachable``). With datasets offline (``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE``) nothing is asked: it reads its cache only."""
+    from datasets import config
+
+    if not config.HF_HUB_OFFLINE:  # the first file load_dataset fetches is the data set's card
+        check_reachable(name, what=what, instead=instead, repo_type="dataset", filename="README.md")
 
 
 def first(split: Dataset, limit: int | None) -> Dataset:

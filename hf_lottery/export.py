@@ -146,7 +146,7 @@ class FinishedRun:
             "metric_value": row.value, "dense_metric_value": dense.value, "levels": [r.to_dict() for r in self.rows],
             "test_file": c.data.test_file, "test_split": c.data.test_split,
             "test_metric_value": row.test_value, "dense_test_metric_value": dense.test_value,
-            "command": row.command or c.to_command(),
+            "command": row.command or c.to_command(), "processes": row.processes,
             "finetuned_from": base["name"] if c.command == "finetune" else None,
             "transferred_from_task_kind": base.get("task_kind") if c.command == "finetune" else None,
             "from_init": base.get("from_init"),

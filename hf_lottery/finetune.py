@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 
 from .config import RunConfig
 from .errors import NotATicketError
-from .launch import finish_trackers, make_accelerator
+from .launch import describe_processes, finish_trackers, make_accelerator
 from .masks import Mask, dense_mask, density, select_prunable
 from .model import load_model_config, load_tokenizer
 from .paths import IMP
@@ -48,6 +48,8 @@ def _finetune(config: RunConfig, held: ExitStack) -> list[LevelResult]:
     config = dataclasses.replace(resolved, task_kind=kind.name).apply(config)  # what the run reads and records
     paths = open_run_dir(config)
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
+    for line in describe_processes(accelerator, config.train):
+        accelerator.print(line)
     data = kind.load_data(config.data)
     base: dict = {}
     if config.finetune.no_mask:

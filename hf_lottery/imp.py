@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 from .arguments import UNITS, PruneArguments
 from .config import Resolved, RunConfig
 from .errors import LotteryError
-from .launch import finish_trackers, make_accelerator
+from .launch import describe_processes, finish_trackers, make_accelerator
 from .levels import Run, RunEvents, observed, run_units
 from .masks import Mask, dense_mask, prunable_weights, select_prunable
 from .methods import asked_methods
@@ -56,7 +56,8 @@ def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *
     """The model's config first (a bad model id fails before anything else), the task kind, the run
     directory (checked, not yet written), the data, and then the model with the kind's head.
 
-    The run's first lines say what it will do (the task kind, its data and ``plan``) before any download.
+    The run's first lines say what it will do (the task kind, its data, ``plan`` and its processes) before any
+    download.
     """
     name, revision = config.model.model_name_or_path, config.model.revision
     model_config = load_model_config(name, revision)
@@ -67,6 +68,8 @@ def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
     if plan:
         accelerator.print(plan)
+    for line in describe_processes(accelerator, config.train):
+        accelerator.print(line)
     data = kind.load_data(config.data)
     set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
     model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)

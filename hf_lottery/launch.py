@@ -72,6 +72,28 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
     return accelerator
 
 
+def describe_processes(accelerator: Accelerator, args: TrainArguments) -> list[str]:
+    """The run's line on how many processes train it (the global batch grows with them), and a warning when the
+    launcher asked for more than started.
+
+    On CPU, ``accelerate launch --num_processes N`` sets ``MASTER_ADDR`` and ``MASTER_PORT`` but starts a single
+    process with no ``WORLD_SIZE``, which would train alone without a word. ``args`` holds the resolved settings.
+    """
+    processes, batch, steps = accelerator.num_processes, args.batch_size, args.gradient_accumulation_steps
+    lines = [
+        f"processes: {processes} (global batch {batch * processes * steps} = --batch-size {batch} x {processes} "
+        f"process{'es' if processes > 1 else ''} x {steps} accumulation step{'s' if steps > 1 else ''})"
+    ]
+    asked = "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
+    if processes == 1 and asked:
+        lines.append(
+            "warning: MASTER_ADDR and MASTER_PORT are set for several processes, but only this one started (no "
+            "WORLD_SIZE): `accelerate launch` starts several CPU processes only through mpirun; on CPU use "
+            "`torchrun --nproc_per_node N -m hf_lottery ...`"
+        )
+    return lines
+
+
 def finish_trackers(accelerator: Accelerator) -> None:
     """Close the trackers' files (``Accelerator.end_training`` would also tear down the process group)."""
     for tracker in accelerator.trackers:

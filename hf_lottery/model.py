@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx2  # huggingface_hub 2.x talks HTTP through it
-import huggingface_hub
+from huggingface_hub import is_offline_mode
 from huggingface_hub.errors import (
     GatedRepoError,
     LocalEntryNotFoundError,
@@ -17,20 +17,20 @@ from huggingface_hub.errors import (
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from .errors import LotteryError
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+from .hub import OFFLINE_HINT, check_reachable, looks_like_path
 
 
 def load_model_config(name: str, revision: str | None = None):
-    """The model's ``PretrainedConfig``; every way of not finding it becomes one clear line."""
-    if _looks_like_path(name):
+    """The model's ``PretrainedConfig``; every way of not finding it becomes one clear line, at once when the Hub
+    does not answer (``hub.check_reachable``)."""
+    local = "pass the path of a local folder saved with save_pretrained"
+    if looks_like_path(name):
         folder = Path(name).expanduser()
         if not folder.is_dir():
             raise LotteryError(f"model folder {name!r} does not exist")
         if not (folder / "config.json").is_file():
             raise LotteryError(f"model folder {name!r} has no config.json (save it with save_pretrained)")
+    check_reachable(name, what=f"model {name!r}", instead=local, revision=revision)
     try:
         config = AutoConfig.from_pretrained(name, revision=revision)
     except (RepositoryNotFoundError, GatedRepoError):
@@ -41,10 +41,12 @@ def load_model_config(name: str, revision: str | None = None):
     except RevisionNotFoundError:
         raise LotteryError(f"model {name!r} has no revision {revision!r}") from None
     except (OSError, ValueError) as err:
-        if huggingface_hub.constants.HF_HUB_OFFLINE or _unreachable(err):
+        if is_offline_mode():
+            raise LotteryError(f"model {name!r} is not in the local cache (HF_HUB_OFFLINE is set); {local}") from None
+        if _unreachable(err):
             raise LotteryError(
-                f"model {name!r} is not in the local cache and the Hugging Face Hub could not be reached "
-                "(offline?); pass the path of a local folder saved with save_pretrained"
+                f"model {name!r} is not in the local cache and the Hugging Face Hub could not be reached; {local}, "
+                f"{OFFLINE_HINT}"
             ) from None
         raise LotteryError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
     return config

@@ -1,10 +1,10 @@
 """The layout of a run directory, and the names of the files the run as a whole reads and writes.
 
     run_dir/
-      config.json                    the RunConfig (format_version 3), written first
+      config.json                    the RunConfig (format_version 4), written first
       model/                         the model's config.json and tokenizer files (for export)
       rewind_point.safetensors       weights every level rewinds to (saved once)
-      run_log.jsonl                  one line per invocation: its reach (levels, target, controls) and command
+      run_log.jsonl                  one line per invocation: its reach (levels, target, controls), processes, command
       imp/level_0/ ... level_N/      the lottery ticket search (the trunk); level 0 is the dense model
       imp/level_N_to_70.00/          a level clipped to hit --target-sparsity exactly: off the trunk, never a parent
       random-prune/level_1/ ...      controls, when asked for

@@ -46,6 +46,7 @@ class LevelResult:
     steps: int | None = None  # optimizer steps of its own training; find_ticket's train_fn counts none
     resumed_from_step: int | None = None  # where a killed training resumed, if it was
     command: str | None = None  # the command that trained it (none for hf-lottery finetune's level)
+    processes: int | None = None  # how many processes trained it; levels of earlier versions do not say
     total_steps: int | None = None  # the steps it cost in all (collect_rows); results of 0.1 have none
     replicates: list[float] | None = None  # with replicates: each one's metric, replicate 0 (this row's) first
     mean: float | None = None  # and their mean

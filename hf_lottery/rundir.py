@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .arguments import DataArguments
-from .config import Resolved, RunConfig
+from .config import SEPARATE_TEST_CAP, Resolved, RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
 from .launch import launcher_settings
@@ -75,14 +75,32 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
 
 
 def resolve_start(config: RunConfig) -> Resolved:
-    """What a run resolves before it loads anything: its directory and the launcher's settings.
+    """What a run resolves before it loads anything: its directory, the launcher's settings and, in a directory
+    written before ``--max-test-samples``, that run's test cap.
 
     Without ``--output-dir`` the directory is named by the hash of the config as given (before the task kind is
     inferred and the launcher's settings are filled in), so the same command finds the same directory.
     """
     settings = launcher_settings(config.train)
     output_dir = config.output_dir or str(default_output_dir(config))
-    return Resolved(output_dir=output_dir, **{name: value for name, (value, _) in settings.items()})
+    test_cap = _older_test_cap(config, RunPaths(Path(output_dir)))
+    return Resolved(output_dir=output_dir, max_test_samples=test_cap,
+                    **{name: value for name, (value, _) in settings.items()})  # fmt: skip
+
+
+def _older_test_cap(config: RunConfig, paths: RunPaths) -> int | None:
+    """The test cap of the run in ``paths`` when it predates ``--max-test-samples`` (its ``--max-eval-samples``
+    capped the test split) and this invocation leaves the flag out: rerunning its command keeps its test scores
+    comparable, level to level, instead of refusing the directory as another run's."""
+    data = config.data
+    if data.max_test_samples is not None or (data.test_file is None and data.test_split is None):
+        return None
+    if not paths.config.is_file():
+        return None
+    saved = read_json(paths.config)
+    if saved.get("format_version", 1) >= SEPARATE_TEST_CAP:
+        return None
+    return RunConfig.from_dict(saved).data.max_test_samples
 
 
 def resolve_model(resolved: Resolved, config: RunConfig, model_config: PretrainedConfig, kind: TaskKind) -> Resolved:
@@ -222,6 +240,7 @@ def start_run_dir(
             reach = dict(sorted(config.reach().items()))
             with open(paths.run_log, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **reach,
+                                      "processes": accelerator.num_processes,
                                       "command": config.to_command()}) + "\n")  # fmt: skip
         if not paths.model_files.exists():
             name = config.model.model_name_or_path
@@ -258,16 +277,18 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
     write_text(paths.config, old.to_json())
 
 
-def level_facts(paths: LevelPaths, sparsity: float, metric: Metric) -> dict:
-    """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost)."""
+def level_facts(paths: LevelPaths, sparsity: float, metric: Metric, processes: int) -> dict:
+    """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost).
+
+    ``processes`` trained it: the command alone does not say, and the global batch grows with them."""
     return {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
-            "greater_is_better": metric.greater_is_better}  # fmt: skip
+            "greater_is_better": metric.greater_is_better, "processes": processes}  # fmt: skip
 
 
 # The keys of metrics.json that are not scores: a metric may not be named like one.
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
                        "command", "path", "total_steps", "replicates", "mean", "std", "unit",
-                       "unit_sparsity"})  # fmt: skip
+                       "unit_sparsity", "processes"})  # fmt: skip
 
 
 def save_level(
@@ -280,7 +301,7 @@ def save_level(
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
-        info = level_facts(paths, sparsity, metric)
+        info = level_facts(paths, sparsity, metric, accelerator.num_processes)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
         name = run_name(paths.branch, paths.number, sparsity)

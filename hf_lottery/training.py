@@ -12,6 +12,8 @@ check the zeros under weight decay, gradient accumulation, mixed precision and s
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,9 +84,7 @@ def train(
     stopped = on_step is not None and resumed is None and bool(on_step(0, model))
 
     metric = data.metric
-    progress = tqdm(
-        total=total_steps, initial=step, desc=desc, disable=not accelerator.is_local_main_process, leave=False
-    )
+    progress = Progress(total_steps, step, desc, shown=accelerator.is_local_main_process)
     while step < total_steps and not stopped:
         for batch in checkpoints.batches(train_loader):
             prepared.train()
@@ -101,8 +101,7 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+            progress.update(loss)
             if accelerator.trackers:
                 accelerator.log({f"{tag}/loss": loss.item(), f"{tag}/learning_rate": scheduler.get_last_lr()[0]}, step)
             if on_step is not None and on_step(step, model):
@@ -151,3 +150,46 @@ def total_optimizer_steps(args: TrainArguments, num_examples: int, num_processes
     batches_per_process = math.ceil(num_examples / (args.batch_size * num_processes))
     steps_per_epoch = max(1, math.ceil(batches_per_process / args.gradient_accumulation_steps))
     return max(1, math.ceil(args.epochs * steps_per_epoch))
+
+
+# Without a terminal (a batch job's log), a level's progress is a plain line each tenth of the level, and at least
+# this often in between, so that a long level still shows it is alive.
+PLAIN_LINE_SECONDS = 300
+
+
+class Progress:
+    """A level's progress on stderr: tqdm's bar on a terminal; elsewhere a plain line each tenth of the level.
+
+    A bar redraws itself after a carriage return, and a log file keeps every redraw, however long the level; tqdm
+    has no plain mode (``disable=None`` only turns it off where there is no terminal).
+    """
+
+    def __init__(self, total: int, initial: int, desc: str, *, shown: bool) -> None:
+        self.total, self.desc, self.step = total, desc, initial
+        terminal = shown and sys.stderr is not None and sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False) if terminal else None
+        self.plain = shown and not terminal
+        self.started = self.last_time = time.monotonic()
+        self.first = self.last_step = initial
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimizer step done, with its loss."""
+        self.step += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss.item():.4f}")
+            return
+        now = time.monotonic()
+        due = self.step - self.last_step >= self.total / 10 or now - self.last_time >= PLAIN_LINE_SECONDS
+        if not self.plain or not (due or self.step == self.total):
+            return
+        elapsed = now - self.started
+        left = elapsed / (self.step - self.first) * (self.total - self.step)
+        print(f"{self.desc}: step {self.step}/{self.total}, loss {loss.item():.4f}, "
+              f"{tqdm.format_interval(elapsed)} elapsed, {tqdm.format_interval(left)} left",
+              file=sys.stderr, flush=True)  # fmt: skip
+        self.last_step, self.last_time = self.step, now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,6 +1,7 @@
 """Held-out scores: every level is also scored on a test split that never chooses a level."""
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -142,6 +143,62 @@ def test_a_masked_lm_run_gets_a_test_perplexity(tiny_bert, text_files, tmp_path)
     )
 
 
+# --- how much of the test split is used ----------------------------------------------------------------------------
+
+
+def test_max_eval_samples_leaves_the_test_split_whole_and_max_test_samples_caps_it(tmp_path, text_files):
+    test_tsv = write_tsv(tmp_path / "test.tsv", demo_rows(500, 24))
+    test_txt = tmp_path / "test.txt"
+    test_txt.write_text("\n".join(SENTENCES[:12]) + "\n")
+    train, dev, test_conll = (tmp_path / f"{name}.conll" for name in ("train", "dev", "test"))
+    for path, count in ((train, 6), (dev, 6), (test_conll, 9)):
+        path.write_text("".join(f"word{i} B-PER\nsaid O\n\n" for i in range(count)))
+    cases = [  # the task kind, its files, and how many test examples it read
+        ("sequence-classification", (TRAIN, DEV, test_tsv), lambda data: len(data.test.labels), 24),
+        ("masked-lm", (*text_files, test_txt), lambda data: len(data.test), 12),
+        ("token-classification", (train, dev, test_conll), lambda data: len(data.test.tags), 9),
+    ]
+    for kind, (train_file, validation_file, test_file), count, rows in cases:
+        files = dict(train_file=str(train_file), validation_file=str(validation_file), test_file=str(test_file))
+        data = get_task_kind(kind).load_data(DataArguments(**files, max_eval_samples=3))
+        assert count(data) == rows, kind
+        data = get_task_kind(kind).load_data(DataArguments(**files, max_eval_samples=3, max_test_samples=5))
+        assert count(data) == 5, kind
+
+
+@pytest.mark.usefixtures("fake_hub")
+def test_max_test_samples_caps_a_hub_test_split():
+    args = DataArguments(dataset_name="someone/reviews", label_column="label", text_columns=["text"], test_split="test",
+                         max_eval_samples=1)  # fmt: skip
+    kind = get_task_kind("sequence-classification")
+    assert kind.load_data(args).test.labels == [0, 1, 0]
+    assert kind.load_data(dataclasses.replace(args, max_test_samples=2)).test.labels == [0, 1]
+
+
+def test_a_run_from_before_max_test_samples_keeps_capping_its_test_split(tiny_bert, tmp_path):
+    """A config.json of format 3 capped the test split with --max-eval-samples: its rerun keeps that cap, so the
+    test scores of old and new levels are scored on the same rows. Rows past the cap here hold a label the task
+    does not have, so reading them fails the run."""
+    test = write_tsv(tmp_path / "test.tsv", [*demo_rows(500, 8), ("a row past the cap", "2")])
+    options = dict(levels=1, test_file=str(test), max_eval_samples=8)
+    with pytest.raises(LotteryError, match=re.escape("test.tsv: label 2 is outside 0..1")):
+        run_lottery(make_config(tiny_bert, tmp_path / "new", **options))  # today: the test split is read whole
+    assert not (tmp_path / "new").exists()
+    run_lottery(make_config(tiny_bert, tmp_path / "run", **options, max_test_samples=8))
+    paths = RunPaths(tmp_path / "run")
+    saved = read_json(paths.config)
+    del saved["data"]["max_test_samples"]
+    paths.config.write_text(json.dumps({**saved, "format_version": 3}))  # as the version before it wrote it
+    trained = paths.level("imp", 1).weights.stat().st_mtime_ns
+
+    rows = run_lottery(make_config(tiny_bert, tmp_path / "run", **{**options, "levels": 2}))  # its command, extended
+    assert [r.level for r in rows] == [0, 1, 2] and all(0.0 <= r.test_value <= 1.0 for r in rows)
+    assert paths.level("imp", 1).weights.stat().st_mtime_ns == trained  # the same run: not retrained
+    assert "--max-test-samples 8" in rows[2].command  # what reproduces it today
+    with pytest.raises(LotteryError, match="holds a different run.*max_test_samples: 8 there, 4 now"):
+        run_lottery(make_config(tiny_bert, tmp_path / "run", **options, max_test_samples=4))
+
+
 # --- bad values: one line, nothing written --------------------------------------------------------------------------
 
 
@@ -163,6 +220,8 @@ def test_bad_test_files_get_one_line_and_write_nothing(capsys, tiny_bert, tmp_pa
         ([*files, "--test-file", DEV], "--test-file " + DEV + " is also the --validation-file"),
         (["--task", "sst2", "--test-file", str(other_columns)], "--test-file needs --train-file and --validation-file"),
         (["--task", "sst2", "--test-split", "test"], "--test-split needs --dataset-name; GLUE's test splits"),
+        ([*files, "--max-test-samples", "8"], "--max-test-samples needs a test split: give --test-file or"),
+        ([*files, "--test-file", str(tmp_path / "t.tsv"), "--max-test-samples", "0"], "--max-test-samples must be"),
     ]
     for args, message in cases:
         fails_cleanly(capsys, [str(tiny_bert), *args, *QUICK], message, out)

@@ -3,6 +3,7 @@
 Run alone with ``pytest -m multiprocess``.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -77,6 +78,9 @@ def test_every_rank_trains_with_the_same_masks(two_processes):
 def test_only_the_main_process_writes_and_prints(two_processes):
     root, done = two_processes
     assert done.stdout.count("| level | run |") == 1  # one table, from the main process
+    assert done.stdout.count("\nprocesses: 2 (global batch 16 = --batch-size 8 x 2 processes") == 1
+    assert "warning:" not in done.stdout
+    assert [json.loads(line)["processes"] for line in RunPaths(root / "run").run_log.read_text().splitlines()] == [2]
     assert not list((root / "run").rglob(".*.tmp-*"))
     for level in (1, 2):
         mask, weights = (
@@ -91,6 +95,7 @@ def test_two_processes_of_batch_b_match_one_process_of_batch_2b(two_processes, n
     one = launch(no_dropout_bert, tmp_path / "one", 1, 16)
     assert one.returncode == 0, one.stderr[-3000:]
     two_rows, one_rows = read_results(RunPaths(root / "run")), read_results(RunPaths(tmp_path / "one"))
+    assert {r.processes for r in two_rows} == {2} and {r.processes for r in one_rows} == {1}
     for a, b in zip(two_rows, one_rows, strict=True):
         assert a.steps == b.steps
         assert abs(a.value - b.value) <= 0.05

@@ -1,10 +1,15 @@
 """Training options keep the mask: mixed precision, gradient accumulation, weight decay, best-of evaluation."""
 
+import io
+import sys
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_lottery.cli import main
+from hf_lottery.demo import DEMO_DATA
 from hf_lottery.lottery import run_lottery
 from hf_lottery.metrics import compute_metrics
 from hf_lottery.paths import RunPaths
@@ -64,3 +69,27 @@ def test_a_tensor_emptied_by_global_pruning_is_reported(tiny_bert, tmp_path, cap
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     run_lottery(make_config(folder, tmp_path / "run", levels=1, prune_fraction=0.2, max_steps=1))
     assert "removed every weight of bert.pooler.dense.weight" in capsys.readouterr().out
+
+
+class Terminal(io.StringIO):
+    """A stderr that is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_few_plain_lines_in_a_log(tiny_bert, tmp_path, capsys, monkeypatch):
+    """A bar in a log file is a carriage-return line per step; there, each level gets a line per tenth of it."""
+    args = ["prune", str(tiny_bert), "--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file",
+            str(DEMO_DATA / "dev.tsv"), "--levels", "1", "--max-train-samples", "16", "--max-eval-samples", "8",
+            "--batch-size", "2"]  # fmt: skip
+    capsys.readouterr()  # what the fixtures printed
+    assert main([*args, "--max-steps", "15", "--output-dir", str(tmp_path / "logged")]) == 0
+    logged = capsys.readouterr().err
+    lines = [line for line in logged.splitlines() if line.strip()]
+    assert "\r" not in logged
+    assert 2 <= len(lines) <= 2 * 11  # two trainings of 15 steps: at most one line per tenth, and the last step
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main([*args, "--max-steps", "2", "--output-dir", str(tmp_path / "watched")]) == 0
+    assert "\r" in terminal.getvalue()

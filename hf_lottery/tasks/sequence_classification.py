@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from ..arguments import DataArguments
-from ..data import check_columns, load_hub_splits, read_table
+from ..data import check_columns, check_hub_dataset, load_hub_splits, read_table
 from ..errors import LotteryError
 from ..metrics import compute_metrics
 from .base import ClassifierKind, Metric, PreparedData, TaskData
@@ -122,12 +122,13 @@ class SequenceClassification(ClassifierKind):
 def _load_glue(task: str, spec: GlueTask, args: DataArguments) -> TaskData:
     from datasets import load_dataset
 
+    instead = "pass local files with --train-file/--validation-file"
+    check_hub_dataset("glue", what=f"GLUE task {task!r}", instead=instead)
     try:
         glue = load_dataset("glue", task)
     except Exception as err:  # network, cache and hub errors all end here
         raise LotteryError(
-            f"could not load GLUE task {task!r} from the Hugging Face Hub ({type(err).__name__}); "
-            "offline? pass local files with --train-file/--validation-file"
+            f"could not load GLUE task {task!r} from the Hugging Face Hub ({type(err).__name__}); offline? {instead}"
         ) from err
     splits = []
     for split_name, limit in (("train", args.max_train_samples), (spec.validation_split, args.max_eval_samples)):
@@ -164,7 +165,7 @@ def _load_hub(args: DataArguments, spec: GlueTask | None) -> TaskData:
 def _load_files(args: DataArguments, spec: GlueTask | None) -> TaskData:
     files = [(args.train_file, args.max_train_samples), (args.validation_file, args.max_eval_samples)]
     if args.test_file is not None:
-        files.append((args.test_file, args.max_eval_samples))
+        files.append((args.test_file, args.max_test_samples))
     tables = []
     for path, limit in files:
         header, rows = read_table(Path(path))

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..arguments import DataArguments
-from ..data import VALIDATION_SPLITS, check_columns, load_hub_splits
+from ..data import VALIDATION_SPLITS, check_columns, check_hub_dataset, load_hub_splits
 from ..errors import LotteryError
 from .base import Metric, TaskData, TaskKind
 
@@ -85,15 +85,15 @@ def load_text(data: DataArguments) -> TaskData:
     if data.train_file is not None:
         train = read_text_file(data.train_file, data.max_train_samples)
         validation = read_text_file(data.validation_file, data.max_eval_samples)
-        test = read_text_file(data.test_file, data.max_eval_samples) if data.test_file is not None else None
+        test = read_text_file(data.test_file, data.max_test_samples) if data.test_file is not None else None
         return TaskData(train, validation, PERPLEXITY, Path(data.train_file).name, test=test)
     if data.dataset_name is not None:
         column = data.text_columns[0] if data.text_columns else "text"
         # The limits count documents, so they apply after blank rows are dropped.
-        unlimited = dataclasses.replace(data, max_train_samples=None, max_eval_samples=None)
+        unlimited = dataclasses.replace(data, max_train_samples=None, max_eval_samples=None, max_test_samples=None)
         splits = load_hub_splits(data.dataset_name, data.dataset_config, unlimited)
         source = data.dataset_name + (f" ({data.dataset_config})" if data.dataset_config else "")
-        limits = (data.max_train_samples, data.max_eval_samples, data.max_eval_samples)
+        limits = (data.max_train_samples, data.max_eval_samples, data.max_test_samples)
         documents = []
         for split, limit, name in zip(splits, limits, ("training", "validation", "test"), strict=True):
             if split is None:
@@ -110,12 +110,13 @@ def load_text(data: DataArguments) -> TaskData:
 def _load_default_corpus(data: DataArguments) -> TaskData:
     from datasets import load_dataset
 
+    instead = "pass local text, one document per line: --train-file train.txt --validation-file valid.txt"
+    check_hub_dataset(DEFAULT_CORPUS[0], what=f"the default corpus {_corpus_label()}", instead=instead)
     try:
         corpus = load_dataset(*DEFAULT_CORPUS)
     except Exception as err:  # network, cache and hub errors all end here
         raise LotteryError(
-            f"could not load the default corpus {_corpus_label()} ({type(err).__name__}); offline? pass local "
-            "text, one document per line: --train-file train.txt --validation-file valid.txt"
+            f"could not load the default corpus {_corpus_label()} ({type(err).__name__}); offline? {instead}"
         ) from None
     validation = next(s for s in VALIDATION_SPLITS if s in corpus)
     return TaskData(

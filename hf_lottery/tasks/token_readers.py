@@ -167,8 +167,8 @@ def read_files(args: DataArguments) -> TaggedCorpus:
     names = sorted({t for sentence in train[1] for t in sentence})
     known = set(names)
     held = [
-        read_tagged_file(Path(path), args.label_column, args.max_eval_samples, known)
-        for path in (args.validation_file, args.test_file)
+        read_tagged_file(Path(path), args.label_column, limit, known)
+        for path, limit in ((args.validation_file, args.max_eval_samples), (args.test_file, args.max_test_samples))
         if path is not None
     ]
     return _to_ids(train_path.name, names, [train, *held])
