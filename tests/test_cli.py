@@ -36,7 +36,15 @@ def two_label_classifier(tiny_bert, tmp_path) -> Path:
     return tmp_path / "clf"
 
 
-def test_bad_input_gets_one_line_and_writes_nothing(capsys, tmp_path, tiny_bert, vit_folder, two_label_classifier):
+def test_bad_input_gets_one_line_and_writes_nothing(
+    capsys, tmp_path, tiny_bert, vit_folder, two_label_classifier, monkeypatch
+):
+    from huggingface_hub import constants
+
+    # an unreachable Hub, whether or not another test started the loopback one
+    closed = "http://127.0.0.1:9"  # nothing listens on the discard port
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
     capsys.readouterr()  # what the fixtures printed
     out = tmp_path / "out"
     model = str(tiny_bert)
