@@ -76,8 +76,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MIN_SPARSITY = 0.93
 """Break-even measured with ``scripts/bench_inference.py --kernels`` (the module docstring; docs/benchmarks.md)."""
 
-DEFAULT_MIN_BLOCK_SPARSITY = 0.5
-"""Break-even of BSR against dense for layers whose masks keep whole blocks (``scripts/bench_structured.py``)."""
+DEFAULT_MIN_BLOCK_SPARSITY = 0.75
+"""Break-even of BSR against dense for layers whose masks keep whole blocks, one sequence at a time
+(``scripts/bench_structured.py --kernels``; docs/benchmarks.md)."""
 
 BLOCK_SIZES = (32, 16)
 """Block sides BSR is tried with, largest first; smaller blocks store so many indices that BSR loses to CSR."""
@@ -202,7 +203,7 @@ class BlockSparseLinear(nn.Module):
                 "BlockSparseLinear is inference-only: run the model under torch.inference_mode() or torch.no_grad()"
             )
         lead = x.shape[:-1]
-        xt = x.reshape(-1, self.in_features).T.contiguous()
+        xt = x.reshape(-1, self.in_features).T  # a column-major view: BSR reads it faster than a row-major copy
         if self.bias is None:
             y = torch.mm(self.weight, xt)
         else:
