@@ -88,6 +88,22 @@ def density(mask: Mask) -> float:
     return sum(int(m.sum()) for m in mask.values()) / total
 
 
+def thinned(mask: Mask, previous: Mask, floor: float) -> tuple[list[str], list[str]]:
+    """The tensors a draw of ``mask`` inside ``previous`` emptied, and those it left with weights but newly under
+    ``floor`` density: a tensor pruned far harder than the rest, so a level is nearly without it.
+
+    Every tensor is checked: masks keep or remove single weights, so no tensor is emptied as a unit on purpose.
+    """
+    emptied, thin = [], []
+    for name, m in mask.items():
+        alive, before = int(m.sum()), int(previous[name].sum())
+        if alive == 0 and before > 0:
+            emptied.append(name)
+        elif alive > 0 and alive < floor * m.numel() <= before:
+            thin.append(name)
+    return emptied, thin
+
+
 def sparsity_report(mask: Mask) -> dict:
     """Per-tensor and total sparsity of the prunable weights."""
     tensors = {}
