@@ -25,7 +25,7 @@ from transformers.pytorch_utils import Conv1D
 from .arguments import PruneArguments
 from .calibration import input_norms
 from .config import RunConfig
-from .masks import Mask, apply_mask, thinned
+from .masks import Mask, apply_mask, dense_mask, overlap, prunable_weights, thinned
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .rundir import save_level
@@ -34,6 +34,7 @@ from .strategies import ScoringContext
 from .tasks import Metric
 
 THIN_TENSOR = 0.01  # a tensor left under this density (and under half the draw's) is warned of
+UNTRAINED_OVERLAP = 0.98  # a method's mask sharing more of its weights with the rewind weights' own is warned of
 
 # Calibration examples: ``samples`` examples of the run's training data, one per batch (see ``calibration``).
 Calibration = Callable[[int], Iterable[Mapping[str, torch.Tensor]]]
@@ -187,6 +188,21 @@ class Run:
                         "pooler, say); --scope layer or --exclude keeps them"
                     )
         return mask
+
+    def warn_if_untrained(self, mask: Mask, density: float, *, what: str) -> None:
+        """Warn when ``mask`` keeps nearly the weights the run's strategy keeps when it draws ``density`` from the
+        rewind weights: then training did not choose the mask, and a ticket method is one-shot pruning of the
+        rewind point under another name."""
+        rewind = self.draw_mask(
+            self.model, prunable_weights(self.model, self.prunable), dense_mask(self.model, self.prunable), density,
+            what=None,
+        )  # fmt: skip
+        shared = overlap(mask, rewind)
+        if shared > UNTRAINED_OVERLAP:
+            self.warn(
+                f"{what}: {shared:.1%} of its surviving weights are those the {self.prune.strategy} strategy keeps "
+                "in the rewind weights at the same density: this mask carries no training information"
+            )
 
     def warn(self, message: str) -> None:
         """One warning line, printed by the main process."""

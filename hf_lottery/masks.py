@@ -88,6 +88,12 @@ def density(mask: Mask) -> float:
     return sum(int(m.sum()) for m in mask.values()) / total
 
 
+def overlap(mask: Mask, other: Mask) -> float:
+    """The share of ``mask``'s surviving weights that ``other`` keeps too (1.0: ``other`` keeps all of them)."""
+    alive = sum(int(m.sum()) for m in mask.values())
+    return sum(int((m & other[name]).sum()) for name, m in mask.items()) / max(alive, 1)
+
+
 def thinned(mask: Mask, previous: Mask, floor: float) -> tuple[list[str], list[str]]:
     """The tensors a draw of ``mask`` inside ``previous`` emptied, and those it left with weights but newly under
     ``floor`` density: a tensor pruned far harder than the rest, so a level is nearly without it.
