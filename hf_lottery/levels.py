@@ -25,7 +25,7 @@ from .arguments import PruneArguments
 from .calibration import input_norms
 from .config import RunConfig
 from .errors import LotteryError
-from .masks import Mask, apply_mask, transposed_weights
+from .masks import Mask, apply_mask, dense_mask, overlap, prunable_weights, thinned, transposed_weights
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .pruning import keep_counts
@@ -34,6 +34,9 @@ from .sparse import pack_mask, unpack_mask
 from .strategies import ScoringContext
 from .tasks import Metric
 from .units import Units, find_units
+
+THIN_TENSOR = 0.01  # a tensor left under this density (and under half the draw's) is warned of
+UNTRAINED_OVERLAP = 0.98  # a method's mask sharing more of its weights with the rewind weights' own is warned of
 
 # Calibration examples: ``samples`` examples of the run's training data, one per batch (see ``calibration``).
 Calibration = Callable[[int], Iterable[Mapping[str, torch.Tensor]]]
@@ -191,8 +194,8 @@ class Run:
         self, model: nn.Module, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None
     ) -> Mask:
         """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous``; warns, naming
-        the draw ``what``, when a tensor loses every weight (``what=None``: a draw that only looks, such as
-        early-bird's checks).
+        the draw ``what``, when a tensor loses every weight or is left under 1% of them while the draw keeps
+        more (``what=None``: a draw that only looks, such as early-bird's checks).
 
         The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
         from ``model`` for this draw."""
@@ -202,14 +205,36 @@ class Run:
             inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
         )  # fmt: skip
         mask = self.config.strategy().prune(context)
-        emptied = [name for name, m in mask.items() if not m.any() and previous[name].any()]
-        if emptied and what is not None:
-            self.accelerator.print(
-                f"warning: {what} removed every weight of {', '.join(emptied[:3])}"
-                f"{' and more' if len(emptied) > 3 else ''}: their magnitudes are far below the rest "
-                "(an untrained pooler, say); --scope layer or --exclude keeps them"
-            )
+        if what is not None:
+            # and under half the draw's own density: a draw that keeps about 1% in all must not flag every tensor
+            emptied, thin = thinned(mask, previous, min(THIN_TENSOR, density / 2))
+            thin_words = f"left under {THIN_TENSOR:.0%} of the weights of"
+            for tensors, done in ((emptied, "removed every weight of"), (thin, thin_words)):
+                if tensors:
+                    self.warn(
+                        f"{what} {done} {_names(tensors)}: their scores are far below the rest (an untrained "
+                        "pooler, say); --scope layer or --exclude keeps them"
+                    )
         return mask
+
+    def warn_if_untrained(self, mask: Mask, density: float, *, what: str) -> None:
+        """Warn when ``mask`` keeps nearly the weights the run's strategy keeps when it draws ``density`` from the
+        rewind weights: then training did not choose the mask, and a ticket method is one-shot pruning of the
+        rewind point under another name."""
+        rewind = self.draw_mask(
+            self.model, prunable_weights(self.model, self.prunable), dense_mask(self.model, self.prunable), density,
+            what=None,
+        )  # fmt: skip
+        shared = overlap(mask, rewind)
+        if shared > UNTRAINED_OVERLAP:
+            self.warn(
+                f"{what}: {shared:.1%} of its surviving weights are those the {self.prune.strategy} strategy keeps "
+                "in the rewind weights at the same density: this mask carries no training information"
+            )
+
+    def warn(self, message: str) -> None:
+        """One warning line, printed by the main process."""
+        self.accelerator.print(f"warning: {message}")
 
     def train_from_rewind(
         self,
@@ -245,3 +270,8 @@ class Run:
         (the first of a permutation seeded by the run's seed), on the accelerator's device."""
         model.to(self.accelerator.device)
         return input_norms(model, self.prunable, list(self.calibration(samples)), self.accelerator.device)
+
+
+def _names(tensors: list[str]) -> str:
+    """The first few of ``tensors``, for a warning line."""
+    return ", ".join(tensors[:3]) + (" and more" if len(tensors) > 3 else "")

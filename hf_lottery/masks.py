@@ -94,6 +94,28 @@ def density(mask: Mask) -> float:
     return sum(int(m.sum()) for m in mask.values()) / total
 
 
+def overlap(mask: Mask, other: Mask) -> float:
+    """The share of ``mask``'s surviving weights that ``other`` keeps too (1.0: ``other`` keeps all of them)."""
+    alive = sum(int(m.sum()) for m in mask.values())
+    return sum(int((m & other[name]).sum()) for name, m in mask.items()) / max(alive, 1)
+
+
+def thinned(mask: Mask, previous: Mask, floor: float) -> tuple[list[str], list[str]]:
+    """The tensors a draw of ``mask`` inside ``previous`` emptied, and those it left with weights but newly under
+    ``floor`` density: a tensor pruned far harder than the rest, so a level is nearly without it.
+
+    Every tensor is checked: masks keep or remove single weights, so no tensor is emptied as a unit on purpose.
+    """
+    emptied, thin = [], []
+    for name, m in mask.items():
+        alive, before = int(m.sum()), int(previous[name].sum())
+        if alive == 0 and before > 0:
+            emptied.append(name)
+        elif alive > 0 and alive < floor * m.numel() <= before:
+            thin.append(name)
+    return emptied, thin
+
+
 def sparsity_report(mask: Mask) -> dict:
     """Per-tensor and total sparsity of the prunable weights."""
     tensors = {}

@@ -52,8 +52,16 @@ def test_glue_metrics():
     assert scores["spearmanr"] == pytest.approx(1.0) and 0.9 < scores["pearson"] < 1.0
 
 
-def test_a_tensor_emptied_by_global_pruning_is_reported(tiny_bert, tmp_path, capsys):
-    """A tensor whose weights are far smaller than the rest (an untrained pooler) is pruned away whole."""
+@pytest.mark.parametrize(
+    ("large", "warned", "not_warned"),
+    [(0, "removed every weight of", "left under 1%"), (4, "left under 1% of the weights of", "removed every weight")],
+)
+def test_a_tensor_emptied_or_nearly_emptied_by_global_pruning_is_reported(
+    tiny_bert, tmp_path, capsys, large, warned, not_warned
+):
+    """A tensor whose weights are far smaller than the rest (an untrained pooler) is pruned away whole, or down
+    to the few of its weights that are not (``large`` of its 1,024)."""
+    from safetensors.torch import save_file
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_bert)
@@ -61,14 +69,17 @@ def test_a_tensor_emptied_by_global_pruning_is_reported(tiny_bert, tmp_path, cap
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
     state = load_file(folder / "model.safetensors")
-    from safetensors.torch import save_file
-
     # BertForMaskedLM drops the pooler; give the classifier one far below the encoder's magnitudes.
-    state["bert.pooler.dense.weight"] = torch.full((32, 32), 1e-6)
+    pooler = torch.full((32, 32), 1e-6)
+    pooler[0, :large] = 1.0
+    state["bert.pooler.dense.weight"] = pooler
     state["bert.pooler.dense.bias"] = torch.zeros(32)
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     run_lottery(make_config(folder, tmp_path / "run", levels=1, prune_fraction=0.2, max_steps=1))
-    assert "removed every weight of bert.pooler.dense.weight" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"warning: level 1 {warned} bert.pooler.dense.weight" in out and not_warned not in out
+    kept = load_file(RunPaths(tmp_path / "run").level("imp", 1).mask)["bert.pooler.dense.weight"]
+    assert int(kept.sum()) == large
 
 
 class Terminal(io.StringIO):

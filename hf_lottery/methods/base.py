@@ -74,6 +74,13 @@ class RunContext(Protocol):
     ) -> None:
         """Train ``mask`` from the rewind point and save the level to ``paths``."""
 
+    def warn_if_untrained(self, mask: Mask, density: float, *, what: str) -> None:
+        """Warn, naming the mask ``what``, when it keeps more than 98% of the weights the run's strategy keeps
+        when it draws ``density`` from the rewind weights (a mask that training did not choose)."""
+
+    def warn(self, message: str) -> None:
+        """Print one warning line (on the main process)."""
+
 
 class Method(Plugin):
     name: ClassVar[str]

@@ -7,14 +7,22 @@ between two successive draws is the share of the level's surviving weights whose
 ``--early-bird-window`` distances in a row are below ``--early-bird-threshold`` the level stops, and the
 mask drawn there is the next level's. A level that never settles trains to its end.
 
+Each draw is also compared with the level's step-0 draw, the mask drawn from the rewind weights before any
+step. Fine-tuning from pretrained weights may move them too little to change that mask: successive draws then
+agree from the start, and the rule stops as early as it can. A level that stops with its draw still under the
+threshold from the step-0 draw has *not moved*; the run says so, and its search record keeps it, since the mask
+it hands on is the rewind weights' own: early-bird there is one-shot pruning of the rewind weights. A trained
+mask that shares more than 98% of its weights with the rewind weights' own is warned of too.
+
 A stopped level's metric would not be comparable, so search levels are search-only: the masks at the asked
 sparsities are drawn at the stop of the search level that crosses them (as a clipped IMP level is) and trained
 fully from the rewind point; only those enter the table. Level 1's mask comes from the fully trained dense
 level 0, which every branch shares. Search levels keep no checkpoints (``--save-steps``): where one stops
 depends on every draw before, so a killed search level restarts, and is short anyway.
 
-    early-bird/settings.json        every, window, threshold: the search depends on them
-    early-bird/search_K/            mask.safetensors (what level K trained), search.json (stop step, distances)
+    early-bird/settings.json        every, window, threshold and the stopping rule: the search depends on them
+    early-bird/search_K/            mask.safetensors (what level K trained), search.json (stop step, distances,
+                                    whether the mask moved from the step-0 draw)
     early-bird/level_K_to_S/        a trained level at sparsity S, drawn at the stop of search level K-1
 """
 
@@ -34,6 +42,11 @@ from .arguments import EarlyBirdArguments
 from .base import Method, RunContext
 
 SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
+# Recorded beside them: search levels stopped by another rule (hf-lottery before it, with no "stop_rule") are
+# never mixed with these.
+STOP_RULE = "settled: a window of distances below the threshold; not moved: still below it from the step-0 draw"
+
+
 RECORD = "search.json"
 DISTANCE_PLOT = "early_bird_distances.png"
 
@@ -74,6 +87,11 @@ class EarlyBird(Method):
         if not file.exists():
             return
         found = read_json(file)
+        if found.get("stop_rule") != STOP_RULE:
+            raise LotteryError(
+                f"{paths.root}'s early-bird levels were searched by an older hf-lottery, with another stopping rule; "
+                "give another --output-dir"
+            )
         changed = [k for k in SETTINGS if found.get(k) != getattr(self.args, k)]
         if changed:
             was = ", ".join(f"--{k.replace('_', '-')} {found.get(k)}" for k in changed)
@@ -101,7 +119,8 @@ class EarlyBird(Method):
 
     def train(self, run: RunContext) -> None:
         if run.accelerator.is_main_process and not self.settings_file(run.paths).exists():
-            write_json(self.settings_file(run.paths), {k: getattr(self.args, k) for k in SETTINGS})
+            settings = {k: getattr(self.args, k) for k in SETTINGS}
+            write_json(self.settings_file(run.paths), {**settings, "stop_rule": STOP_RULE})
         keep = 1.0 - run.prune.prune_fraction
         targets = self.args.early_bird
         for level in range(level_of(targets[-1], keep)):  # search level L draws the masks of level L + 1
@@ -136,7 +155,10 @@ class EarlyBird(Method):
         for target, path in self._outputs(run, level, crossed).items():
             if not path.exists():
                 density = keep**level if target is None else 1.0 - target
-                save_tensors(path, run.draw_mask(model, weights, previous, density, what=f"early-bird level {level}"))
+                mask = run.draw_mask(model, weights, previous, density, what=f"early-bird level {level}")
+                if target is not None:
+                    run.warn_if_untrained(mask, density, what=f"early-bird to {target:.1%}")
+                save_tensors(path, mask)
 
     def _search(self, run: RunContext, level: int, crossed: list[float]) -> None:
         """Train search level ``level`` until the next mask settles; save what it drew and where it stopped."""
@@ -148,7 +170,7 @@ class EarlyBird(Method):
         model = copy.deepcopy(run.model)
         apply_mask(model, mask)
         weights = prunable_weights(model, run.prunable)  # the live parameters: each check reads them in place
-        seen: dict = {"mask": None, "below": 0, "distances": [], "settled": False}
+        seen: dict = {"start": None, "mask": None, "below": 0, "distances": [], "moved": [], "settled": False}
 
         def check(step: int, _model) -> bool:
             if step % own.early_bird_every:
@@ -156,25 +178,37 @@ class EarlyBird(Method):
             settled = None
             if run.accelerator.is_main_process:
                 drawn = run.draw_mask(model, weights, mask, next_density, what=None)
-                if seen["mask"] is not None:
+                if seen["mask"] is None:
+                    seen["start"] = drawn  # step 0: the mask of the rewind weights
+                else:
                     distance = mask_distance(drawn, seen["mask"], alive)
                     seen["distances"].append([step, distance])
+                    seen["moved"].append([step, mask_distance(drawn, seen["start"], alive)])
                     seen["below"] = seen["below"] + 1 if distance < own.early_bird_threshold else 0
                 seen["mask"] = drawn
                 settled = seen["below"] >= own.early_bird_window
             seen["settled"] = run.shared_flag(settled)
             return seen["settled"]
 
-        desc = f"early-bird search level {level} (sparsity {1.0 - (1.0 - prune_args.prune_fraction) ** level:.1%})"
+        sparsity = 1.0 - (1.0 - prune_args.prune_fraction) ** level
+        desc = f"early-bird search level {level} (sparsity {sparsity:.1%})"
         tag = run.tag(f"{self.name}/search_{level}")
         result = run.train_level(model, mask, level=level, desc=desc, tag=tag, on_step=check)
         if run.accelerator.is_main_process:
+            moved = seen["moved"][-1][1] if seen["moved"] else 0.0
+            unmoved = seen["settled"] and moved < own.early_bird_threshold
+            if unmoved:
+                run.warn(
+                    f"{desc} settled at step {result['steps']} with its mask at distance {moved:.4f} from the step-0 "
+                    f"draw, under the threshold {own.early_bird_threshold:g}: the mask has not moved, so early-bird "
+                    "here is one-shot pruning of the rewind weights"
+                )
             self._draw(run, model, weights, mask, level + 1, crossed)
             write_json(
                 folder / RECORD,
                 {"level": level, "sparsity": 1.0 - alive / sum(m.numel() for m in mask.values()),
-                 "stopped_at": result["steps"], "settled": seen["settled"],
-                 "distances": seen["distances"]},
+                 "stopped_at": result["steps"], "settled": seen["settled"], "moved": moved, "unmoved": unmoved,
+                 "distances": seen["distances"], "distances_from_start": seen["moved"]},
             )  # fmt: skip
         run.accelerator.wait_for_everyone()
 
@@ -202,13 +236,21 @@ def _results_section(paths: RunPaths) -> str:
         "",
         "Search levels are stopped once the next mask settles; they are not evaluated (search only).",
         "",
-        "| search level | sparsity | stopped at step | settled | last mask distances |",
-        "|---|---|---|---|---|",
+        "| search level | sparsity | stopped at step | settled | last mask distances | distance from the step-0 draw |",
+        "|---|---|---|---|---|---|",
     ]
     for r in records:
         last = ", ".join(f"{d:.3f}" for _, d in r["distances"][-5:])
-        lines.append(f"| {r['level']} | {r['sparsity']:.1%} | {r['stopped_at']} | {'yes' if r['settled'] else 'no'} "
-                     f"| {last} |")  # fmt: skip
+        settled = "not moved" if r.get("unmoved") else "yes" if r["settled"] else "no"
+        moved = f"{r['moved']:.3f}" if "moved" in r else "not recorded"  # searched before hf-lottery recorded it
+        lines.append(f"| {r['level']} | {r['sparsity']:.1%} | {r['stopped_at']} | {settled} | {last} "
+                     f"| {moved} |")  # fmt: skip
+    if any(r.get("unmoved") for r in records):
+        lines += [
+            "",
+            "*Not moved*: the level settled with its mask still within the threshold of its step-0 draw, the mask of "
+            "the rewind weights, so early-bird there is one-shot pruning of the rewind weights.",
+        ]
     _plot_distances(records, paths.root / DISTANCE_PLOT)
     return "\n".join([*lines, "", f"![mask distances]({DISTANCE_PLOT})", ""])
 
@@ -223,9 +265,12 @@ def _plot_distances(records: list[dict], path: Path) -> None:
     for r in records:
         if r["distances"]:
             steps, distances = zip(*r["distances"], strict=True)
-            ax.plot(steps, distances, ".-", label=f"search level {r['level']} ({r['sparsity']:.0%})")
+            (line,) = ax.plot(steps, distances, ".-", label=f"search level {r['level']} ({r['sparsity']:.0%})")
+            if r.get("distances_from_start"):
+                steps, moved = zip(*r["distances_from_start"], strict=True)
+                ax.plot(steps, moved, ":", color=line.get_color())
     ax.set_xlabel("optimizer step of the search level")
-    ax.set_ylabel("mask distance to the last check")
+    ax.set_ylabel("mask distance to the last check\n(dotted: to the step-0 draw)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
