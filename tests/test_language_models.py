@@ -22,7 +22,7 @@ from hf_lottery.tasks import TaskData, resolve_task_kind
 from hf_lottery.tasks.causal_lm import CausalLM
 from hf_lottery.tasks.masked_lm import MaskedLM
 from hf_lottery.tasks.text import PERPLEXITY, evaluate_perplexity, load_text
-from tests.conftest import SENTENCES
+from tests.helpers import SENTENCES
 
 
 def data_args(text_files, **values) -> DataArguments:
