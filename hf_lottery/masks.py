@@ -104,7 +104,8 @@ def thinned(mask: Mask, previous: Mask, floor: float) -> tuple[list[str], list[s
     """The tensors a draw of ``mask`` inside ``previous`` emptied, and those it left with weights but newly under
     ``floor`` density: a tensor pruned far harder than the rest, so a level is nearly without it.
 
-    Every tensor is checked: masks keep or remove single weights, so no tensor is emptied as a unit on purpose.
+    Every tensor is checked, whatever ``--unit`` prunes: one that lost all its blocks, or all its block's neurons
+    or heads, is reported too, although a structured ticket may mean to remove it (nothing tells the two apart yet).
     """
     emptied, thin = [], []
     for name, m in mask.items():
