@@ -67,7 +67,7 @@ def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, dens
     )  # fmt: skip
     if units.kind == "element":
         return units
-    alive = units.alive({name: torch.ones(params[name].shape, dtype=torch.bool) for name in prunable})
+    alive = units.alive(dense_mask(model, prunable))
     for level in range(1, len(densities)):
         if keep_counts(alive, densities[level - 1], prune.scope) == keep_counts(alive, densities[level], prune.scope):
             total = sum(m.numel() for m in alive.values())
