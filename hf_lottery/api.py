@@ -88,6 +88,12 @@ def find_ticket(
     if stopping:
         option = fields(stopping[0].arguments)[0].name
         raise LotteryError(f"{option} stops levels mid-training, which train_fn cannot do: use `hf-lottery prune`")
+    untrained = [m for m in methods if m.scores_untrained]
+    if untrained or not prune_args.train_dense:
+        option = fields(untrained[0].arguments)[0].name if untrained else "train_dense"
+        raise LotteryError(
+            f"{option} scores a model without training it, which train_fn cannot do: use `hf-lottery prune`"
+        )
     if config.strategy().calibrated:
         raise LotteryError(
             f"--strategy {prune_args.strategy} scores from calibration data, which train_fn keeps to itself: use "

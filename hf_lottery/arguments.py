@@ -318,6 +318,14 @@ class PruneArguments:
             "(weights after K optimizer steps of level 0)."
         ),
     )
+    train_dense: bool = field(
+        default=True,
+        metadata=help_(
+            "Fine-tune the dense model as level 0 (true), or score the pretrained model as it is (false: level 0 "
+            "takes no steps, for --post-training masks of models too big to train; IMP levels, controls and the "
+            "other methods prune trained weights and are refused)."
+        ),
+    )
     control: list[str] = field(
         default_factory=list, metadata=help_("Control runs beside IMP: random-prune and/or reinit.", REACH)
     )
@@ -366,6 +374,11 @@ class PruneArguments:
             raise LotteryError(f"--levels must be >= 0, got {self.levels}")
         if not 0.0 < self.prune_fraction < 1.0:
             raise LotteryError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction}")
+        if not self.train_dense and (self.levels or self.target_sparsity is not None or self.control):
+            raise LotteryError(
+                "--train-dense false leaves level 0 untrained, and IMP's levels and controls prune trained weights: "
+                "drop --levels, --target-sparsity and --control (--post-training prunes the pretrained model)"
+            )
         _ = self.rewind_step  # validates the format
         positive(self, "replicates")
         if self.keep_weights not in ("all", "needed"):

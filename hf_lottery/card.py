@@ -82,10 +82,11 @@ def render_card(
     what = "encoder weights" if not (prune and (prune.include or prune.exclude)) else "selected weights"
     if kind.language_model:
         what = "the body's Linear weights"
-    summary = (
-        f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} vs "
-        f"{_show(metric, dense)} dense"
-    )
+    dense_row = LevelResult.from_dict(facts["levels"][0])
+    reference = "dense" if dense_row.steps != 0 else "for the pretrained model as it is"
+    summary = f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)}"
+    if dense_row.is_reference:
+        summary += f" vs {_show(metric, dense)} {reference}"
     if facts.get("metric_mean") is not None:
         summary = (
             f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} (mean "
@@ -95,7 +96,8 @@ def render_card(
         )
     if test_value is not None:
         dense_test = facts["dense_test_metric_value"]
-        summary += f"; held-out test {_show(metric, test_value)} vs {_show(metric, dense_test)} dense"
+        summary += f"; held-out test {_show(metric, test_value)}"
+        summary += f" vs {_show(metric, dense_test)} {reference}" if dense_row.is_reference else ""
     rewind = "the pretrained weights"
     if prune is not None and prune.rewind_step is not None:
         rewind = f"the weights after step {prune.rewind_step}"
@@ -113,6 +115,7 @@ def render_card(
         summary=summary,
         base_model_ref=f"[{base}](https://huggingface.co/{base})" if on_hub else f"the local model `{Path(base).name}`",
         method=_method(facts),
+        noun=_noun(facts),
         prune_description=_prune_description(config, facts),
         level=facts["level"],
         sparsity_pct=f"{sparsity:.1%}",
@@ -273,6 +276,12 @@ def _method(facts: dict) -> str:
     if method is None:
         return "iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Chen et al. 2020)"
     return f"{method.description} ({method.citation})"
+
+
+def _noun(facts: dict) -> str:
+    """What the shipped level is: a winning ticket, unless a method that is not a ticket search drew it."""
+    method = METHODS.get(facts.get("branch", ""))
+    return "winning lottery ticket" if method is None else method.noun
 
 
 def _strategy(prune: PruneArguments) -> str:

@@ -123,6 +123,8 @@ class RunConfig:
         self.check_options(STRATEGIES, [self.prune.strategy])
         self.check_options(CONTROLS, self.prune.control)
         self.check_options(METHODS, [method.name for method in methods])
+        if not self.prune.train_dense and not methods:
+            raise LotteryError("--train-dense false prunes nothing by itself: add --post-training SPARSITY or --nm N:M")
         schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
         if not schedule and methods:  # only the cheap methods: IMP trains the dense level 0
             object.__setattr__(self, "prune", dataclasses.replace(self.prune, levels=0))
@@ -135,7 +137,11 @@ class RunConfig:
             object.__setattr__(
                 self, "prune", dataclasses.replace(self.prune, target_sparsity=DEFAULT_LM_TARGET_SPARSITY)
             )
+        names = [method.name for method in methods]
         for method in methods:
+            if method.trains is not None and method.trains not in names:
+                flag = "--" + dataclasses.fields(METHODS.arguments(method.trains))[0].name.replace("_", "-")
+                raise LotteryError(f"{method.name} trains the masks of {method.trains}: add {flag}")
             method.check_run(self.prune, self.train)
 
     def check_options(self, registry: Registry, chosen: list[str]) -> None:

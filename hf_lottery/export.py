@@ -109,6 +109,12 @@ class FinishedRun:
         dense, closest = self.rows[0], best_scoring(self.rows)
         if closest is None:
             return NoTicketError("the run has no pruned level, only the dense model", "0")
+        if dense.untrained_head:
+            return NoTicketError(
+                "level 0 is the pretrained model under a new head it was never trained with, so no level can be "
+                f"said to match it; the best-scoring pruned level is {closest.path}",
+                str(closest.level) if closest.on_trunk else closest.path,
+            )
         metric, gap = self.metric, closest.compared_value - dense.compared_value
         if metric.greater_is_better:
             allowed, distance = f"{tolerance:g}", f"{-gap:.4f} below" if gap < 0 else f"{gap:.4f} above"

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_model as load_weights_into
 from transformers import PreTrainedModel
 
 from .arguments import UNITS, PruneArguments
@@ -35,7 +34,7 @@ from .model import load_model_config, load_tokenizer
 from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
 from .rundir import lock_run_dir, open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
-from .storage import load_tensors, save_weights
+from .storage import load_tensors, load_weights, save_weights
 from .tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 from .training import total_optimizer_steps, train
 
@@ -50,6 +49,7 @@ class LoadedTask:
     data: TaskData
     model: PreTrainedModel
     tokenizer: object
+    new_head: bool  # the kind's head is not the checkpoint's: drawn at random, untrained
 
 
 def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *, plan: str | None) -> LoadedTask:
@@ -74,7 +74,7 @@ def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *
     set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
     model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)
     tokenizer = load_tokenizer(name, model, revision)
-    return LoadedTask(config, kind, paths, data, model, tokenizer)
+    return LoadedTask(config, kind, paths, data, model, tokenizer, kind.new_head(model_config))
 
 
 def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitStack | None = None) -> Run:
@@ -97,6 +97,8 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
     config.strategy().check(len(data.train))
     run_units(task.model, prunable, config.prune, densities)
+    for method in asked_methods(config.plugins):
+        method.check_model(task.model, prunable)
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -108,17 +110,23 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
     def train_level(
-        model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
-    ) -> dict:
+        model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
+        steps: int | None = None,
+    ) -> dict:  # fmt: skip
         seed = config.train.seed + level
         set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
+        if level == 0 and not config.prune.train_dense:
+            steps = 0
         metrics = train(
             model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint, steps=steps,
         )  # fmt: skip
         if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
             return metrics
         return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
+
+    def evaluate(model: PreTrainedModel, mask: Mask, *, desc: str, tag: str) -> dict:
+        return train_level(model, mask, level=1, desc=desc, tag=tag, steps=0)
 
     def calibration(samples: int) -> list[dict]:
         """The first ``samples`` training examples of a permutation seeded by the run's seed, one per batch."""
@@ -129,7 +137,10 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
 
     if events is not None:
         train_level = observed(train_level, events)
-    return Run(config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration)
+    return Run(
+        config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration,
+        evaluate, task.new_head,
+    )  # fmt: skip
 
 
 def _tracker_config(config: RunConfig) -> dict:
@@ -173,6 +184,9 @@ def plan_table(densities: list[float], config: RunConfig, steps: int, model: Pre
 
 def describe_schedule(densities: list[float], prune: PruneArguments) -> str:
     levels = len(densities) - 1
+    if not levels:
+        dense = "the dense model fine-tuned" if prune.train_dense else "the pretrained model scored as it is"
+        return f"no IMP levels; level 0 is {dense} ({prune.scope} {prune.strategy})"
     what, reached = ("weights", "sparsity") if prune.unit == "element" else (UNITS[prune.unit], "of them removed")
     return (
         f"{levels} pruning level{'s' if levels != 1 else ''} of {prune.prune_fraction:.0%} of the surviving {what}, "
@@ -205,10 +219,11 @@ def _drop_unneeded_weights(run: Run) -> None:
 def _train_level_0(run: Run) -> None:
     paths = run.paths.level(IMP, 0)
     if paths.is_done():
-        load_weights_into(run.model, str(run.paths.rewind_point))
+        load_weights(run.model, run.paths.rewind_point)
         return
     rewind_step = run.prune.rewind_step or 0
-    model = copy.deepcopy(run.model)
+    # an untrained level 0 is scored as it is: no copy of a model that may be too big to hold twice
+    model = copy.deepcopy(run.model) if run.prune.train_dense else run.model
 
     def save_rewind_point(step: int, trained: PreTrainedModel) -> None:
         if step == rewind_step and run.accelerator.is_main_process:
@@ -219,8 +234,11 @@ def _train_level_0(run: Run) -> None:
         model, mask, level=0, desc="level 0 (dense)", tag=run.tag(paths.name), on_step=save_rewind_point,
         checkpoint=paths.checkpoint,
     )  # fmt: skip
-    save_level(run.accelerator, paths, model, mask, run.record(metrics, mask), run.metric)
-    load_weights_into(run.model, str(run.paths.rewind_point))
+    record = run.record(metrics, mask)
+    if not run.prune.train_dense and run.new_head:
+        record["untrained_head"] = True
+    save_level(run.accelerator, paths, model, mask, record, run.metric)
+    load_weights(run.model, run.paths.rewind_point)
 
 
 def _train_level(run: Run, branch: str, level: int) -> None:

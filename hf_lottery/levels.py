@@ -9,7 +9,8 @@ and a level is saved the same way.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
@@ -31,6 +32,7 @@ from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .pruning import keep_counts
 from .rundir import save_level
 from .sparse import pack_mask, unpack_mask
+from .storage import load_weights
 from .strategies import ScoringContext
 from .tasks import Metric
 from .units import Units, find_units
@@ -76,6 +78,13 @@ def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, dens
                 f"{prune.scope} scope): raise --prune-fraction or lower --levels"
             )
     return units
+
+
+class Evaluate(Protocol):
+    """Score ``model`` with ``mask`` applied, without training it: the validation metrics and, with a test split, the
+    held-out ones prefixed ``test_``, and ``steps`` 0."""
+
+    def __call__(self, model: PreTrainedModel, mask: Mask, *, desc: str, tag: str) -> dict: ...
 
 
 class RunEvents:
@@ -132,6 +141,8 @@ class Run:
     metric: Metric
     train_level: TrainLevel
     calibration: Calibration | None = None  # none for find_ticket: the user's training function holds the data
+    evaluate: Evaluate | None = None  # none for find_ticket: the user's training function scores
+    new_head: bool = False  # the task head is new, drawn at random: an untrained level 0 scores chance
 
     @property
     def prune(self) -> PruneArguments:
@@ -190,18 +201,35 @@ class Run:
         load_weights_into(trained, str(level.weights))
         return trained
 
+    @contextmanager
+    def borrowed_model(self, level: LevelPaths) -> Iterator[PreTrainedModel]:
+        """The run's own model holding the weights ``level`` trained, to prune or train in place; it holds the
+        rewind point again after. A model too big to copy is never copied this way (``trained_model`` copies)."""
+        load_weights(self.model, level.weights)
+        try:
+            yield self.model
+        finally:
+            load_weights(self.model, self.paths.rewind_point)
+
     def draw_mask(
-        self, model: nn.Module, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None
+        self,
+        model: nn.Module,
+        weights: dict[str, torch.Tensor],
+        previous: Mask,
+        density: float,
+        *,
+        what: str | None,
+        pattern: tuple[int, int] | None = None,
     ) -> Mask:
-        """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous``; warns, naming
-        the draw ``what``, when a tensor loses every weight or is left under 1% of them while the draw keeps
-        more (``what=None``: a draw that only looks, such as early-bird's checks).
+        """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous`` (in an N:M
+        ``pattern``, when given); warns, naming the draw ``what``, when a tensor loses every weight or is left under
+        1% of them while the draw keeps more (``what=None``: a draw that only looks, such as early-bird's checks).
 
         The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
         from ``model`` for this draw."""
         context = ScoringContext(
             weights=weights, previous=previous, density=density, scope=self.prune.scope, units=self.units,
-            transposed=self.transposed,
+            transposed=self.transposed, pattern=pattern,
             inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
         )  # fmt: skip
         mask = self.config.strategy().prune(context)
@@ -250,10 +278,20 @@ class Run:
         model = copy.deepcopy(self.model)
         if start is not None:
             start(model)
+        self.train_and_save(paths, model, mask, level=level, desc=desc)
+
+    def train_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str) -> None:
+        """Train ``model`` in place with ``mask`` applied and fixed; save it as the level ``paths``."""
         apply_mask(model, mask)
         metrics = self.train_level(
             model, mask, level=level, desc=desc, tag=self.tag(paths.name), checkpoint=paths.checkpoint
         )
+        save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)
+
+    def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
+        """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
+        apply_mask(model, mask)
+        metrics = self.evaluate(model, mask, desc=desc, tag=self.tag(paths.name))
         save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)
 
     def record(self, metrics: dict, mask: Mask) -> dict:

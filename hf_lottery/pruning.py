@@ -2,7 +2,8 @@
 (a control's).
 
 ``keep_counts`` gives how many weights survive a density (one total, or one count per tensor: ``--scope``);
-``magnitude_prune`` and ``random_prune`` choose which; ``row_prune`` keeps the same share of each output row.
+``magnitude_prune`` and ``random_prune`` choose which; ``row_prune`` keeps the same share of each output row;
+``nm_prune`` keeps N of every M consecutive inputs (the 2:4 pattern sparse tensor cores run).
 The level schedule is ``PruneArguments.level_densities``; the strategies live in ``hf_lottery/strategies/`` and
 call these kernels on their scores; the controls live in ``hf_lottery/controls/``, where ``random-prune`` calls
 ``random_prune``.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 
 import torch
 
+from .errors import LotteryError
 from .masks import Mask
 
 
@@ -144,6 +146,45 @@ def row_prune(
         kept = kept.reshape(score.shape)
         new[name] = (kept.T if flip else kept).contiguous()
     return new
+
+
+@torch.no_grad()
+def nm_prune(
+    scores: dict[str, torch.Tensor], mask: Mask, n: int, m: int, transposed: frozenset[str] = frozenset()
+) -> Mask:
+    """Keep, in every group of ``m`` consecutive weights along each tensor's input dimension, the ``n``
+    highest-scoring alive ones (all of a group's alive weights when fewer are alive); ties go to the earlier
+    position.
+
+    The input dimension is dim 1 of ``nn.Linear``'s ``(out, in)`` weight and dim 0 of the names in ``transposed``
+    (GPT-2's ``Conv1D``): the groups lie along the reduction of the matrix product, which is what a 2:4 sparse
+    kernel needs. ``check_nm`` refuses, beforehand, a tensor whose input dimension ``m`` does not divide.
+    """
+    new: Mask = {}
+    for name, alive in mask.items():
+        flip = name in transposed
+        score = scores[name].detach().float().abs().cpu()
+        score, kept_before = (score.T, alive.T) if flip else (score, alive)
+        groups = torch.where(kept_before, score, -torch.inf).reshape(-1, m)
+        order = groups.sort(dim=1, descending=True, stable=True).indices
+        kept = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, order[:, :n], True)
+        kept = kept.reshape(score.shape) & kept_before
+        new[name] = (kept.T if flip else kept).contiguous()
+    return new
+
+
+def check_nm(shapes: dict[str, torch.Size], n: int, m: int, transposed: frozenset[str] = frozenset()) -> None:
+    """Refuse, in one line, an ``n:m`` pattern some prunable tensor cannot take: one that is not 2-D or whose input
+    dimension (see ``nm_prune``) ``m`` does not divide."""
+    for name, shape in shapes.items():
+        if len(shape) != 2:
+            raise LotteryError(f"--nm {n}:{m} groups a weight's inputs; {name} is not a matrix (shape {tuple(shape)})")
+        inputs = shape[0] if name in transposed else shape[1]
+        if inputs % m:
+            raise LotteryError(
+                f"--nm {n}:{m}: {name} has {inputs} inputs, which {m} does not divide; --exclude it or choose "
+                "another pattern"
+            )
 
 
 def random_prune(mask: Mask, keep: dict[str, int], generator: torch.Generator) -> Mask:

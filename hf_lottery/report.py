@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .controls import CONTROLS
 from .methods import METHODS
-from .paths import DENSE, IMP, RunPaths, run_name
+from .paths import IMP, RunPaths, run_name
 from .rows import LevelResult, collect_rows
 from .storage import atomic_path, write_json, write_text
 from .tasks import TEST_PREFIX
@@ -25,7 +25,7 @@ def format_table(rows: list[LevelResult], metric: str) -> str:
     with, so it gets no "vs dense" columns.
     """
     dense = rows[0]
-    compared = _run_name(dense) == DENSE
+    compared = dense.is_reference
     replicated = dense.replicates is not None
     columns: list[tuple[str, Callable[[LevelResult], str]]] = [
         ("level", lambda r: str(r.level)), ("run", _run_name),
@@ -61,6 +61,8 @@ def _column(key: str) -> str:
 
 
 def _run_name(row: LevelResult) -> str:
+    if row.level == 0 and row.sparsity == 0 and row.steps == 0:  # --train-dense false
+        return "pretrained, untrained head" if row.untrained_head else "pretrained"
     clipped = row.is_clipped and row.branch not in METHODS  # a method's levels all hit targets
     return run_name(row.branch, row.level, row.sparsity) + (" (clipped)" if clipped else "")
 

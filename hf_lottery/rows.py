@@ -53,6 +53,7 @@ class LevelResult:
     std: float | None = None  # and sample std (0 for one)
     unit: str | None = None  # what the mask removes as one, when not single weights (neuron, block, head)
     unit_sparsity: float | None = None  # and the share of those units removed
+    untrained_head: bool | None = None  # level 0 scored untrained (--train-dense false) under a new, random head
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> LevelResult:
@@ -106,6 +107,13 @@ class LevelResult:
     def on_trunk(self) -> bool:
         """Whether it is an IMP trunk level, which the next level is pruned from."""
         return self.branch == IMP and not self.is_clipped
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether it is a dense level 0 that a pruned level can be said to match: fine-tuned, or the pretrained
+        model scored as it is (``--train-dense false``) under a head it was trained with; a new head scores
+        chance until trained."""
+        return self.level == 0 and self.sparsity == 0 and not self.untrained_head
 
     @property
     def is_ticket(self) -> bool:
@@ -179,8 +187,11 @@ def best_ticket(rows: list[LevelResult], tolerance: float = DEFAULT_TOLERANCE) -
     (the better one at equal sparsity); None when there is none: the dense model is no ticket.
 
     Validation scores only: the test scores (``test_*``) are never read here, so they stay an estimate of the
-    chosen level that the choice did not flatter. With replicates it compares their means.
+    chosen level that the choice did not flatter. With replicates it compares their means. A run whose level 0
+    is no reference (an untrained new head) has none.
     """
+    if rows[0].untrained_head:
+        return None
     metric, dense = rows[0].main_metric, rows[0].compared_value
     within = [r for r in pruned_tickets(rows) if within_tolerance(r.compared_value, dense, metric, tolerance)]
     sign = 1 if metric.greater_is_better else -1

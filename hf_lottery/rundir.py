@@ -288,7 +288,7 @@ def level_facts(paths: LevelPaths, sparsity: float, metric: Metric, processes: i
 # The keys of metrics.json that are not scores: a metric may not be named like one.
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
                        "command", "path", "total_steps", "replicates", "mean", "std", "unit",
-                       "unit_sparsity", "processes"})  # fmt: skip
+                       "unit_sparsity", "processes", "untrained_head"})  # fmt: skip
 
 
 def save_level(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file, save_model
 
 from .errors import LotteryError
@@ -84,6 +85,19 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """Save a model's state; ``save_model`` drops tied duplicates that safetensors refuses."""
     _write(path, lambda tmp: save_model(model, str(tmp)))
+
+
+@torch.no_grad()
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a ``save_weights`` file into ``model`` in place, one tensor at a time: a model too big to hold twice
+    takes another level's weights with no second copy (safetensors' ``load_model`` reads the whole file first).
+    A tied duplicate that ``save_weights`` dropped shares its storage with the one loaded."""
+    state = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            if name not in state:
+                raise LotteryError(f"{path}: holds {name!r}, which the model has not")
+            state[name].copy_(f.get_tensor(name))
 
 
 def is_disk_full(err: BaseException) -> bool:

@@ -44,6 +44,7 @@ def train(
     tag: str = "train",
     on_step: Callable[[int, PreTrainedModel], bool | None] | None = None,
     checkpoint: Path | None = None,
+    steps: int | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with ``mask`` fixed; return the validation metrics of the weights it keeps.
 
@@ -54,7 +55,7 @@ def train(
     With trackers on the accelerator, loss, learning rate and evaluations are logged under ``tag`` (the level's
     folder, e.g. ``imp/level_3``) by optimizer step. ``checkpoint`` is the level's folder of checkpoints: training
     resumes from the latest one there (calling ``on_step`` only for the steps after it) and saves one every
-    ``--save-steps`` optimizer steps.
+    ``--save-steps`` optimizer steps. ``steps`` overrides the level's length (0: score the model as it is).
     """
     order, collator = torch.Generator().manual_seed(seed), data.train_collator(seed + accelerator.process_index)
     train_loader = DataLoader(
@@ -66,7 +67,7 @@ def train(
     )
     eval_loader = DataLoader(data.validation, batch_size=args.eval_batch_size, collate_fn=data.eval_collator)
     optimizer = adamw(model.parameters(), args.learning_rate, args.weight_decay, accelerator.device)
-    total_steps = total_optimizer_steps(args, len(data.train), accelerator.num_processes)
+    total_steps = total_optimizer_steps(args, len(data.train), accelerator.num_processes) if steps is None else steps
     # A prepared scheduler steps once per process on every optimizer step (accelerate's convention).
     scheduler = get_linear_schedule_with_warmup(
         optimizer,

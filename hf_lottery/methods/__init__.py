@@ -21,6 +21,11 @@ METHODS: Registry[Method] = Registry(
     {
         "one-shot": ("hf_lottery.methods.one_shot:OneShot", "hf_lottery.methods.arguments:OneShotArguments"),
         "early-bird": ("hf_lottery.methods.early_bird:EarlyBird", "hf_lottery.methods.arguments:EarlyBirdArguments"),
+        "post-training": (
+            "hf_lottery.methods.post_training:PostTraining",
+            "hf_lottery.methods.arguments:PostTrainingArguments",
+        ),
+        "recover": ("hf_lottery.methods.recover:Recover", "hf_lottery.methods.arguments:RecoverArguments"),
     },
 )
 

@@ -9,7 +9,7 @@ format), ``description`` and ``citation`` (the card's words), and implements:
   adding it to a finished run extends the run; ``asked()``: whether its options ask for it;
 - ``check(paths)``: refuse, in one line and before anything is written, what the run directory cannot take
   (settings that differ from those its finished levels were found with); ``check_run(prune, train)``: refuse
-  run settings it cannot work with;
+  run settings it cannot work with; ``check_model(model, prunable)``: a model it cannot prune;
 - ``train(run)``: train its levels that are not finished, each saved with ``run.train_from_rewind`` into
   ``run.paths.level(name, n, clipped_to=sparsity)``; ``run`` is a ``RunContext``, all a method sees of the run;
 - ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
@@ -22,6 +22,7 @@ format), ``description`` and ``citation`` (the card's words), and implements:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import ClassVar, Protocol
 
 import torch
@@ -42,6 +43,7 @@ class RunContext(Protocol):
     accelerator: Accelerator
     model: PreTrainedModel  # the rewind point
     prunable: list[str]
+    new_head: bool  # the task head is new: before training, the model scores chance
 
     @property
     def prune(self) -> PruneArguments: ...
@@ -63,11 +65,29 @@ class RunContext(Protocol):
     def trained_model(self, level: LevelPaths) -> PreTrainedModel:
         """A copy of the model holding the weights a finished level trained."""
 
+    def borrowed_model(self, level: LevelPaths) -> AbstractContextManager[PreTrainedModel]:
+        """The run's own model holding the weights ``level`` trained, to prune or train in place (no copy); it
+        holds the rewind point again after."""
+
     def draw_mask(
-        self, model: nn.Module, weights: dict[str, torch.Tensor], previous: Mask, density: float, *, what: str | None
+        self,
+        model: nn.Module,
+        weights: dict[str, torch.Tensor],
+        previous: Mask,
+        density: float,
+        *,
+        what: str | None,
+        pattern: tuple[int, int] | None = None,
     ) -> Mask:
         """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous``, keeping
-        ``density``; ``what`` names the draw in warnings (None: a draw that only looks)."""
+        ``density`` (in an N:M ``pattern`` if given); ``what`` names the draw in warnings (None: a draw that only
+        looks)."""
+
+    def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
+        """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
+
+    def train_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str) -> None:
+        """Train ``model`` in place with ``mask`` applied and fixed; save it as the level ``paths``."""
 
     def train_from_rewind(
         self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
@@ -88,7 +108,10 @@ class Method(Plugin):
     style: ClassVar[str]
     description: ClassVar[str]  # for the card: "one-shot magnitude pruning of the dense fine-tuned weights"
     citation: ClassVar[str]  # for the card: where the method comes from
+    noun: ClassVar[str] = "winning lottery ticket"  # for the card: "A <noun> of bert-base-uncased"
     stops_levels: ClassVar[bool] = False  # stops a level mid-training (hf-lottery's loop can; a user's train_fn not)
+    scores_untrained: ClassVar[bool] = False  # scores a model it did not train (hf-lottery's loop can; train_fn not)
+    trains: ClassVar[str | None] = None  # the method whose masks it trains, asked in the same invocation
 
     def asked(self) -> bool:
         """Whether the run asks for this method (its own options say so)."""
@@ -99,6 +122,9 @@ class Method(Plugin):
 
     def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
         """Refuse, in one line, run settings the method cannot work with; nothing by default."""
+
+    def check_model(self, model: nn.Module, prunable: list[str]) -> None:
+        """Refuse, in one line, a model whose prunable weights the method cannot prune; nothing by default."""
 
     def train(self, run: RunContext) -> None:
         raise NotImplementedError

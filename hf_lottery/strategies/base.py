@@ -20,7 +20,7 @@ import torch
 
 from ..errors import LotteryError
 from ..masks import Mask
-from ..pruning import keep_counts, magnitude_prune, row_prune
+from ..pruning import keep_counts, magnitude_prune, nm_prune, row_prune
 from ..registry import Plugin
 from ..units import ELEMENT, Units
 
@@ -32,7 +32,7 @@ class ScoringContext:
     ``weights`` are the parameters being pruned (the trained weights of the level before, or the live weights
     of an early-bird check), ``previous`` the mask they are pruned inside, ``density`` the share of the prunable
     weights (or units) to keep, ``units`` what is kept or removed as one (``hf_lottery.units``; single weights by
-    default). ``input_norms``
+    default), ``pattern`` an N:M pattern that replaces the scope's allocation. ``input_norms``
     gives, on request, calibration statistics of the same weights (see its docstring).
     """
 
@@ -42,6 +42,7 @@ class ScoringContext:
     scope: str = "global"
     units: Units = ELEMENT
     transposed: frozenset[str] = frozenset()  # weights stored (in, out), as GPT-2's Conv1D: rows are columns
+    pattern: tuple[int, int] | None = None  # N:M: keep N of every M consecutive inputs instead of ``scope``
     inputs: Callable[[int], dict[str, torch.Tensor]] | None = None
 
     def input_norms(self, samples: int) -> dict[str, torch.Tensor]:
@@ -71,9 +72,12 @@ class PruningStrategy(Plugin):
 
     def prune(self, context: ScoringContext) -> Mask:
         """The mask that keeps ``context.density`` of the prunable weights, chosen among those alive in
-        ``context.previous`` by their scores, allocated by ``context.scope``; for units other than single weights,
-        ``context.density`` is the share of units kept, each scored by the L2 norm of its weights' scores."""
+        ``context.previous`` by their scores, allocated by ``context.scope`` (or ``context.pattern``); for units
+        other than single weights, ``context.density`` is the share of units kept, each scored by the L2 norm of its
+        weights' scores."""
         scores = dict(self.scores(context))
+        if context.pattern is not None:
+            return nm_prune(scores, context.previous, *context.pattern, context.transposed)
         if context.scope == "row":
             return row_prune(scores, context.previous, context.density, context.transposed)
         units = context.units

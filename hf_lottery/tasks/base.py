@@ -130,6 +130,11 @@ class TaskKind(Plugin):
                 f"in transformers ({self.auto_model.__name__}); --task-kind {self.name} does not fit it"
             )
 
+    def new_head(self, model_config: PretrainedConfig) -> bool:
+        """Whether this kind's head is new to the checkpoint (drawn at random, so the model scores chance until
+        trained): the checkpoint is not of this kind's model class."""
+        return self.mapping_names.get(model_config.model_type) not in (model_config.architectures or [])
+
     def load_data(self, data: DataArguments) -> TaskData:
         raise NotImplementedError
 

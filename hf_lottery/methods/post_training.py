@@ -1,0 +1,87 @@
+"""Post-training pruning, the way methods such as Wanda (Sun et al. 2023) are used on models too big for IMP: one
+mask drawn straight from level 0's weights (the pretrained ones with ``--train-dense false``) by the run's
+strategy, and the pruned model scored as it is, with no training. It is a one-shot mask, not a ticket that IMP
+found: nothing is rewound or retrained, and the recovery methods (``recover``, ``recover-adapter``) train it after.
+
+The model is pruned in place (the run's own, borrowed), so a model is never held twice. With a calibrated strategy
+the statistics are gathered block by block over the pruned blocks before (``Run.draw_mask``). An N:M pattern
+(``--nm``) is drawn the same way, N kept of every M inputs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from ..arguments import PruneArguments, TrainArguments
+from ..errors import LotteryError
+from ..masks import Mask, dense_mask, prunable_weights, transposed_weights
+from ..paths import IMP, RunPaths
+from ..pruning import check_nm
+from ..storage import read_json, write_json
+from .arguments import PostTrainingArguments
+from .base import Method, RunContext
+
+SETTINGS = "settings.json"  # in the branch folder: the --nm its masks were drawn with
+
+
+class PostTraining(Method):
+    name = "post-training"
+    label = "post-training (no retraining)"
+    style = "v:"
+    citation = "Wanda (Sun et al. 2023) and SparseGPT (Frantar & Alistarh 2023) prune pretrained models this way"
+    description = (
+        "a one-shot mask drawn from the dense weights and scored without any training: a post-training mask, "
+        "not an IMP ticket"
+    )
+    noun = "one-shot post-training mask"
+    arguments = PostTrainingArguments
+    scores_untrained = True
+
+    def asked(self) -> bool:
+        return bool(self.args.post_training)
+
+    def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
+        if self.args.nm is None:
+            return
+        if prune.unit != "element":
+            raise LotteryError(f"--nm {self.args.nm} groups single weights; it does not take --unit {prune.unit}")
+        if prune.levels or prune.target_sparsity is not None:
+            raise LotteryError(
+                f"--nm {self.args.nm} is a pattern of post-training masks; IMP's levels cannot keep it: drop "
+                "--levels and --target-sparsity"
+            )
+
+    def check_model(self, model: nn.Module, prunable: list[str]) -> None:
+        if self.args.pattern is not None:
+            shapes = {name: p.shape for name, p in prunable_weights(model, prunable).items()}
+            check_nm(shapes, *self.args.pattern, transposed_weights(model, prunable))
+
+    def check(self, paths: RunPaths) -> None:
+        settings = paths.root / self.name / SETTINGS
+        if settings.is_file() and read_json(settings)["nm"] != self.args.nm:
+            raise LotteryError(
+                f"{settings.parent} holds masks drawn with --nm {read_json(settings)['nm']}; this run asks for "
+                f"--nm {self.args.nm}: use another --output-dir"
+            )
+
+    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
+        return [f"| 1 | {sparsity:.1%} | {self.name} | 0 |" for sparsity in self.args.post_training]
+
+    def train(self, run: RunContext) -> None:
+        settings = run.paths.root / self.name / SETTINGS
+        for sparsity in self.args.post_training:
+            paths = run.paths.level(self.name, 1, clipped_to=sparsity)
+            if paths.is_done():
+                continue
+            if run.accelerator.is_main_process and not settings.is_file():
+                write_json(settings, {"nm": self.args.nm})
+            what = f"post-training to {sparsity:.1%}"
+            with run.borrowed_model(run.paths.level(IMP, 0)) as model:
+                mask = run.shared_mask(partial(self._draw, run, model, 1.0 - sparsity, what))
+                run.evaluate_and_save(paths, model, mask, desc=what)
+
+    def _draw(self, run: RunContext, model: nn.Module, density: float, what: str) -> Mask:
+        weights, previous = prunable_weights(model, run.prunable), dense_mask(model, run.prunable)
+        return run.draw_mask(model, weights, previous, density, what=what, pattern=self.args.pattern)

@@ -1,0 +1,48 @@
+"""Recovery: the pruned model of each post-training mask (``post-training``) fine-tuned with the mask fixed, every
+kept weight trainable, so the table shows it before and after. It starts from level 0's weights under the mask,
+which is the post-training level's model, and trains in the run's own model (no copy).
+"""
+
+from __future__ import annotations
+
+from ..arguments import PruneArguments
+from ..paths import IMP, LevelPaths, RunPaths
+from ..storage import load_tensors
+from .arguments import RecoverArguments
+from .base import Method, RunContext
+
+SOURCE = "post-training"  # the branch whose masks are recovered
+
+
+class Recover(Method):
+    name = "recover"
+    label = "post-training, recovered (masked fine-tune)"
+    style = "^-"
+    citation = "the fine-tuning after pruning that Wanda's and SparseGPT's users ask for"
+    description = "a post-training mask's pruned model fine-tuned with the mask fixed"
+    noun = "fine-tuned post-training mask"
+    arguments = RecoverArguments
+    trains = SOURCE
+
+    def asked(self) -> bool:
+        return self.args.recover
+
+    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
+        return [f"| 1 | each post-training mask | {self.name} | {steps} |"]
+
+    def train(self, run: RunContext) -> None:
+        for source in post_training_levels(run.paths):
+            paths = run.paths.level(self.name, 1, clipped_to=source.clipped_to)
+            if paths.is_done():
+                continue
+            mask = load_tensors(source.mask)
+            with run.borrowed_model(run.paths.level(IMP, 0)) as model:
+                run.train_and_save(paths, model, mask, level=1, desc=f"recovery of {source.name}")
+
+
+def post_training_levels(paths: RunPaths) -> list[LevelPaths]:
+    """The finished post-training levels, sparsest last."""
+    return sorted(
+        (level for level in map(LevelPaths, (paths.root / SOURCE).glob("level_*")) if level.is_done()),
+        key=lambda level: level.clipped_to,
+    )
