@@ -22,6 +22,7 @@ from safetensors.torch import load_model as load_weights_into
 from torch import nn
 from transformers import PreTrainedModel
 
+from .adapters import add_masked_adapters
 from .arguments import PruneArguments
 from .calibration import input_norms
 from .config import RunConfig
@@ -280,12 +281,21 @@ class Run:
             start(model)
         self.train_and_save(paths, model, mask, level=level, desc=desc)
 
-    def train_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str) -> None:
-        """Train ``model`` in place with ``mask`` applied and fixed; save it as the level ``paths``."""
+    def train_and_save(
+        self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None
+    ) -> None:
+        """Train ``model`` in place with ``mask`` applied and fixed, or with ``adapter_rank``, only through masked
+        low-rank adapters (``hf_lottery.adapters``) merged in after; save it as the level ``paths``."""
         apply_mask(model, mask)
-        metrics = self.train_level(
-            model, mask, level=level, desc=desc, tag=self.tag(paths.name), checkpoint=paths.checkpoint
-        )
+        tag, checkpoint = self.tag(paths.name), paths.checkpoint
+        if adapter_rank is None:
+            metrics = self.train_level(model, mask, level=level, desc=desc, tag=tag, checkpoint=checkpoint)
+        else:
+            adapters = add_masked_adapters(model, mask, rank=adapter_rank, seed=self.config.train.seed + level)
+            try:  # the adapted weights have other names, and their update is masked: nothing to enforce
+                metrics = self.train_level(model, {}, level=level, desc=desc, tag=tag, checkpoint=checkpoint)
+            finally:
+                adapters.merge()
         save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)
 
     def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:

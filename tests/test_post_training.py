@@ -60,7 +60,7 @@ def lm_config(tiny_gpt2, text_files, out, **overrides):
 @pytest.fixture(scope="module")
 def wanda_run(tiny_gpt2, text_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("post") / "run"
-    run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover=True))
+    run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover=True, recover_adapter=4))
     return RunPaths(out)
 
 
@@ -78,17 +78,28 @@ def test_the_pretrained_model_is_pruned_and_scored_without_training(wanda_run, t
     rows = read_results(wanda_run)
     assert [(r.path, r.steps) for r in rows] == [
         ("imp/level_0", 0), ("post-training/level_1_to_50.00", 0), ("recover/level_1_to_50.00", 4),
+        ("recover-adapter/level_1_to_50.00", 4),
     ]  # fmt: skip
 
 
-def test_recovery_trains_the_post_training_mask_and_keeps_it(wanda_run):
+@pytest.mark.parametrize("branch", ["recover", "recover-adapter"])
+def test_recovery_trains_the_post_training_mask_and_keeps_it(wanda_run, branch):
     pruned = wanda_run.level("post-training", 1, clipped_to=0.5)
-    recovered = wanda_run.level("recover", 1, clipped_to=0.5)
+    recovered = wanda_run.level(branch, 1, clipped_to=0.5)
     mask = load_file(pruned.mask)
     assert all(torch.equal(m, load_file(recovered.mask)[k]) for k, m in mask.items())
     before, after = load_file(pruned.weights), load_file(recovered.weights)
     assert all(after[k][~m].eq(0).all() for k, m in mask.items())
     assert any(not torch.equal(after[k][m], before[k][m]) for k, m in mask.items())  # trained
+    assert set(after) == set(before)  # the adapters merged: stock names only
+
+
+def test_an_adapter_recovered_level_ships_as_a_stock_model(wanda_run, tmp_path):
+    export_ticket(wanda_run.root, tmp_path / "out", level="recover-adapter/level_1_to_50.00")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    trained = load_file(wanda_run.level("recover-adapter", 1, clipped_to=0.5).weights)
+    assert all(torch.equal(p, trained[k]) for k, p in model.state_dict().items() if k in trained)
+    assert "post-training mask recovered through a masked adapter" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_a_post_training_mask_ships_as_a_stock_model_and_its_card_says_what_it_is(wanda_run, tmp_path):

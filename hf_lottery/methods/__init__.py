@@ -26,6 +26,10 @@ METHODS: Registry[Method] = Registry(
             "hf_lottery.methods.arguments:PostTrainingArguments",
         ),
         "recover": ("hf_lottery.methods.recover:Recover", "hf_lottery.methods.arguments:RecoverArguments"),
+        "recover-adapter": (
+            "hf_lottery.methods.recover_adapter:RecoverAdapter",
+            "hf_lottery.methods.arguments:AdapterRecoverArguments",
+        ),
     },
 )
 

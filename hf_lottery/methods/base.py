@@ -86,8 +86,11 @@ class RunContext(Protocol):
     def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
         """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
 
-    def train_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str) -> None:
-        """Train ``model`` in place with ``mask`` applied and fixed; save it as the level ``paths``."""
+    def train_and_save(
+        self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None
+    ) -> None:
+        """Train ``model`` in place with ``mask`` applied and fixed (or, with ``adapter_rank``, only through masked
+        low-rank adapters merged in after); save it as the level ``paths``."""
 
     def train_from_rewind(
         self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None

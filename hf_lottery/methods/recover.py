@@ -1,6 +1,7 @@
-"""Recovery: the pruned model of each post-training mask (``post-training``) fine-tuned with the mask fixed, every
-kept weight trainable, so the table shows it before and after. It starts from level 0's weights under the mask,
-which is the post-training level's model, and trains in the run's own model (no copy).
+"""Recovery: the pruned model of each post-training mask (``post-training``) fine-tuned with the mask fixed, so the
+table shows it before and after, every kept weight trainable (``recover-adapter`` trains a masked adapter
+instead). It starts from level 0's weights under the mask, which is the post-training level's model, and trains
+the run's own model (no copy).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ class Recover(Method):
                 continue
             mask = load_tensors(source.mask)
             with run.borrowed_model(run.paths.level(IMP, 0)) as model:
-                run.train_and_save(paths, model, mask, level=1, desc=f"recovery of {source.name}")
+                run.train_and_save(
+                    paths, model, mask, level=1, desc=f"{self.name} of {source.name}", adapter_rank=self.adapter_rank
+                )
+
+    @property
+    def adapter_rank(self) -> int | None:
+        return None
 
 
 def post_training_levels(paths: RunPaths) -> list[LevelPaths]:
