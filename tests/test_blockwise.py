@@ -164,7 +164,7 @@ def test_a_weight_the_examples_never_reach_is_refused():
 
 def test_models_without_blocks_or_with_weights_outside_them_are_refused():
     model = bert()
-    with pytest.raises(LotteryError, match="needs the model's repeated blocks .* BertForSequenceClassification has none"):
+    with pytest.raises(LotteryError, match="repeated blocks .* BertForSequenceClassification has none"):
         blockwise_masks(model, ["classifier.weight"], batches(0), CPU, draw=wanda(model))
     with pytest.raises(LotteryError, match="inside bert.encoder.layer only, and bert.pooler.dense.weight is outside"):
         blockwise_masks(model, [*block_weights(model), "bert.pooler.dense.weight"], batches(0), CPU, draw=wanda(model))
