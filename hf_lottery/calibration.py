@@ -3,18 +3,26 @@ score weights by their activations (Wanda's ``|W| x ||X||``).
 
 ``InputNorms`` hooks the modules that own prunable weights and accumulates, per weight, the squared L2 norm of
 each input feature over every token it sees, in float32. ``observe(block)`` hooks only the weights inside
-``block``, so the statistics can be gathered for a whole model forward, or block by block when a model is
-calibrated one layer at a time.
+``block``, so the statistics can be gathered for a whole model forward (``input_norms``), or block by block
+(``blockwise_masks``), where each block is pruned before the next one sees its outputs, as Wanda's reference code
+does, with one block at a time on the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+from .errors import LotteryError
+
+# Sums a tensor over the processes that share a calibration (``accelerator.reduce(t, "sum")``).
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+# One block's mask from its prunable weights and their ``InputNorms`` (a strategy's draw).
+Draw = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class InputNorms:
@@ -58,13 +66,35 @@ class InputNorms:
         """The prunable weights no observed forward reached (a layer the calibration data never runs)."""
         return [name for name in self._owners.values() if name not in self._sums]
 
-    def result(self) -> dict[str, torch.Tensor]:
-        """The norms per weight observed so far, on the device of its inputs."""
+    def result(self, reduce: Reduce | None = None) -> dict[str, torch.Tensor]:
+        """The norms per weight observed so far, on the device of its inputs.
+
+        With ``reduce``, each process having observed its own examples, the squared sums of every weight this was
+        built for, and whether the process saw it, are summed across processes in one call, before the square
+        root: every process gets the norms over all the examples, and a weight counts as reached when any process
+        reached it. Every process must call it, with the same weights."""
+        sums = self._sums if reduce is None else self._reduced(reduce)
         transposed = {name for module, name in self._owners.items() if isinstance(module, Conv1D)}
         return {
             name: (total.sqrt().unsqueeze(1) if name in transposed else total.sqrt().unsqueeze(0))
-            for name, total in self._sums.items()
+            for name, total in sums.items()
         }
+
+    def _reduced(self, reduce: Reduce) -> dict[str, torch.Tensor]:
+        """The squared sums over all processes; zeros stand in for a weight this process did not reach, so that
+        every process sends a tensor of the same shape."""
+        if not self._owners:
+            return {}
+        device = next(iter(self._owners)).weight.device
+        names = list(self._owners.values())
+        sizes = [module.weight.shape[0 if isinstance(module, Conv1D) else 1] for module in self._owners]
+        local = [
+            self._sums[name].to(device) if name in self._sums else torch.zeros(size, device=device)
+            for name, size in zip(names, sizes, strict=True)
+        ]
+        seen = torch.tensor([float(name in self._sums) for name in names], device=device)
+        *totals, reached = reduce(torch.cat([*local, seen])).split([*sizes, len(names)])
+        return {name: total for name, total, hit in zip(names, totals, reached.tolist(), strict=True) if hit > 0}
 
 
 @torch.no_grad()
@@ -84,3 +114,169 @@ def input_norms(
     finally:
         model.train(training)
     return norms.result()
+
+
+class _Reached(Exception):
+    """Raised by the first block's pre-hook: the model's forward has built everything the blocks are called with,
+    and nothing after it needs to run."""
+
+
+@torch.no_grad()
+def blockwise_masks(
+    model: nn.Module,
+    prunable: Sequence[str],
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    device: torch.device,
+    *,
+    draw: Draw,
+    reduce: Reduce | None = None,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model``'s repeated blocks one after the other, each drawn (``draw(weights, norms)``) from the inputs
+    it gets from the blocks before it already pruned, so that a later block's mask accounts for the pruning of the
+    earlier ones; returns the mask of every prunable weight, whose pruned weights are zeroed in ``model`` itself.
+
+    The model's forward runs only up to its first block, once per batch, to catch everything the blocks are called
+    with (hidden states, attention mask, position embeddings..., without a cache); then each block in turn is moved
+    to ``device``, run on those inputs while its ``InputNorms`` are taken (summed across processes by ``reduce``,
+    each process holding its own share of ``batches``), pruned, run again to give the next block its inputs, and
+    moved back. So ``device`` holds one block and the activations of all batches at its input, never the model;
+    the rest of the model stays where it is, and nothing is copied. Eval mode, float32 statistics, no autocast,
+    as ``input_norms``.
+
+    Every prunable weight must be inside the blocks, and every block must be called with the same inputs but its
+    hidden states (models whose layers alternate attention kinds are refused).
+    """
+    path, blocks = _blocks(model, prunable)
+    kinds = getattr(getattr(model, "config", None), "layer_types", None) or []
+    if len(set(kinds)) > 1:
+        raise LotteryError(
+            f"blockwise calibration calls every block with the first block's attention mask, and the blocks of "
+            f"{type(model).__name__} differ ({', '.join(sorted(set(kinds)))})"
+        )
+    wanted = set(prunable)
+    inside = [
+        [n for n, _ in block.named_parameters(prefix=f"{path}.{i}") if n in wanted] for i, block in enumerate(blocks)
+    ]
+    found = {n for names in inside for n in names}
+    outside = [n for n in prunable if n not in found]
+    if outside:
+        raise LotteryError(
+            f"blockwise calibration prunes inside {path} only, and {outside[0]} is outside it: --exclude it"
+        )
+    training = model.training
+    model.eval()
+    mask: dict[str, torch.Tensor] = {}
+    try:
+        with torch.autocast(device.type, enabled=False):
+            inputs = _first_block_inputs(model, blocks[0], batches, device)
+            for i, (block, names) in enumerate(zip(blocks, inside, strict=True)):
+                home = next(block.parameters()).device
+                block.to(device)
+                try:
+                    if names:
+                        mask.update(
+                            _prune_block(model, block, names, inputs, draw=draw, reduce=reduce, prefix=f"{path}.{i}")
+                        )
+                    if i < len(blocks) - 1:
+                        for j, (args, kwargs) in enumerate(inputs):
+                            inputs[j] = _with_hidden(args, kwargs, block(*args, **kwargs))
+                finally:
+                    block.to(home)
+    finally:
+        model.train(training)
+    return mask
+
+
+def _blocks(model: nn.Module, prunable: Sequence[str]) -> tuple[str, nn.ModuleList]:
+    """The model's repeated transformer blocks (Llama's ``model.layers``, GPT-2's ``transformer.h``, BERT's
+    ``bert.encoder.layer``): the ``nn.ModuleList`` of ``config.num_hidden_layers`` modules holding the most
+    prunable weights, with its path."""
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    wanted = set(prunable)
+    candidates = [
+        (sum(n in wanted for n, _ in module.named_parameters(prefix=name)), name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and layers is not None and len(module) == layers
+    ]
+    held, path, blocks = max(candidates, key=lambda c: c[0], default=(0, "", None))
+    if not held:
+        raise LotteryError(
+            f"blockwise calibration needs the model's repeated blocks (a list of config.num_hidden_layers layers "
+            f"holding prunable weights), and {type(model).__name__} has none"
+        )
+    return path, blocks
+
+
+def _first_block_inputs(
+    model: nn.Module, first: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], device: torch.device
+) -> list[tuple[tuple, dict]]:
+    """Per batch, the positional and keyword arguments ``first`` is called with, on ``device``; the model's forward
+    stops there. Batches go to the device of the model's input embeddings, where its forward starts."""
+    caught: list[tuple[tuple, dict]] = []
+
+    def catch(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        caught.append((_to(args, device), _to(kwargs, device)))
+        raise _Reached
+
+    entry = model.get_input_embeddings().weight.device
+    no_cache = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
+    handle = first.register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        for batch in batches:
+            try:
+                model(**{k: v.to(entry) for k, v in batch.items()}, **no_cache)
+            except _Reached:
+                pass
+    finally:
+        handle.remove()
+    return caught
+
+
+def _prune_block(
+    model: nn.Module,
+    block: nn.Module,
+    names: list[str],
+    inputs: list[tuple[tuple, dict]],
+    *,
+    draw: Draw,
+    reduce: Reduce | None,
+    prefix: str,
+) -> dict[str, torch.Tensor]:
+    """The mask ``draw`` gives the weights ``names`` of ``block`` from their norms on ``inputs``; those weights
+    pruned in place."""
+    norms = InputNorms(model, names)
+    with norms.observe(block):
+        for args, kwargs in inputs:
+            block(*args, **kwargs)
+    seen = norms.result(reduce)
+    unseen = [n for n in names if n not in seen]
+    if unseen:
+        raise LotteryError(
+            f"the calibration examples never reach {unseen[0]}, so it has no input to score by: --exclude it"
+        )
+    params = dict(block.named_parameters(prefix=prefix))
+    weights = {n: params[n] for n in names}
+    drawn = draw(weights, seen)
+    for name, weight in weights.items():
+        weight.masked_fill_(~drawn[name].to(weight.device), 0)
+    return {name: drawn[name] for name in names}
+
+
+def _with_hidden(args: tuple, kwargs: dict, output: torch.Tensor | tuple) -> tuple[tuple, dict]:
+    """A block's call with its hidden states replaced by ``output``'s (a block returns them alone or first in a
+    tuple, by model and transformers version)."""
+    hidden = output[0] if isinstance(output, tuple) else output
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _to(value, device: torch.device):
+    """``value``'s tensors, inside tuples, lists and dicts too, on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
