@@ -143,11 +143,18 @@ def blockwise_masks(
     the rest of the model stays where it is, and nothing is copied. Eval mode, float32 statistics, no autocast,
     as ``input_norms``.
 
+    ``draw`` is a strategy applied to one block: ``strategy.prune(ScoringContext(weights, previous, density,
+    scope="row", inputs=lambda samples: norms))`` with ``previous`` the block's part of the mask it prunes inside;
+    scope ``row`` or ``layer``, since a global threshold ranks all the blocks' weights together, which a draw of
+    one block cannot. ``reduce`` is
+    ``lambda t: accelerator.reduce(t, "sum")`` when several processes calibrate together; every process then
+    draws the same mask.
+
     Every prunable weight must be inside the blocks, and every block must be called with the same inputs but its
     hidden states (models whose layers alternate attention kinds are refused).
     """
     path, blocks = _blocks(model, prunable)
-    kinds = getattr(getattr(model, "config", None), "layer_types", None) or []
+    kinds = getattr(model.config, "layer_types", None) or []
     if len(set(kinds)) > 1:
         raise LotteryError(
             f"blockwise calibration calls every block with the first block's attention mask, and the blocks of "
