@@ -150,26 +150,17 @@ def blockwise_masks(
     ``lambda t: accelerator.reduce(t, "sum")`` when several processes calibrate together; every process then
     draws the same mask.
 
-    Every prunable weight must be inside the blocks, and every block must be called with the same inputs but its
-    hidden states (models whose layers alternate attention kinds are refused).
+    Prunable weights outside the blocks (BERT's pooler) are drawn last, from one forward of the whole pruned model
+    where it lies (``_prune_rest``). Every block must be called with the same inputs but its hidden states (models
+    whose layers alternate attention kinds are refused: ``check_blocks``).
     """
-    path, blocks = _blocks(model, prunable)
-    kinds = getattr(model.config, "layer_types", None) or []
-    if len(set(kinds)) > 1:
-        raise LotteryError(
-            f"blockwise calibration calls every block with the first block's attention mask, and the blocks of "
-            f"{type(model).__name__} differ ({', '.join(sorted(set(kinds)))})"
-        )
+    path, blocks = check_blocks(model, prunable)
     wanted = set(prunable)
     inside = [
         [n for n, _ in block.named_parameters(prefix=f"{path}.{i}") if n in wanted] for i, block in enumerate(blocks)
     ]
     found = {n for names in inside for n in names}
     outside = [n for n in prunable if n not in found]
-    if outside:
-        raise LotteryError(
-            f"blockwise calibration prunes inside {path} only, and {outside[0]} is outside it: --exclude it"
-        )
     training = model.training
     model.eval()
     mask: dict[str, torch.Tensor] = {}
@@ -189,9 +180,53 @@ def blockwise_masks(
                             inputs[j] = _with_hidden(args, kwargs, block(*args, **kwargs))
                 finally:
                     block.to(home)
+            if outside:
+                mask.update(_prune_rest(model, outside, batches, draw=draw, reduce=reduce))
     finally:
         model.train(training)
     return mask
+
+
+def _prune_rest(
+    model: nn.Module,
+    names: list[str],
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    draw: Draw,
+    reduce: Reduce | None,
+) -> dict[str, torch.Tensor]:
+    """The prunable weights outside the blocks (BERT's pooler), drawn last from one forward of the whole pruned
+    model where it lies, so that they too see the pruned blocks' outputs; those weights pruned in place."""
+    norms = InputNorms(model, names)
+    entry = model.get_input_embeddings().weight.device
+    with norms.observe():
+        for batch in batches:
+            model(**{k: v.to(entry) for k, v in batch.items()})
+    seen = norms.result(reduce)
+    unseen = [n for n in names if n not in seen]
+    if unseen:
+        raise LotteryError(
+            f"the calibration examples never reach {unseen[0]}, so it has no input to score by: --exclude it"
+        )
+    params = dict(model.named_parameters())
+    weights = {n: params[n] for n in names}
+    drawn = draw(weights, seen)
+    for name, weight in weights.items():
+        weight.masked_fill_(~drawn[name].to(weight.device), 0)
+    return {name: drawn[name] for name in names}
+
+
+def check_blocks(model: nn.Module, prunable: Sequence[str]) -> tuple[str, nn.ModuleList]:
+    """The model's repeated blocks and their path (``_blocks``); refuses, in one line, a model ``blockwise_masks``
+    cannot calibrate: one without them, or whose blocks are called with different attention masks."""
+    path, blocks = _blocks(model, prunable)
+    kinds = getattr(model.config, "layer_types", None) or []
+    if len(set(kinds)) > 1:
+        raise LotteryError(
+            f"blockwise calibration calls every block with the first block's attention mask, and the blocks of "
+            f"{type(model).__name__} differ ({', '.join(sorted(set(kinds)))})"
+        )
+    return path, blocks
 
 
 def _blocks(model: nn.Module, prunable: Sequence[str]) -> tuple[str, nn.ModuleList]:

@@ -137,6 +137,12 @@ class RunConfig:
             object.__setattr__(
                 self, "prune", dataclasses.replace(self.prune, target_sparsity=DEFAULT_LM_TARGET_SPARSITY)
             )
+        if self.strategy().calibrated and self.prune.scope == "global" and any(m.by_block for m in methods):
+            by_block = next(m.name for m in methods if m.by_block)
+            raise LotteryError(
+                f"{by_block} calibrates block by block, each block's mask from its own statistics, so it allocates "
+                f"per row or per tensor: --scope row (Wanda's) or layer"
+            )
         names = [method.name for method in methods]
         for method in methods:
             if method.trains is not None and method.trains not in names:

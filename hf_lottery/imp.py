@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from .arguments import UNITS, PruneArguments
+from .calibration import check_blocks
 from .config import Resolved, RunConfig
 from .errors import LotteryError
 from .launch import describe_processes, finish_trackers, make_accelerator
@@ -97,8 +98,11 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
     config.strategy().check(len(data.train))
     run_units(task.model, prunable, config.prune, densities)
-    for method in asked_methods(config.plugins):
+    methods = asked_methods(config.plugins)
+    for method in methods:
         method.check_model(task.model, prunable)
+    if config.strategy().calibrated and any(method.by_block for method in methods):
+        check_blocks(task.model, prunable)
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -109,7 +113,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     start_run_dir(task.paths, config, task.model, task.tokenizer, accelerator)
     accelerator.init_trackers("hf-lottery", config=_tracker_config(config))
 
-    def train_level(
+    def train_or_score(
         model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
         steps: int | None = None,
     ) -> dict:  # fmt: skip
@@ -126,7 +130,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
 
     def evaluate(model: PreTrainedModel, mask: Mask, *, desc: str, tag: str) -> dict:
-        return train_level(model, mask, level=1, desc=desc, tag=tag, steps=0)
+        return train_or_score(model, mask, level=1, desc=desc, tag=tag, steps=0)
 
     def calibration(samples: int) -> list[dict]:
         """The first ``samples`` training examples of a permutation seeded by the run's seed, one per batch."""
@@ -135,8 +139,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.train.seed))
         return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
 
-    if events is not None:
-        train_level = observed(train_level, events)
+    train_level = train_or_score if events is None else observed(train_or_score, events)
     return Run(
         config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration,
         evaluate, task.new_head,

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 
 from .adapters import add_masked_adapters
 from .arguments import PruneArguments
-from .calibration import input_norms
+from .calibration import blockwise_masks, input_norms
 from .config import RunConfig
 from .errors import LotteryError
 from .masks import Mask, apply_mask, dense_mask, overlap, prunable_weights, thinned, transposed_weights
@@ -235,16 +235,52 @@ class Run:
         )  # fmt: skip
         mask = self.config.strategy().prune(context)
         if what is not None:
-            # and under half the draw's own density: a draw that keeps about 1% in all must not flag every tensor
-            emptied, thin = thinned(mask, previous, min(THIN_TENSOR, density / 2))
-            thin_words = f"left under {THIN_TENSOR:.0%} of the weights of"
-            for tensors, done in ((emptied, "removed every weight of"), (thin, thin_words)):
-                if tensors:
-                    self.warn(
-                        f"{what} {done} {_names(tensors)}: their scores are far below the rest (an untrained "
-                        "pooler, say); --scope layer or --exclude keeps them"
-                    )
+            self._warn_if_thinned(mask, previous, density, what)
         return mask
+
+    def draw_by_block(self, model: nn.Module, density: float, *, what: str, pattern: tuple[int, int] | None) -> Mask:
+        """The run's strategy applied to ``model``'s weights, dense, pruning them in place: block by block from
+        calibration statistics for a calibrated strategy (``calibration.blockwise_masks``: each block's inputs come
+        from the pruned blocks before it, and only one block is on the accelerator), the processes splitting the
+        calibration examples and summing their statistics, so that every process draws the same mask; at once
+        from the weights otherwise (on the main process, broadcast)."""
+        previous = dense_mask(model, self.prunable)
+        strategy = self.config.strategy()
+        if not strategy.calibrated:
+            weights = prunable_weights(model, self.prunable)
+            mask = self.shared_mask(
+                lambda: self.draw_mask(model, weights, previous, density, what=what, pattern=pattern)
+            )
+            apply_mask(model, mask)
+            return mask
+
+        def draw(weights: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> Mask:
+            context = ScoringContext(
+                weights=weights, previous={name: previous[name] for name in weights}, density=density,
+                scope=self.prune.scope, units=self.units, transposed=self.transposed, pattern=pattern,
+                inputs=lambda samples: norms,
+            )  # fmt: skip
+            return strategy.prune(context)
+
+        accelerator = self.accelerator
+        batches = list(self.calibration(strategy.calibration_samples))
+        mine = batches[accelerator.process_index :: accelerator.num_processes]
+        reduce = None if accelerator.num_processes == 1 else lambda total: accelerator.reduce(total, "sum")
+        mask = blockwise_masks(model, self.prunable, mine, accelerator.device, draw=draw, reduce=reduce)
+        self._warn_if_thinned(mask, previous, density, what)
+        return mask
+
+    def _warn_if_thinned(self, mask: Mask, previous: Mask, density: float, what: str) -> None:
+        """Warn when ``mask`` empties a tensor or leaves it under 1% while the draw keeps more."""
+        # and under half the draw's own density: a draw that keeps about 1% in all must not flag every tensor
+        emptied, thin = thinned(mask, previous, min(THIN_TENSOR, density / 2))
+        thin_words = f"left under {THIN_TENSOR:.0%} of the weights of"
+        for tensors, done in ((emptied, "removed every weight of"), (thin, thin_words)):
+            if tensors:
+                self.warn(
+                    f"{what} {done} {_names(tensors)}: their scores are far below the rest (an untrained "
+                    "pooler, say); --scope layer or --exclude keeps them"
+                )
 
     def warn_if_untrained(self, mask: Mask, density: float, *, what: str) -> None:
         """Warn when ``mask`` keeps nearly the weights the run's strategy keeps when it draws ``density`` from the

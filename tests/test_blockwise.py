@@ -162,12 +162,19 @@ def test_a_weight_the_examples_never_reach_is_refused():
         blockwise_masks(model, block_weights(model), batches(0), CPU, draw=wanda(model))
 
 
-def test_models_without_blocks_or_with_weights_outside_them_are_refused():
+def test_weights_outside_the_blocks_are_drawn_last_from_the_whole_pruned_model():
+    model, data = bert(), batches(0)
+    pooler = "bert.pooler.dense.weight"
+    mask = blockwise_masks(model, [*block_weights(model), pooler], data, CPU, draw=wanda(model))
+    norms = input_norms(model, [pooler], data, CPU)  # the pooler's inputs come from the pruned encoder
+    assert torch.equal(mask[pooler], wanda(model)({pooler: model.get_parameter(pooler)}, norms)[pooler])
+    assert mask[pooler].float().mean() == 0.5 and model.get_parameter(pooler)[~mask[pooler]].eq(0).all()
+
+
+def test_models_without_blocks_or_with_blocks_of_different_kinds_are_refused():
     model = bert()
     with pytest.raises(LotteryError, match="repeated blocks .* BertForSequenceClassification has none"):
         blockwise_masks(model, ["classifier.weight"], batches(0), CPU, draw=wanda(model))
-    with pytest.raises(LotteryError, match="inside bert.encoder.layer only, and bert.pooler.dense.weight is outside"):
-        blockwise_masks(model, [*block_weights(model), "bert.pooler.dense.weight"], batches(0), CPU, draw=wanda(model))
     torch.manual_seed(0)
     sliding = Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                            num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,

@@ -156,3 +156,19 @@ def test_replicates_run_on_two_processes_with_the_same_masks_on_every_rank(no_dr
     replica = load_file(tmp_path / "run" / "replicate_1" / "imp" / "level_1" / "weights.safetensors")
     first = load_file(tmp_path / "run" / "imp" / "level_1" / "weights.safetensors")
     assert any(not torch.equal(replica[k], first[k]) for k in first)  # another seed, another head and data order
+
+
+def test_wanda_post_training_splits_the_calibration_and_every_rank_draws_the_one_process_mask(
+    no_dropout_bert, tmp_path
+):
+    schedule = ("--train-dense", "false", "--post-training", "0.5", "--strategy", "wanda", "--scope", "row",
+                "--calibration-samples", "8", "--recover", "--max-steps", "1")  # fmt: skip
+    two = launch(no_dropout_bert, tmp_path / "two", 2, 8, record=tmp_path, schedule=schedule)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch(no_dropout_bert, tmp_path / "one", 1, 8, schedule=schedule)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "masks_rank0.safetensors"), load_file(tmp_path / "masks_rank1.safetensors")
+    recovered = {k: m for k, m in rank0.items() if k.startswith("recover/level_1_to_50.00|")}
+    assert recovered and all(torch.equal(m, rank1[k]) for k, m in recovered.items())
+    alone = files(tmp_path / "one", "post-training", "1_to_50.00", "mask.safetensors")
+    assert all(torch.equal(alone[k.split("|")[1]], m) for k, m in recovered.items())

@@ -83,6 +83,11 @@ class RunContext(Protocol):
         ``density`` (in an N:M ``pattern`` if given); ``what`` names the draw in warnings (None: a draw that only
         looks)."""
 
+    def draw_by_block(self, model: nn.Module, density: float, *, what: str, pattern: tuple[int, int] | None) -> Mask:
+        """The run's strategy applied to ``model``'s dense weights, pruning them in place: block by block from
+        calibration statistics for a calibrated strategy (one block on the accelerator at a time, every process
+        drawing the same mask), at once from the weights otherwise."""
+
     def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
         """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
 
@@ -115,6 +120,7 @@ class Method(Plugin):
     stops_levels: ClassVar[bool] = False  # stops a level mid-training (hf-lottery's loop can; a user's train_fn not)
     scores_untrained: ClassVar[bool] = False  # scores a model it did not train (hf-lottery's loop can; train_fn not)
     trains: ClassVar[str | None] = None  # the method whose masks it trains, asked in the same invocation
+    by_block: ClassVar[bool] = False  # draws a calibrated mask block by block: per row or per tensor, never global
 
     def asked(self) -> bool:
         """Whether the run asks for this method (its own options say so)."""

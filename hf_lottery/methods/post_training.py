@@ -10,13 +10,11 @@ the statistics are gathered block by block over the pruned blocks before (``Run.
 
 from __future__ import annotations
 
-from functools import partial
-
 from torch import nn
 
 from ..arguments import PruneArguments, TrainArguments
 from ..errors import LotteryError
-from ..masks import Mask, dense_mask, prunable_weights, transposed_weights
+from ..masks import prunable_weights, transposed_weights
 from ..paths import IMP, RunPaths
 from ..pruning import check_nm
 from ..storage import read_json, write_json
@@ -38,6 +36,7 @@ class PostTraining(Method):
     noun = "one-shot post-training mask"
     arguments = PostTrainingArguments
     scores_untrained = True
+    by_block = True
 
     def asked(self) -> bool:
         return bool(self.args.post_training)
@@ -79,9 +78,5 @@ class PostTraining(Method):
                 write_json(settings, {"nm": self.args.nm})
             what = f"post-training to {sparsity:.1%}"
             with run.borrowed_model(run.paths.level(IMP, 0)) as model:
-                mask = run.shared_mask(partial(self._draw, run, model, 1.0 - sparsity, what))
+                mask = run.draw_by_block(model, 1.0 - sparsity, what=what, pattern=self.args.pattern)
                 run.evaluate_and_save(paths, model, mask, desc=what)
-
-    def _draw(self, run: RunContext, model: nn.Module, density: float, what: str) -> Mask:
-        weights, previous = prunable_weights(model, run.prunable), dense_mask(model, run.prunable)
-        return run.draw_mask(model, weights, previous, density, what=what, pattern=self.args.pattern)

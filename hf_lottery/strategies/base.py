@@ -62,6 +62,12 @@ class PruningStrategy(Plugin):
     description: ClassVar[str]  # for the card: "by magnitude"
     calibrated: ClassVar[bool] = False  # scores from calibration data (``ScoringContext.input_norms``)
 
+    @property
+    def calibration_samples(self) -> int:
+        """How many calibration examples a calibrated strategy scores from: the run gathers them itself when it
+        calibrates block by block (post-training pruning)."""
+        raise NotImplementedError
+
     def check(self, train_examples: int) -> None:
         """Refuse, in one line and before anything is written, a run this strategy cannot score (it has
         ``train_examples`` training examples); nothing by default."""

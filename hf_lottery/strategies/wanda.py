@@ -20,6 +20,10 @@ class Wanda(PruningStrategy):
     arguments = WandaArguments
     calibrated = True
 
+    @property
+    def calibration_samples(self) -> int:
+        return self.args.calibration_samples
+
     def check(self, train_examples: int) -> None:
         if self.args.calibration_samples > train_examples:
             raise LotteryError(
@@ -28,7 +32,7 @@ class Wanda(PruningStrategy):
             )
 
     def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
-        norms = context.input_norms(self.args.calibration_samples)
+        norms = context.input_norms(self.calibration_samples)
         unseen = [name for name in context.weights if name not in norms]
         if unseen:
             raise LotteryError(
