@@ -116,6 +116,22 @@ def input_norms(
     return norms.result()
 
 
+@torch.no_grad()
+def unreached(model: nn.Module, prunable: Sequence[str], batch: Mapping[str, torch.Tensor]) -> list[str]:
+    """The prunable weights one forward of ``batch`` does not reach (cross-attention with no encoder states, say):
+    checked on one example before a run writes anything, so that a calibrated strategy is refused in one line."""
+    norms = InputNorms(model, prunable)
+    training = model.training
+    model.eval()
+    try:
+        with norms.observe():
+            device = model.get_input_embeddings().weight.device
+            model(**{k: v.to(device) for k, v in batch.items()})
+    finally:
+        model.train(training)
+    return norms.unseen()
+
+
 class _Reached(Exception):
     """Raised by the first block's pre-hook: the model's forward has built everything the blocks are called with,
     and nothing after it needs to run."""

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
 from .arguments import UNITS, PruneArguments
-from .calibration import check_blocks
+from .calibration import check_blocks, unreached
 from .config import Resolved, RunConfig
 from .errors import LotteryError
 from .launch import describe_processes, finish_trackers, make_accelerator
@@ -96,13 +96,15 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     rewind_step = config.prune.rewind_step
     if rewind_step is not None and rewind_step > steps:
         raise LotteryError(f"--rewind-to {config.prune.rewind_to} is past the end of level 0, which has {steps} steps")
-    config.strategy().check(len(data.train))
-    run_units(task.model, prunable, config.prune, densities)
-    methods = asked_methods(config.plugins)
-    for method in methods:
-        method.check_model(task.model, prunable)
-    if config.strategy().calibrated and any(method.by_block for method in methods):
-        check_blocks(task.model, prunable)
+
+    def calibration(samples: int) -> list[dict]:
+        """The first ``samples`` training examples of a permutation seeded by the run's seed, one per batch."""
+        if samples > len(data.train):
+            raise LotteryError(f"calibration needs {samples} training examples; the data has {len(data.train)}")
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.train.seed))
+        return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
+
+    _refuse_what_cannot_run(config, task, prunable, densities, len(data.train), calibration)
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -132,18 +134,38 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     def evaluate(model: PreTrainedModel, mask: Mask, *, desc: str, tag: str) -> dict:
         return train_or_score(model, mask, level=1, desc=desc, tag=tag, steps=0)
 
-    def calibration(samples: int) -> list[dict]:
-        """The first ``samples`` training examples of a permutation seeded by the run's seed, one per batch."""
-        if samples > len(data.train):
-            raise LotteryError(f"calibration needs {samples} training examples; the data has {len(data.train)}")
-        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.train.seed))
-        return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
-
     train_level = train_or_score if events is None else observed(train_or_score, events)
     return Run(
         config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration,
         evaluate, task.new_head,
     )  # fmt: skip
+
+
+def _refuse_what_cannot_run(
+    config: RunConfig, task: LoadedTask, prunable: list[str], densities: list[float], examples: int, calibration
+) -> None:
+    """Refuse, in one line and before anything is written, a run its strategy, units or methods cannot do on this
+    model and data (``examples`` training examples, ``calibration`` the run's calibration examples)."""
+    methods = asked_methods(config.plugins)
+    strategy = config.strategy()
+    strategy.check(examples)
+    run_units(task.model, prunable, config.prune, densities)
+    for method in methods:
+        method.check_model(task.model, prunable)
+    if strategy.calibrated:
+        missed = unreached(task.model, prunable, calibration(1)[0])
+        if missed:
+            raise LotteryError(
+                f"--strategy {config.prune.strategy}: the calibration examples never reach {missed[0]}, so it has "
+                "no input to score by; --exclude it or use --strategy magnitude"
+            )
+        if any(method.by_block for method in methods):
+            check_blocks(task.model, prunable)
+    if not config.prune.train_dense and task.new_head and not any(method.trains for method in methods):
+        raise LotteryError(
+            f"--train-dense false: the {task.kind.head_name} is new to {config.model.model_name_or_path}, so the "
+            "pruned model scores chance until trained: add --recover or --recover-adapter RANK"
+        )
 
 
 def _tracker_config(config: RunConfig) -> dict:

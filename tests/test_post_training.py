@@ -155,3 +155,29 @@ def test_bad_post_training_input_is_one_line_and_writes_nothing(tiny_gpt2, text_
             "--calibration-samples", "4"]  # fmt: skip
     fails_cleanly(capsys, [*base, *args], message, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_wanda_on_a_layer_the_examples_never_reach_is_one_line_and_writes_nothing(
+    tiny_gpt2, text_files, tmp_path, capsys
+):
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    crossed = tmp_path / "crossed"  # cross-attention runs only with encoder states, which text data has none of
+    GPT2LMHeadModel.from_pretrained(tiny_gpt2, add_cross_attention=True).save_pretrained(crossed)
+    AutoTokenizer.from_pretrained(tiny_gpt2).save_pretrained(crossed)
+    capsys.readouterr()  # the loading bars above
+    train, valid = text_files
+    args = [str(crossed), "--train-file", str(train), "--validation-file", str(valid), "--max-length", "16",
+            "--train-dense", "false", "--post-training", "0.5", "--strategy", "wanda", "--scope", "row",
+            "--calibration-samples", "4"]  # fmt: skip
+    fails_cleanly(capsys, args, "the calibration examples never reach transformer.h.0.crossattention", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_new_head_left_untrained_needs_recovery(tiny_bert, tmp_path, capsys):
+    from hf_lottery.demo import DEMO_DATA
+
+    args = [str(tiny_bert), "--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file",
+            str(DEMO_DATA / "dev.tsv"), "--train-dense", "false", "--post-training", "0.5"]  # fmt: skip
+    fails_cleanly(capsys, args, "scores chance until trained: add --recover or --recover-adapter RANK", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
