@@ -196,26 +196,31 @@ def export_ticket(
     level_paths = run.level_paths(chosen)
     masks = load_tensors(level_paths.mask)
     trained = run.load_model(level_paths.weights)
-    rewind = run.load_model(run.paths.rewind_point)
     facts = run.facts(chosen, reason)
+    cut = None
     if compact:
         cut = compaction(trained, masks, run.config.prune.unit if run.config.prune else "element")
         dense_parameters = trained.num_parameters()
-        trained, rewind, masks = cut.cut_model(trained), cut.cut_model(rewind), cut.cut(masks)
+        trained, masks = cut.cut_model(trained), cut.cut(masks)
         facts["compact"] = {
             "config_changes": {field: list(change) for field, change in cut.changes.items()}, "padded": cut.padded,
             "dense_parameters": dense_parameters, "compact_parameters": trained.num_parameters(),
         }  # fmt: skip
     card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
+    models = [trained]  # handed to write, which drops it before it reads the rewind point: one model at a time
+    del trained
 
     def write(folder: Path) -> None:
-        trained.save_pretrained(folder)
+        model = models.pop()
+        model.save_pretrained(folder)
         for item in run.paths.model_files.iterdir():
             if item.name not in ("config.json", "base_model.json"):
                 shutil.copy2(item, folder / item.name)
         save_masks(folder / MASKS_FILE, masks)
-        save_sparse(folder / SPARSE_FILE, model_state(trained), masks)
-        save_sparse(folder / TICKET_FILE, model_state(rewind), masks)
+        save_sparse(folder / SPARSE_FILE, model_state(model), masks)
+        del model
+        rewind = run.load_model(run.paths.rewind_point)
+        save_sparse(folder / TICKET_FILE, model_state(rewind if cut is None else cut.cut_model(rewind)), masks)
         write_json(folder / FACTS_FILE, facts)
         shutil.copy2(run.paths.plot, folder / run.paths.plot.name)
         (folder / "README.md").write_text(card, encoding="utf-8")
