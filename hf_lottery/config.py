@@ -125,6 +125,10 @@ class RunConfig:
         self.check_options(METHODS, [method.name for method in methods])
         if not self.prune.train_dense and not methods:
             raise LotteryError("--train-dense false prunes nothing by itself: add --post-training SPARSITY or --nm N:M")
+        trained = [m for m in methods if not (m.scores_untrained or m.trains)]
+        if not self.prune.train_dense and trained:
+            flag = "--" + dataclasses.fields(trained[0].arguments)[0].name.replace("_", "-")
+            raise LotteryError(f"--train-dense false leaves level 0 untrained, and {flag} prunes trained weights")
         schedule = self.prune.target_sparsity is not None or self.prune.levels is not None
         if not schedule and methods:  # only the cheap methods: IMP trains the dense level 0
             object.__setattr__(self, "prune", dataclasses.replace(self.prune, levels=0))

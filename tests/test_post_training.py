@@ -146,6 +146,7 @@ def test_a_new_head_untrained_is_no_dense_reference(tiny_bert, tmp_path):
         (["--recover"], "recover trains the masks of post-training: add --post-training"),
         (["--post-training", "0.5", "--levels", "1"], "--train-dense false leaves level 0 untrained"),
         ([], "--train-dense false prunes nothing by itself"),
+        (["--one-shot", "0.5"], "--train-dense false leaves level 0 untrained, and --one-shot prunes trained weights"),
     ],
 )
 def test_bad_post_training_input_is_one_line_and_writes_nothing(tiny_gpt2, text_files, tmp_path, capsys, args, message):
