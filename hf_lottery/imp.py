@@ -184,24 +184,35 @@ def plan_table(densities: list[float], config: RunConfig, steps: int, model: Pre
     weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     mask_bytes = sum(params[name].numel() for name in prunable)  # a bool per prunable weight
     branches = 1 + len(prune.control)
-    trainings = 1 + branches * (len(densities) - 1)
-    lines = ["| level | sparsity | runs | optimizer steps |", "|---|---|---|---|", f"| 0 | 0.0% | dense | {steps} |"]
+    dense_steps = steps if prune.train_dense else 0
+    dense_run = "dense" if prune.train_dense else "pretrained, scored untrained"
+    lines = [
+        "| level | sparsity | runs | optimizer steps |",
+        "|---|---|---|---|",
+        f"| 0 | 0.0% | {dense_run} | {dense_steps} |",
+    ]
+    planned = [dense_steps]  # the optimizer steps of each training
     for level, density in enumerate(densities[1:], 1):
         runs = ", ".join(["imp", *prune.control])
         lines.append(f"| {level} | {1 - density:.1%} | {runs} | {branches * steps} |")
+        planned += [steps] * branches
     methods = asked_methods(config.plugins)
-    method_rows = [row for method in methods for row in method.plan(prune, steps)]
-    lines += method_rows
-    trainings = (trainings + len(method_rows)) * prune.replicates
-    kept = trainings if prune.keep_weights == "all" else min(trainings, 3 * prune.replicates)  # level 0, trunk, best
-    disk = kept * weight_bytes + trainings * mask_bytes + prune.replicates * weight_bytes  # levels, rewind points
+    for level, sparsity, method_steps, name in (row for m in methods for row in m.plan(prune, steps, config.plugins)):
+        lines.append(f"| {level} | {sparsity:.1%} | {name} | {method_steps} |")
+        planned.append(method_steps)
+    written = len(planned) * prune.replicates  # levels, trained or scored untrained
+    trainings = sum(1 for n in planned if n) * prune.replicates
+    kept = written if prune.keep_weights == "all" else min(written, 3 * prune.replicates)  # level 0, trunk, best
+    disk = kept * weight_bytes + written * mask_bytes + prune.replicates * weight_bytes  # levels, rewind points
     search = ""
     levels = sum(method.search_levels(prune) for method in methods) * prune.replicates
     if levels:
         search = f", plus at most {levels * steps} in {levels} search levels (stopped once masks settle)"
     replicates = f" ({prune.replicates} replicates of the levels above)" if prune.replicates > 1 else ""
+    untrained = f" and {written - trainings} levels scored untrained" if written > trainings else ""
+    total = sum(planned) * prune.replicates
     lines.append(
-        f"{trainings} trainings{replicates}, {trainings * steps} optimizer steps in all{search}; about "
+        f"{trainings} trainings{untrained}{replicates}, {total} optimizer steps in all{search}; about "
         f"{disk / 1e9:.2f} GB of weights and masks on disk"
     )
     return "\n".join(lines)

@@ -182,3 +182,18 @@ def test_a_new_head_left_untrained_needs_recovery(tiny_bert, tmp_path, capsys):
             str(DEMO_DATA / "dev.tsv"), "--train-dense", "false", "--post-training", "0.5"]  # fmt: skip
     fails_cleanly(capsys, args, "scores chance until trained: add --recover or --recover-adapter RANK", tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_dry_run_counts_untrained_levels_and_one_recovery_per_mask(tiny_gpt2, text_files, tmp_path, capsys):
+    from hf_lottery.cli import main
+
+    train, valid = text_files
+    args = [str(tiny_gpt2), "--train-file", str(train), "--validation-file", str(valid), "--max-length", "16",
+            "--train-dense", "false", "--post-training", "0.5", "0.6", "--recover", "--max-steps", "3", "--dry-run",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(["prune", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | 0.0% | pretrained, scored untrained | 0 |" in printed
+    assert "| 1 | 60.0% | post-training | 0 |" in printed and "| 1 | 60.0% | recover | 3 |" in printed
+    assert "2 trainings and 3 levels scored untrained, 6 optimizer steps in all" in printed
+    assert not (tmp_path / "run").exists()

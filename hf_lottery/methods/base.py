@@ -15,15 +15,16 @@ format), ``description`` and ``citation`` (the card's words), and implements:
 - ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
   to find the mask of its level ``level`` (the results' total steps column);
 - ``results_section(paths)``: optionally, Markdown (and figures) for ``results.md`` about how it searched;
-- ``plan(prune, steps)``: the ``--dry-run`` table's rows of its trainings, and ``search_levels(prune)``, how
+- ``plan(prune, steps, plugins)``: the ``--dry-run`` table's rows of its trainings (level, sparsity, optimizer
+  steps, run name; ``steps`` is a level's, ``plugins`` every plug-in's options), and ``search_levels(prune)``, how
   many shortened search levels come on top, if any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -34,6 +35,9 @@ from ..arguments import PruneArguments, TrainArguments
 from ..masks import Mask
 from ..paths import LevelPaths, RunPaths
 from ..registry import Plugin
+
+# A --dry-run row of a method's training: its level (a number, or "-"), sparsity, optimizer steps and run name.
+PlanRow = tuple[int | str, float, int, str]
 
 
 class RunContext(Protocol):
@@ -144,7 +148,7 @@ class Method(Plugin):
     def results_section(self, paths: RunPaths) -> str:
         return ""
 
-    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
+    def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
         raise NotImplementedError
 
     def search_levels(self, prune: PruneArguments) -> int:

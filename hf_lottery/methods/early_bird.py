@@ -29,7 +29,9 @@ depends on every draw before, so a killed search level restarts, and is short an
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -39,7 +41,7 @@ from ..masks import Mask, apply_mask, prunable_weights
 from ..paths import IMP, RunPaths
 from ..storage import atomic_path, load_tensors, read_json, save_tensors, write_json
 from .arguments import EarlyBirdArguments
-from .base import Method, RunContext
+from .base import Method, PlanRow, RunContext
 
 SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
 # Recorded beside them: search levels stopped by another rule (hf-lottery before it, with no "stop_rule") are
@@ -110,8 +112,8 @@ class EarlyBird(Method):
     def results_section(self, paths: RunPaths) -> str:
         return _results_section(paths)
 
-    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
-        return [f"| - | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in self.args.early_bird]
+    def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
+        return [("-", sparsity, steps, self.name) for sparsity in self.args.early_bird]
 
     def search_levels(self, prune: PruneArguments) -> int:
         """At most this many search levels: those before the level that reaches the highest target."""

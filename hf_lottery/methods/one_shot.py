@@ -9,14 +9,16 @@ weights with that mask is warned of.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 from ..arguments import PruneArguments
 from ..masks import Mask, prunable_weights
 from ..paths import IMP, LevelPaths
 from ..storage import load_tensors
 from .arguments import OneShotArguments
-from .base import Method, RunContext
+from .base import Method, PlanRow, RunContext
 
 
 class OneShot(Method):
@@ -31,8 +33,8 @@ class OneShot(Method):
     def asked(self) -> bool:
         return bool(self.args.one_shot)
 
-    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
-        return [f"| 1 | {sparsity:.1%} | {self.name} | {steps} |" for sparsity in self.args.one_shot]
+    def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
+        return [(1, sparsity, steps, self.name) for sparsity in self.args.one_shot]
 
     def train(self, run: RunContext) -> None:
         dense = run.paths.level(IMP, 0)

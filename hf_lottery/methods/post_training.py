@@ -10,6 +10,9 @@ the statistics are gathered block by block over the pruned blocks before (``Run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
 from ..arguments import PruneArguments, TrainArguments
@@ -19,7 +22,7 @@ from ..paths import IMP, RunPaths
 from ..pruning import check_nm
 from ..storage import read_json, write_json
 from .arguments import PostTrainingArguments
-from .base import Method, RunContext
+from .base import Method, PlanRow, RunContext
 
 SETTINGS = "settings.json"  # in the branch folder: the --nm its masks were drawn with
 
@@ -65,8 +68,8 @@ class PostTraining(Method):
                 f"--nm {self.args.nm}: use another --output-dir"
             )
 
-    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
-        return [f"| 1 | {sparsity:.1%} | {self.name} | 0 |" for sparsity in self.args.post_training]
+    def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
+        return [(1, sparsity, 0, self.name) for sparsity in self.args.post_training]
 
     def train(self, run: RunContext) -> None:
         settings = run.paths.root / self.name / SETTINGS

@@ -6,11 +6,14 @@ the run's own model (no copy).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..arguments import PruneArguments
 from ..paths import IMP, LevelPaths, RunPaths
 from ..storage import load_tensors
 from .arguments import RecoverArguments
-from .base import Method, RunContext
+from .base import Method, PlanRow, RunContext
 
 SOURCE = "post-training"  # the branch whose masks are recovered
 
@@ -28,8 +31,8 @@ class Recover(Method):
     def asked(self) -> bool:
         return self.args.recover
 
-    def plan(self, prune: PruneArguments, steps: int) -> list[str]:
-        return [f"| 1 | each post-training mask | {self.name} | {steps} |"]
+    def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
+        return [(1, sparsity, steps, self.name) for sparsity in plugins[SOURCE].post_training]
 
     def train(self, run: RunContext) -> None:
         for source in post_training_levels(run.paths):
