@@ -2,6 +2,7 @@
 structured run does everything an element run does (controls, resume)."""
 
 import json
+import math
 import sys
 
 import pytest
@@ -10,18 +11,26 @@ from safetensors.torch import load_file
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertTokenizerFast,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
 )
 
 from hf_lottery.arguments import PruneArguments
 from hf_lottery.cli import main
+from hf_lottery.demo import DEMO_DATA
 from hf_lottery.levels import run_units
+from hf_lottery.lottery import run_lottery
 from hf_lottery.masks import prunable_weights, select_prunable, transposed_weights
 from hf_lottery.strategies import STRATEGIES, ScoringContext
-from tests.helpers import fails_cleanly, kill_9_then_rerun
+from tests.helpers import fails_cleanly, kill_9_then_rerun, make_config
 from tests.test_cli import files_args
 
 
@@ -228,6 +237,64 @@ def test_a_compact_ticket_is_a_smaller_stock_model_with_the_same_outputs(
     assert all(params[name].shape == m.shape for name, m in masks.items())
     rewound, _ = load_ticket(small, weights="rewind")
     assert dict(rewound.named_parameters()).keys() == params.keys()
+
+
+NEURON_FIELD = {"roberta": "intermediate_size", "distilbert": "hidden_dim"}  # what a compact export cuts
+
+
+@pytest.fixture(scope="module", params=list(NEURON_FIELD))
+def neuron_run(request, tmp_path_factory):
+    """A finished one-level neuron ticket (``--scope layer``) of a tiny RoBERTa or DistilBERT classifier, built from
+    a config with the demo vocabulary and saved with its tokenizer, as a Hub checkpoint is."""
+    kind, root = request.param, tmp_path_factory.mktemp(f"neuron-{request.param}")
+    vocab = str(DEMO_DATA / "vocab.txt")
+    torch.manual_seed(0)
+    if kind == "roberta":  # positions start after the padding index
+        tokenizer = BertTokenizerFast(vocab=vocab)
+        model = RobertaForSequenceClassification(RobertaConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id, num_labels=2,
+        ))  # fmt: skip
+    else:  # DistilBERT takes no token_type_ids, which its tokenizer does not make
+        tokenizer = DistilBertTokenizerFast(vocab=vocab)
+        model = DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id, num_labels=2,
+        ))  # fmt: skip
+    model.save_pretrained(root / kind)
+    tokenizer.save_pretrained(root / kind)
+    run = root / "run"
+    run_lottery(make_config(root / kind, run, levels=1, unit="neuron", scope="layer", max_train_samples=32,
+                            max_eval_samples=16))  # fmt: skip
+    return run, NEURON_FIELD[kind]
+
+
+@pytest.mark.parametrize("neuron_run", ["distilbert"], indirect=True)
+def test_measure_latency_times_the_compact_model_against_the_dense_one_and_the_card_gives_sizes(
+    neuron_run, tmp_path, capsys
+):
+    run, _ = neuron_run
+    timed = tmp_path / "timed"
+    assert main(["export", str(run), str(timed), "--level", "1", "--compact", "--measure-latency"]) == 0
+    assert "x dense (cpu, " in capsys.readouterr().out
+    compact = json.loads((timed / "ticket.json").read_text())["compact"]
+    latency = compact["latency"]
+    assert 0 < latency["ratio"] < math.inf
+    assert latency["ratio"] == pytest.approx(latency["compact_ms"] / latency["dense_ms"])
+    assert (latency["device"], latency["batch"], latency["sequence_length"]) == ("cpu", 1, 32)  # the run's length
+    card = (timed / "README.md").read_text()
+    assert f"Timed at export on CPU ({latency['threads']} threads, batch 1, 32 tokens," in card
+    assert f"it takes {latency['ratio']:.2f}× the dense masked model's time" in card
+    # the sizes: the exported weights file against the level's dense one
+    assert compact["compact_bytes"] == (timed / "model.safetensors").stat().st_size < compact["dense_bytes"]
+    assert compact["dense_bytes"] == (run / "imp" / "level_1" / "weights.safetensors").stat().st_size
+    assert f"{compact['dense_bytes'] / 1e3:.1f} kB dense, {compact['compact_bytes'] / 1e3:.1f} kB here" in card
+    # there is no pair to time without --compact: one line, nothing written
+    out = tmp_path / "out"
+    assert main(["export", str(run), str(out), "--level", "1", "--measure-latency"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith("--measure-latency times the compact model against the dense one: add "
+                                                 "--compact") and not out.exists()  # fmt: skip
 
 
 def test_compact_export_of_an_element_ticket_is_refused(tiny_bert, tmp_path, capsys):
