@@ -7,8 +7,10 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, load_model
 from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
     BertTokenizerFast,
@@ -23,12 +25,14 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+from hf_lottery import export_ticket
 from hf_lottery.arguments import PruneArguments
 from hf_lottery.cli import main
 from hf_lottery.demo import DEMO_DATA
 from hf_lottery.levels import run_units
 from hf_lottery.lottery import run_lottery
 from hf_lottery.masks import prunable_weights, select_prunable, transposed_weights
+from hf_lottery.paths import RunPaths
 from hf_lottery.strategies import STRATEGIES, ScoringContext
 from tests.helpers import fails_cleanly, kill_9_then_rerun, make_config
 from tests.test_cli import files_args
@@ -267,6 +271,28 @@ def neuron_run(request, tmp_path_factory):
     run_lottery(make_config(root / kind, run, levels=1, unit="neuron", scope="layer", max_train_samples=32,
                             max_eval_samples=16))  # fmt: skip
     return run, NEURON_FIELD[kind]
+
+
+def test_compact_roberta_and_distilbert_are_smaller_stock_models_with_the_masked_models_logits(neuron_run, tmp_path):
+    run, field = neuron_run
+    small = tmp_path / "small"
+    compact = export_ticket(run, small, level=1, compact=True)["compact"]
+    stock = AutoModelForSequenceClassification.from_pretrained(small).eval()
+    paths = RunPaths(run)
+    masked = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(paths.model_files)).eval()
+    load_model(masked, str(paths.level("imp", 1).weights))  # the level as trained, its pruned weights zero
+    assert type(stock) is type(masked)
+    ids = torch.randint(5, masked.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    attention[1, 8:] = 0  # a padded row
+    with torch.no_grad():
+        expected, got = (m(input_ids=ids, attention_mask=attention).logits for m in (masked, stock))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert stock.num_parameters() == compact["compact_parameters"] < compact["dense_parameters"]
+    assert compact["dense_parameters"] == masked.num_parameters()
+    assert compact["config_changes"][field] == [64, 32] and getattr(stock.config, field) == 32
+    # without --measure-latency nothing is timed: the card is the same on every export
+    assert "latency" not in compact and "Timed at export" not in (small / "README.md").read_text()
 
 
 @pytest.mark.parametrize("neuron_run", ["distilbert"], indirect=True)
