@@ -10,7 +10,9 @@ import torch
 from safetensors.torch import load_file, load_model
 from transformers import (
     AutoConfig,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     BertTokenizerFast,
@@ -143,6 +145,29 @@ def test_a_structured_run_resumes_bit_identically_after_kill_9(tiny_bert, tmp_pa
         for name in ("mask.safetensors", "weights.safetensors"):
             a, b = (load_file(run / "imp" / f"level_{number}" / name) for run in (killed, whole))
             assert all(torch.equal(a[k], b[k]) for k in b), f"level {number} {name} differs"
+
+
+@pytest.mark.parametrize("unit, warned", [("element", True), ("neuron", False)])
+def test_a_tensor_emptied_is_warned_of_unless_removing_a_blocks_neurons_emptied_it(
+    tiny_bert, tmp_path, capsys, unit, warned
+):
+    """Layer 0's FFN, far smaller than the rest, is pruned away whole either way: single weights scored far below
+    the rest (the warning's case: an untrained pooler), or all of a block's neurons, which is what --unit neuron
+    removes."""
+    ffn = [name.format(0) for name, _ in FFN["bert"]]
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        for name in ffn:
+            model.get_parameter(name).mul_(1e-4)
+    folder = tmp_path / "small-ffn"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    run_lottery(make_config(folder, tmp_path / "run", levels=1, prune_fraction=0.5, max_steps=1, unit=unit))
+    out = capsys.readouterr().out
+    mask = load_file(RunPaths(tmp_path / "run").level("imp", 1).mask)
+    assert not any(mask[name].any() for name in ffn)
+    assert (f"warning: level 1 removed every weight of {', '.join(ffn)}" in out) == warned
+    assert warned or "warning: " not in out  # nor that it left them thin
 
 
 @pytest.mark.parametrize(
