@@ -185,11 +185,34 @@ def _compact_sentence(compact: dict | None) -> str:
         if compact["padded"]
         else ""
     )
+    sizes = f"{_bytes(compact['dense_bytes'])} dense, {_bytes(compact['compact_bytes'])} here"
     return (
         f"\n\nIt is **compact**: the removed units are cut out, so `model.safetensors` is a smaller stock model "
-        f"({changes}; {compact['dense_parameters']:,} parameters dense, {compact['compact_parameters']:,} here), "
-        f"and the masks and rewind point are cut the same way.{padded}"
+        f"({changes}; {compact['dense_parameters']:,} parameters dense, {compact['compact_parameters']:,} here; "
+        f"{sizes}), and the masks and rewind point are cut the same way.{padded}"
+        f"{_latency_sentence(compact.get('latency'))}"
     )
+
+
+def _latency_sentence(latency: dict | None) -> str:
+    """The compact model's time against the dense one's, when the export measured it (``--measure-latency``), with
+    the conditions: the ratio carries to other machines better than the times, which are the exporting one's."""
+    if latency is None:
+        return ""
+    return (
+        f" Timed at export on {latency['device'].upper()} ({latency['threads']} threads, batch {latency['batch']}, "
+        f"{latency['sequence_length']} tokens, the median of {latency['repeats']} forward passes each, the two "
+        f"models taking turns in one process), it takes {latency['ratio']:.2f}× the dense masked model's time "
+        f"({latency['compact_ms']:.3g} ms vs {latency['dense_ms']:.3g} ms on that machine)."
+    )
+
+
+def _bytes(size: int) -> str:
+    """A file size as the Hub shows it (decimal units): 412.3 kB, 87.6 MB, 1.34 GB."""
+    for unit, suffix, digits in ((1e9, "GB", 2), (1e6, "MB", 1), (1e3, "kB", 1)):
+        if size >= unit:
+            return f"{size / unit:.{digits}f} {suffix}"
+    return f"{size} B"
 
 
 def _controls_sentence(rows: list[LevelResult]) -> str:

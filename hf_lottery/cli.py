@@ -86,6 +86,12 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
         help="write a neuron or head ticket (--unit) as a smaller stock model of its kept units, which loads and "
         "runs at that size in plain transformers",
     )
+    parser.add_argument(
+        "--measure-latency",
+        action="store_true",
+        help="with --compact: time the compact model against the dense one on this machine's CPU (batch 1, the "
+        "run's --max-length, interleaved in one process) and give the ratio in the card",
+    )
     return parser  # fmt: skip
 
 
@@ -94,7 +100,9 @@ def _export(args: list[str]) -> None:
     _quiet_libraries()
     from .export import export_ticket
 
-    facts = export_ticket(ns.run_dir, ns.out_dir, ns.level, ns.tolerance, compact=ns.compact)
+    facts = export_ticket(
+        ns.run_dir, ns.out_dir, ns.level, ns.tolerance, compact=ns.compact, measure_latency=ns.measure_latency
+    )
     print(f"level {facts['level']} ({facts['sparsity']:.1%} sparse, {facts['metric']} {facts['metric_value']:.4f}) "
           f"written to {ns.out_dir}")  # fmt: skip
     if ns.compact:
@@ -103,8 +111,13 @@ def _export(args: list[str]) -> None:
 
 def _compact_line(compact: dict) -> str:
     changes = ", ".join(f"{field} {a} -> {b}" for field, (a, b) in compact["config_changes"].items())
-    return (f"compact: {changes}; {compact['dense_parameters']:,} -> {compact['compact_parameters']:,} parameters"
+    line = (f"compact: {changes}; {compact['dense_parameters']:,} -> {compact['compact_parameters']:,} parameters"
             + (" (padded to the widest block)" if compact["padded"] else ""))  # fmt: skip
+    latency = compact.get("latency")
+    if latency is not None:
+        line += (f"; latency {latency['ratio']:.2f}x dense ({latency['device']}, {latency['threads']} threads, batch "
+                 f"{latency['batch']}, {latency['sequence_length']} tokens)")  # fmt: skip
+    return line
 
 
 def _push(args: list[str]) -> None:
@@ -118,7 +131,7 @@ def _push(args: list[str]) -> None:
 
     url = push_ticket(
         ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance,
-        compact=ns.compact,
+        compact=ns.compact, measure_latency=ns.measure_latency,
     )  # fmt: skip
     print(f"pushed: {url}")
 

@@ -5,12 +5,16 @@ config is smaller (``intermediate_size``, or the number of heads), which stock `
 the smaller size with nothing from hf-lottery. Stock configs hold one width for every block, so a ticket whose
 blocks kept different numbers of units (``--scope global``) is padded to its widest block with removed units,
 whose weights are zero: the output is the same, at the widest block's speed.
+
+``compare_latency`` times the compact model against the dense one it was cut from, when an export is asked to.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
+from statistics import median
 
 import torch
 from torch import nn
@@ -24,6 +28,10 @@ NEURON_FIELDS = {
     "bert": "intermediate_size", "roberta": "intermediate_size", "distilbert": "hidden_dim", "gpt2": "n_inner",
     **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), "intermediate_size"),
 }  # fmt: skip
+
+
+LATENCY_REPEATS = 10  # timed forward passes of each model; the median of each is compared
+LATENCY_WARMUP = 2  # untimed passes of each first (the first allocates)
 
 
 @dataclass
@@ -104,3 +112,33 @@ def _change_config(config, unit: str, width: int, alive: dict[str, torch.Tensor]
     changes = {"num_key_value_heads": (total, width), "num_attention_heads": (total * per_group, width * per_group)}
     config.num_key_value_heads, config.num_attention_heads, config.head_dim = width, width * per_group, head_dim
     return changes
+
+
+def compare_latency(
+    dense: nn.Module, compact: nn.Module, input_ids: torch.Tensor, *, repeats: int = LATENCY_REPEATS
+) -> dict:
+    """The compact model's forward time over the dense one's on ``input_ids``, with the conditions (an export
+    times them on CPU, where it loads them).
+
+    Both in one process, taking turns (which goes first alternates), so that both see the same threads, load and
+    caches: a ratio is what carries to another machine, the milliseconds are this one's. Each time is the median
+    of ``repeats`` passes, after a warm-up; in ``torch.inference_mode``, as inference runs.
+    """
+    models = {"dense": dense.eval(), "compact": compact.eval()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            for _ in range(LATENCY_WARMUP):
+                model(input_ids=input_ids)
+        for turn in range(repeats):
+            for name in list(models)[:: 1 if turn % 2 == 0 else -1]:
+                start = time.perf_counter()
+                models[name](input_ids=input_ids)
+                times[name].append(time.perf_counter() - start)
+    dense_s, compact_s = median(times["dense"]), median(times["compact"])
+    return {
+        "ratio": compact_s / dense_s, "dense_ms": 1e3 * dense_s, "compact_ms": 1e3 * compact_s,
+        "device": input_ids.device.type,
+        "threads": torch.get_num_threads(), "batch": input_ids.shape[0], "sequence_length": input_ids.shape[1],
+        "repeats": repeats,
+    }  # fmt: skip

@@ -17,7 +17,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from .arguments import DEFAULT_TOLERANCE
 from .card import render_card
-from .compact import compaction
+from .compact import compaction, compare_latency
 from .config import RunConfig
 from .errors import LotteryError, NoTicketError
 from .paths import IMP, LevelPaths, RunPaths
@@ -180,6 +180,7 @@ def export_ticket(
     existing_card: str | None = None,
     license: str | None = None,
     compact: bool = False,
+    measure_latency: bool = False,
 ) -> dict:
     """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
 
@@ -187,8 +188,11 @@ def export_ticket(
     load; without it they load ``out_dir``, and the name says what the ticket is (base model, data, sparsity).
 
     ``compact`` writes a neuron or head ticket as the smaller stock model of its kept units (``hf_lottery.compact``):
-    its weights, rewind point and masks all cut the same way.
+    its weights, rewind point and masks all cut the same way. ``measure_latency`` times it against the dense masked
+    model, on CPU, batch 1, at the run's ``--max-length`` (``hf_lottery.compact.compare_latency``); the ratio and
+    its conditions go to ``ticket.json`` and the card, which is then no longer the same on every export.
     """
+    refuse_latency_without_compact(compact, measure_latency)
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -200,19 +204,27 @@ def export_ticket(
     cut = None
     if compact:
         cut = compaction(trained, masks, run.config.prune.unit if run.config.prune else "element")
-        dense_parameters = trained.num_parameters()
-        trained, masks = cut.cut_model(trained), cut.cut(masks)
+        dense = trained
+        trained, masks = cut.cut_model(dense), cut.cut(masks)
         facts["compact"] = {
             "config_changes": {field: list(change) for field, change in cut.changes.items()}, "padded": cut.padded,
-            "dense_parameters": dense_parameters, "compact_parameters": trained.num_parameters(),
+            "dense_parameters": dense.num_parameters(), "compact_parameters": trained.num_parameters(),
+            "dense_bytes": level_paths.weights.stat().st_size,  # the level's weights: the dense model's state
         }  # fmt: skip
-    card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
+        if measure_latency:
+            ids = torch.randint(dense.get_input_embeddings().num_embeddings, (1, run.config.data.max_length),
+                                generator=torch.Generator().manual_seed(0))  # fmt: skip
+            facts["compact"]["latency"] = compare_latency(dense, trained, ids)
+        del dense
     models = [trained]  # handed to write, which drops it before it reads the rewind point: one model at a time
     del trained
 
     def write(folder: Path) -> None:
         model = models.pop()
         model.save_pretrained(folder)
+        if cut is not None:  # what save_pretrained wrote (shards too), before any other weights file is there
+            facts["compact"]["compact_bytes"] = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
         for item in run.paths.model_files.iterdir():
             if item.name not in ("config.json", "base_model.json"):
                 shutil.copy2(item, folder / item.name)
@@ -234,6 +246,12 @@ def export_ticket(
         with disk_full_line(out_dir, lambda: "nothing was written (the folder is written whole or not at all)"):
             write_folder(out_dir, write)
     return facts
+
+
+def refuse_latency_without_compact(compact: bool, measure_latency: bool) -> None:
+    """Latency is measured as the compact model's over the dense one's: without ``compact`` there is no pair."""
+    if measure_latency and not compact:
+        raise LotteryError("--measure-latency times the compact model against the dense one: add --compact")
 
 
 def _refuse_non_empty(out_dir: Path) -> None:

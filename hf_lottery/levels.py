@@ -271,9 +271,11 @@ class Run:
         return mask
 
     def _warn_if_thinned(self, mask: Mask, previous: Mask, density: float, what: str) -> None:
-        """Warn when ``mask`` empties a tensor or leaves it under 1% while the draw keeps more."""
+        """Warn when ``mask`` empties a tensor or leaves it under 1% while the draw keeps more, unless its units
+        span it with others (neurons, heads): a transformer block losing all its neurons is what removing
+        neurons means."""
         # and under half the draw's own density: a draw that keeps about 1% in all must not flag every tensor
-        emptied, thin = thinned(mask, previous, min(THIN_TENSOR, density / 2))
+        emptied, thin = thinned(mask, previous, min(THIN_TENSOR, density / 2), exempt=self.units.spanned)
         thin_words = f"left under {THIN_TENSOR:.0%} of the weights of"
         for tensors, done in ((emptied, "removed every weight of"), (thin, thin_words)):
             if tensors:

@@ -100,15 +100,20 @@ def overlap(mask: Mask, other: Mask) -> float:
     return sum(int((m & other[name]).sum()) for name, m in mask.items()) / max(alive, 1)
 
 
-def thinned(mask: Mask, previous: Mask, floor: float) -> tuple[list[str], list[str]]:
+def thinned(
+    mask: Mask, previous: Mask, floor: float, *, exempt: frozenset[str] = frozenset()
+) -> tuple[list[str], list[str]]:
     """The tensors a draw of ``mask`` inside ``previous`` emptied, and those it left with weights but newly under
     ``floor`` density: a tensor pruned far harder than the rest, so a level is nearly without it.
 
-    Every tensor is checked, whatever ``--unit`` prunes: one that lost all its blocks, or all its block's neurons
-    or heads, is reported too, although a structured ticket may mean to remove it (nothing tells the two apart yet).
+    ``exempt`` tensors are not reported: those a structured draw empties or thins on purpose (the FFN of a
+    transformer block that loses all or nearly all its neurons: ``Units.spanned``). A tensor that loses all its
+    blocks is reported, as one that loses all its single weights is.
     """
     emptied, thin = [], []
     for name, m in mask.items():
+        if name in exempt:
+            continue
         alive, before = int(m.sum()), int(previous[name].sum())
         if alive == 0 and before > 0:
             emptied.append(name)

@@ -15,7 +15,7 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from .arguments import DEFAULT_TOLERANCE
 from .errors import LotteryError
-from .export import FinishedRun, export_ticket
+from .export import FinishedRun, export_ticket, refuse_latency_without_compact
 from .tickets import hub_errors
 
 
@@ -48,9 +48,11 @@ def push_ticket(
     tolerance: float = DEFAULT_TOLERANCE,
     token: str | None = None,
     compact: bool = False,
+    measure_latency: bool = False,
 ) -> str:
-    """Export one level of ``run_dir`` (smaller, with ``compact``: see ``export_ticket``) and upload it to
-    ``repo_id`` in one commit; return the commit URL."""
+    """Export one level of ``run_dir`` (smaller, with ``compact``, and timed against the dense model with
+    ``measure_latency``: see ``export_ticket``) and upload it to ``repo_id`` in one commit; return the commit URL."""
+    refuse_latency_without_compact(compact, measure_latency)
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
     run.choose_level(level, tolerance)  # then a level it cannot ship: both before anything reaches the Hub
     token = require_token(token)
@@ -68,6 +70,7 @@ def push_ticket(
             facts = export_ticket(
                 run_dir, folder, level, tolerance, repo_id, existing,
                 base_model_license(run.config.model.model_name_or_path, token), compact=compact,
+                measure_latency=measure_latency,
             )  # fmt: skip
             message = commit_message or (
                 f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "

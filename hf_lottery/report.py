@@ -20,9 +20,10 @@ from .tasks import TEST_PREFIX
 
 def format_table(rows: list[LevelResult], metric: str) -> str:
     """A Markdown table: level, run, sparsity, the main metric and its difference to dense, on validation and,
-    when the run has a test split, on it (``test accuracy``, ``test vs dense``); then any other scores, and the
-    optimizer steps each row cost in all. A run without a dense row (a fine-tuned ticket) has nothing to compare
-    with, so it gets no "vs dense" columns.
+    when the run has a test split, on it (``test accuracy``, ``test vs dense``); then any other scores, the
+    optimizer steps each row cost in all and, when its levels counted them, the parameters each keeps of the
+    model's. A run without a dense row (a fine-tuned ticket) has nothing to compare with, so it gets no "vs dense"
+    columns.
     """
     dense = rows[0]
     compared = dense.is_reference
@@ -47,12 +48,30 @@ def format_table(rows: list[LevelResult], metric: str) -> str:
             columns.append((name, lambda r, m=m: f"{r.scores[m] - dense.scores[m]:+.4f}"))
     columns += [(_column(k), lambda r, k=k: f"{r.scores[k]:.4f}") for k in dense.scores if k not in main]
     columns.append(("total steps", lambda r: "" if r.total_steps is None else str(r.total_steps)))
+    if any(row.kept_parameters is not None for row in rows):  # levels of earlier versions do not count them
+        columns.append(("parameters kept", _parameters_kept))
     lines = ["| " + " | ".join(name for name, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
     if replicated:
         lines += ["", f"{metric}: mean ± sample std over the n replicates that have the level; the other columns "
                       "are replicate 0's (the run directory's own levels, the ones exported)."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _parameters_kept(row: LevelResult) -> str:
+    """``18.3M of 22.7M``: the share of the whole model a level keeps, which its sparsity (of the prunable
+    weights only) does not say."""
+    if row.kept_parameters is None:
+        return ""
+    return f"{_count(row.kept_parameters)} of {_count(row.parameters)}"
+
+
+def _count(n: int) -> str:
+    """A parameter count as people say it: 950, 98.3k, 22.7M, 6.74B."""
+    for size, suffix, digits in ((1e9, "B", 2), (1e6, "M", 1), (1e3, "k", 1)):
+        if n >= size:
+            return f"{n / size:.{digits}f}{suffix}"
+    return str(n)
 
 
 def _column(key: str) -> str:

@@ -54,6 +54,8 @@ class LevelResult:
     unit: str | None = None  # what the mask removes as one, when not single weights (neuron, block, head)
     unit_sparsity: float | None = None  # and the share of those units removed
     untrained_head: bool | None = None  # level 0 scored untrained (--train-dense false) under a new, random head
+    parameters: int | None = None  # every parameter of the model (a tied one once); levels of earlier versions lack it
+    kept_parameters: int | None = None  # and those its mask keeps: ``parameters`` less the pruned weights
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> LevelResult:

@@ -277,18 +277,24 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
     write_text(paths.config, old.to_json())
 
 
-def level_facts(paths: LevelPaths, sparsity: float, metric: Metric, processes: int) -> dict:
+def level_facts(paths: LevelPaths, model: PreTrainedModel, report: dict, metric: Metric, processes: int) -> dict:
     """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost).
 
-    ``processes`` trained it: the command alone does not say, and the global batch grows with them."""
-    return {"sparsity": sparsity, "branch": paths.branch, "level": paths.number, "metric": metric.name,
-            "greater_is_better": metric.greater_is_better, "processes": processes}  # fmt: skip
+    ``processes`` trained it: the command alone does not say, and the global batch grows with them. The model's
+    parameters (a tied one once) and those its mask keeps say what sparsity alone does not: how much of the whole
+    model, embeddings and head included, a level removes (``report`` is its ``sparsity_report``)."""
+    parameters = sum(p.numel() for p in model.parameters())
+    pruned = report["total"]["numel"] - report["total"]["alive"]
+    return {"sparsity": report["total"]["sparsity"], "branch": paths.branch, "level": paths.number,
+            "metric": metric.name, "greater_is_better": metric.greater_is_better, "processes": processes,
+            "parameters": parameters, "kept_parameters": parameters - pruned}  # fmt: skip
 
 
 # The keys of metrics.json that are not scores: a metric may not be named like one.
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
                        "command", "path", "total_steps", "replicates", "mean", "std", "unit",
-                       "unit_sparsity", "processes", "untrained_head"})  # fmt: skip
+                       "unit_sparsity", "processes", "untrained_head", "parameters",
+                       "kept_parameters"})  # fmt: skip
 
 
 def save_level(
@@ -301,7 +307,7 @@ def save_level(
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
-        info = level_facts(paths, sparsity, metric, accelerator.num_processes)
+        info = level_facts(paths, model, report, metric, accelerator.num_processes)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
         name = run_name(paths.branch, paths.number, sparsity)

@@ -81,6 +81,14 @@ class Units:
 
     kind = "element"
 
+    @property
+    def spanned(self) -> frozenset[str]:
+        """The tensors whose units span other tensors too (neurons, heads): a transformer block losing all its
+        units empties them, which is what removing those units means, not a tensor scored far below the rest.
+        None for single weights and blocks, whose units lie in one tensor: a tensor losing all of them is such a
+        tensor."""
+        return frozenset()
+
     def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return dict(scores)
 
@@ -129,6 +137,10 @@ class Spans(Units):
     def __init__(self, kind: str, groups: dict[str, tuple[Span, ...]]) -> None:
         self.kind = kind
         self.groups = groups
+
+    @property
+    def spanned(self) -> frozenset[str]:
+        return frozenset(span.name for spans in self.groups.values() for span in spans)
 
     @staticmethod
     def _per_unit(x: torch.Tensor, span: Span) -> torch.Tensor:

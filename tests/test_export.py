@@ -16,6 +16,8 @@ from hf_lottery.demo import DEMO_DATA
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import RunPaths
+from hf_lottery.report import format_table
+from hf_lottery.rows import LevelResult
 from hf_lottery.storage import read_json
 from tests.helpers import make_config
 
@@ -86,6 +88,28 @@ def test_repository_files_and_facts(exported):
     assert saved["rewind_to"] == "pretrained" and saved["prune_fraction"] == 0.5
     assert saved["command"].startswith("hf-lottery prune ") and "--prune-fraction 0.5" in saved["command"]
     assert len(saved["levels"]) == 1 + 3 * 2
+
+
+def test_each_level_counts_the_models_parameters_and_those_its_mask_keeps(run, exported):
+    """The whole model's, embeddings and head included, which a sparsity of the prunable weights does not say."""
+    paths, rows = run
+    folder, _ = exported
+    parameters = AutoModelForSequenceClassification.from_pretrained(folder).num_parameters()
+    assert 1e3 <= parameters < 1e6
+    for row in rows:
+        pruned = sum(int((~m).sum()) for m in load_file(paths.root / row.path / "mask.safetensors").values())
+        assert (row.parameters, row.kept_parameters) == (parameters, parameters - pruned)
+        assert pruned > 0 or row.level == 0
+    table = paths.results_table.read_text()
+    assert table.splitlines()[0].endswith("| total steps | parameters kept |")
+    kept = rows[-1].kept_parameters
+    assert table.splitlines()[-1].endswith(f" | {kept / 1e3:.1f}k of {parameters / 1e3:.1f}k |")
+    assert f"{kept / 1e3:.1f}k of {parameters / 1e3:.1f}k" in (folder / "README.md").read_text()
+    # the rows of an earlier version's metrics.json, which counted none, still read, and get no column
+    old = [{k: v for k, v in r.to_dict().items() if k not in ("parameters", "kept_parameters")} for r in rows]
+    older = [LevelResult.from_dict(row) for row in old]
+    assert older[0].parameters is None and "parameters" not in older[0].scores
+    assert "parameters kept" not in format_table(older, "accuracy")
 
 
 def test_model_card(exported, tiny_bert):

@@ -45,7 +45,7 @@ def test_the_mask_holds_and_a_new_head_is_fitted(ticket, three_labels, tmp_path,
     # one row and no dense run: the log line and the table name it alike, and nothing is compared with dense
     assert "level 0 (fine-tuned ticket): sparsity 75.00%" in printed
     table = RunPaths(out).results_table.read_text()
-    assert table.splitlines()[0] == "| level | run | sparsity | accuracy | total steps |"
+    assert table.splitlines()[0] == "| level | run | sparsity | accuracy | total steps | parameters kept |"
     assert table.splitlines()[2].startswith("| 0 | fine-tuned ticket | 75.0% | ")
     assert table in printed and "dense" not in table
     _, masks = load_ticket(ticket)

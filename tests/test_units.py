@@ -2,26 +2,41 @@
 structured run does everything an element run does (controls, resume)."""
 
 import json
+import math
 import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, load_model
 from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertTokenizerFast,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
 )
 
+from hf_lottery import export_ticket
 from hf_lottery.arguments import PruneArguments
 from hf_lottery.cli import main
+from hf_lottery.demo import DEMO_DATA
 from hf_lottery.levels import run_units
+from hf_lottery.lottery import run_lottery
 from hf_lottery.masks import prunable_weights, select_prunable, transposed_weights
+from hf_lottery.paths import RunPaths
 from hf_lottery.strategies import STRATEGIES, ScoringContext
-from tests.helpers import fails_cleanly, kill_9_then_rerun
+from tests.helpers import fails_cleanly, kill_9_then_rerun, make_config
 from tests.test_cli import files_args
 
 
@@ -132,6 +147,29 @@ def test_a_structured_run_resumes_bit_identically_after_kill_9(tiny_bert, tmp_pa
             assert all(torch.equal(a[k], b[k]) for k in b), f"level {number} {name} differs"
 
 
+@pytest.mark.parametrize("unit, warned", [("element", True), ("neuron", False)])
+def test_a_tensor_emptied_is_warned_of_unless_removing_a_blocks_neurons_emptied_it(
+    tiny_bert, tmp_path, capsys, unit, warned
+):
+    """Layer 0's FFN, far smaller than the rest, is pruned away whole either way: single weights scored far below
+    the rest (the warning's case: an untrained pooler), or all of a block's neurons, which is what --unit neuron
+    removes."""
+    ffn = [name.format(0) for name, _ in FFN["bert"]]
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        for name in ffn:
+            model.get_parameter(name).mul_(1e-4)
+    folder = tmp_path / "small-ffn"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    run_lottery(make_config(folder, tmp_path / "run", levels=1, prune_fraction=0.5, max_steps=1, unit=unit))
+    out = capsys.readouterr().out
+    mask = load_file(RunPaths(tmp_path / "run").level("imp", 1).mask)
+    assert not any(mask[name].any() for name in ffn)
+    assert (f"warning: level 1 removed every weight of {', '.join(ffn)}" in out) == warned
+    assert warned or "warning: " not in out  # nor that it left them thin
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -228,6 +266,86 @@ def test_a_compact_ticket_is_a_smaller_stock_model_with_the_same_outputs(
     assert all(params[name].shape == m.shape for name, m in masks.items())
     rewound, _ = load_ticket(small, weights="rewind")
     assert dict(rewound.named_parameters()).keys() == params.keys()
+
+
+NEURON_FIELD = {"roberta": "intermediate_size", "distilbert": "hidden_dim"}  # what a compact export cuts
+
+
+@pytest.fixture(scope="module", params=list(NEURON_FIELD))
+def neuron_run(request, tmp_path_factory):
+    """A finished one-level neuron ticket (``--scope layer``) of a tiny RoBERTa or DistilBERT classifier, built from
+    a config with the demo vocabulary and saved with its tokenizer, as a Hub checkpoint is."""
+    kind, root = request.param, tmp_path_factory.mktemp(f"neuron-{request.param}")
+    vocab = str(DEMO_DATA / "vocab.txt")
+    torch.manual_seed(0)
+    if kind == "roberta":  # positions start after the padding index
+        tokenizer = BertTokenizerFast(vocab=vocab)
+        model = RobertaForSequenceClassification(RobertaConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id, num_labels=2,
+        ))  # fmt: skip
+    else:  # DistilBERT takes no token_type_ids, which its tokenizer does not make
+        tokenizer = DistilBertTokenizerFast(vocab=vocab)
+        model = DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id, num_labels=2,
+        ))  # fmt: skip
+    model.save_pretrained(root / kind)
+    tokenizer.save_pretrained(root / kind)
+    run = root / "run"
+    run_lottery(make_config(root / kind, run, levels=1, unit="neuron", scope="layer", max_train_samples=32,
+                            max_eval_samples=16))  # fmt: skip
+    return run, NEURON_FIELD[kind]
+
+
+def test_compact_roberta_and_distilbert_are_smaller_stock_models_with_the_masked_models_logits(neuron_run, tmp_path):
+    run, field = neuron_run
+    small = tmp_path / "small"
+    compact = export_ticket(run, small, level=1, compact=True)["compact"]
+    stock = AutoModelForSequenceClassification.from_pretrained(small).eval()
+    paths = RunPaths(run)
+    masked = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(paths.model_files)).eval()
+    load_model(masked, str(paths.level("imp", 1).weights))  # the level as trained, its pruned weights zero
+    assert type(stock) is type(masked)
+    ids = torch.randint(5, masked.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    attention[1, 8:] = 0  # a padded row
+    with torch.no_grad():
+        expected, got = (m(input_ids=ids, attention_mask=attention).logits for m in (masked, stock))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert stock.num_parameters() == compact["compact_parameters"] < compact["dense_parameters"]
+    assert compact["dense_parameters"] == masked.num_parameters()
+    assert compact["config_changes"][field] == [64, 32] and getattr(stock.config, field) == 32
+    # without --measure-latency nothing is timed: the card is the same on every export
+    assert "latency" not in compact and "Timed at export" not in (small / "README.md").read_text()
+
+
+@pytest.mark.parametrize("neuron_run", ["distilbert"], indirect=True)
+def test_measure_latency_times_the_compact_model_against_the_dense_one_and_the_card_gives_sizes(
+    neuron_run, tmp_path, capsys
+):
+    run, _ = neuron_run
+    timed = tmp_path / "timed"
+    assert main(["export", str(run), str(timed), "--level", "1", "--compact", "--measure-latency"]) == 0
+    assert "x dense (cpu, " in capsys.readouterr().out
+    compact = json.loads((timed / "ticket.json").read_text())["compact"]
+    latency = compact["latency"]
+    assert 0 < latency["ratio"] < math.inf
+    assert latency["ratio"] == pytest.approx(latency["compact_ms"] / latency["dense_ms"])
+    assert (latency["device"], latency["batch"], latency["sequence_length"]) == ("cpu", 1, 32)  # the run's length
+    card = (timed / "README.md").read_text()
+    assert f"Timed at export on CPU ({latency['threads']} threads, batch 1, 32 tokens," in card
+    assert f"it takes {latency['ratio']:.2f}× the dense masked model's time" in card
+    # the sizes: the exported weights file against the level's dense one
+    assert compact["compact_bytes"] == (timed / "model.safetensors").stat().st_size < compact["dense_bytes"]
+    assert compact["dense_bytes"] == (run / "imp" / "level_1" / "weights.safetensors").stat().st_size
+    assert f"{compact['dense_bytes'] / 1e3:.1f} kB dense, {compact['compact_bytes'] / 1e3:.1f} kB here" in card
+    # there is no pair to time without --compact: one line, nothing written
+    out = tmp_path / "out"
+    assert main(["export", str(run), str(out), "--level", "1", "--measure-latency"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith("--measure-latency times the compact model against the dense one: add "
+                                                 "--compact") and not out.exists()  # fmt: skip
 
 
 def test_compact_export_of_an_element_ticket_is_refused(tiny_bert, tmp_path, capsys):
