@@ -10,7 +10,7 @@ high-water mark (``VmHWM``) reset through ``/proc/self/clear_refs`` just before 
 the largest block's bytes plus the float32 hidden states of every sequence, the part the bound says must be
 resident at once.
 
-    python scripts/bench_calibration.py [--sizes 100M,300M,1B] [--samples N] [--seq-len T]
+    python scripts/bench_calibration.py [--quick] [--sizes 100M,300M,1B] [--samples N] [--seq-len T]
 """
 
 from __future__ import annotations
@@ -151,21 +151,24 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100M,300M,1B", help=f"comma-separated, of {', '.join(SIZES)}")
-    parser.add_argument("--samples", type=int, default=16, help="calibration sequences, one per batch")
-    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    parser.add_argument("--quick", action="store_true", help="100M on 4 sequences of 64 tokens")
+    parser.add_argument("--sizes", default=None, help=f"comma-separated, of {', '.join(SIZES)} (default all)")
+    parser.add_argument("--samples", type=int, default=None, help="calibration sequences, one per batch (16)")
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (256)")
     parser.add_argument("--child", choices=list(SIZES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    samples = args.samples or (4 if args.quick else 16)
+    seq_len = args.seq_len or (64 if args.quick else 256)
     if args.child:
-        print(json.dumps(child(args.child, args.samples, args.seq_len)))
+        print(json.dumps(child(args.child, samples, seq_len)))
         return
-    sizes = args.sizes.split(",")
+    sizes = (args.sizes or ("100M" if args.quick else ",".join(SIZES))).split(",")
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         parser.error(f"unknown size {unknown[0]}; choose among {', '.join(SIZES)}")
     rows = []
     for size in sizes:
-        rows.append(run_child(size, args.samples, args.seq_len))
+        rows.append(run_child(size, samples, seq_len))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
     print(
@@ -174,13 +177,18 @@ def main(argv: list[str] | None = None) -> None:
         "then; mask: the returned mask, one byte a weight"
     )
     small, large = rows[0], rows[-1]
-    if len(rows) > 1:
-        print(
-            f"summary: from {small['size']} to {large['size']}: block parameters x"
-            f"{large['block_params'] / small['block_params']:.1f}, draw time x{large['draw_s'] / small['draw_s']:.1f}, "
-            f"forward time per token x{per_k(large) / per_k(small):.1f}; peak / model "
-            f"{small['peak_bytes'] / small['model_bytes']:.2f}x to {large['peak_bytes'] / large['model_bytes']:.2f}x"
-        )
+    growth = (
+        f"; from {small['size']} to {large['size']}: block parameters x"
+        f"{large['block_params'] / small['block_params']:.1f}, draw time x{large['draw_s'] / small['draw_s']:.1f}, "
+        f"forward time per token x{per_k(large) / per_k(small):.1f}"
+        if len(rows) > 1
+        else ""
+    )
+    print(
+        f"summary: {large['size']}: peak {large['peak_bytes'] / large['model_bytes']:.2f}x the model, calibration "
+        f"rise {(large['calibration_peak_bytes'] - large['before_bytes']) / 2**30:.2f} GiB, "
+        f"{large['calibrate_s']:.0f} s{growth}"
+    )
 
 
 if __name__ == "__main__":
