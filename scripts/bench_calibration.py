@@ -5,10 +5,12 @@ Block-by-block calibration holds one block and the activations of all the calibr
 beside the model, instead of a whole-model forward's activations; this measures what that costs in memory and
 how its time grows with the model. Each size runs in a fresh subprocess (random-token sequences, one per batch,
 as a run's calibration examples), so that the child's peak resident set (``ru_maxrss``, its whole life: the
-model's construction included) belongs to that size alone. "Block + activations" is the largest block's bytes
-plus the float32 hidden states of every sequence, the part the bound says must be resident at once.
+model's construction included) belongs to that size alone; the peak of the calibration alone is the kernel's
+high-water mark (``VmHWM``) reset through ``/proc/self/clear_refs`` just before it. "Block + activations" is
+the largest block's bytes plus the float32 hidden states of every sequence, the part the bound says must be
+resident at once.
 
-    python scripts/bench_calibration.py [--sizes 100M,300M,1B] [--samples N] [--seq-len T]
+    python scripts/bench_calibration.py [--quick] [--sizes 100M,300M,1B] [--samples N] [--seq-len T]
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ SIZES = {
 }  # fmt: skip
 
 
-def _rss_kib() -> int:
+def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 class WandaRows:
@@ -66,7 +68,7 @@ class WandaRows:
 
 def child(size: str, samples: int, seq_len: int) -> dict:
     """Runs in the fresh subprocess: build the model, calibrate and prune it block by block once."""
-    baseline = _rss_kib() * 1024
+    baseline = _status_kib("VmRSS") * 1024
     torch.manual_seed(0)
     t0 = time.perf_counter()
     config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=max(seq_len, 2048), **SIZES[size])
@@ -79,12 +81,15 @@ def child(size: str, samples: int, seq_len: int) -> dict:
     batches = [{"input_ids": torch.randint(VOCAB, (1, seq_len), generator=generator)} for _ in range(samples)]
     block_bytes = max(sum(p.numel() * p.element_size() for p in b.parameters()) for b in model.model.layers)
     held = samples * seq_len * config.hidden_size * 4
-    before = _rss_kib() * 1024
+    build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_kib("VmRSS") * 1024
     t0 = time.perf_counter()
     draw = WandaRows()
     mask = blockwise_masks(model, prunable, batches, torch.device("cpu"), draw=draw)
     calibrate_s = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    calibration_peak = _status_kib("VmHWM") * 1024
     kept = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
     if abs(kept - 0.5) > 1e-6:
         raise AssertionError(f"the mask keeps {kept:.4f} of the weights, not 0.5")
@@ -96,6 +101,9 @@ def child(size: str, samples: int, seq_len: int) -> dict:
         "baseline_bytes": baseline,
         "before_bytes": before,
         "peak_bytes": peak,
+        "build_peak_bytes": build_peak,
+        "calibration_peak_bytes": calibration_peak,
+        "mask_bytes": sum(m.numel() * m.element_size() for m in mask.values()),
         "block_bytes": block_bytes,
         "held_bytes": held,
         "build_s": build_s,
@@ -123,8 +131,9 @@ def table(rows: list[dict]) -> str:
     gib = 2**30
     lines = [
         "| size | parameters | model GiB | samples x seq | RSS imports / +model GiB | peak RSS GiB | peak - model GiB "
-        "| peak / model | block + activations MiB | build s | calibrate s | of it draws s | forwards s / 1k tokens |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak / model | build peak GiB | calibration rise GiB | mask GiB | block + activations MiB | build s "
+        "| calibrate s | of it draws s | forwards s / 1k tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -132,6 +141,8 @@ def table(rows: list[dict]) -> str:
             f"{r['samples']} x {r['seq_len']} | {r['baseline_bytes'] / gib:.2f} / {r['before_bytes'] / gib:.2f} | "
             f"{r['peak_bytes'] / gib:.2f} | "
             f"{(r['peak_bytes'] - r['model_bytes']) / gib:.2f} | {r['peak_bytes'] / r['model_bytes']:.2f}x | "
+            f"{r['build_peak_bytes'] / gib:.2f} | {(r['calibration_peak_bytes'] - r['before_bytes']) / gib:.2f} | "
+            f"{r['mask_bytes'] / gib:.2f} | "
             f"{r['block_bytes'] / 2**20:.0f} + {r['held_bytes'] / 2**20:.0f} | {r['build_s']:.0f} | "
             f"{r['calibrate_s']:.0f} | {r['draw_s']:.0f} | {per_k(r):.2f} |"
         )
@@ -140,32 +151,44 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100M,300M,1B", help=f"comma-separated, of {', '.join(SIZES)}")
-    parser.add_argument("--samples", type=int, default=16, help="calibration sequences, one per batch")
-    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    parser.add_argument("--quick", action="store_true", help="100M on 4 sequences of 64 tokens")
+    parser.add_argument("--sizes", default=None, help=f"comma-separated, of {', '.join(SIZES)} (default all)")
+    parser.add_argument("--samples", type=int, default=None, help="calibration sequences, one per batch (16)")
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (256)")
     parser.add_argument("--child", choices=list(SIZES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    samples = args.samples or (4 if args.quick else 16)
+    seq_len = args.seq_len or (64 if args.quick else 256)
     if args.child:
-        print(json.dumps(child(args.child, args.samples, args.seq_len)))
+        print(json.dumps(child(args.child, samples, seq_len)))
         return
-    sizes = args.sizes.split(",")
+    sizes = (args.sizes or ("100M" if args.quick else ",".join(SIZES))).split(",")
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         parser.error(f"unknown size {unknown[0]}; choose among {', '.join(SIZES)}")
     rows = []
     for size in sizes:
-        rows.append(run_child(size, args.samples, args.seq_len))
+        rows.append(run_child(size, samples, seq_len))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
-    print(f"threads: {rows[0]['threads']}; peak RSS: ru_maxrss of the child, its whole life")
+    print(
+        f"threads: {rows[0]['threads']}; peak RSS: ru_maxrss of the child, its whole life; build peak: ru_maxrss "
+        "after the model's construction; calibration rise: VmHWM (reset just before blockwise_masks) minus the RSS "
+        "then; mask: the returned mask, one byte a weight"
+    )
     small, large = rows[0], rows[-1]
-    if len(rows) > 1:
-        print(
-            f"summary: from {small['size']} to {large['size']}: block parameters x"
-            f"{large['block_params'] / small['block_params']:.1f}, draw time x{large['draw_s'] / small['draw_s']:.1f}, "
-            f"forward time per token x{per_k(large) / per_k(small):.1f}; peak / model "
-            f"{small['peak_bytes'] / small['model_bytes']:.2f}x to {large['peak_bytes'] / large['model_bytes']:.2f}x"
-        )
+    growth = (
+        f"; from {small['size']} to {large['size']}: block parameters x"
+        f"{large['block_params'] / small['block_params']:.1f}, draw time x{large['draw_s'] / small['draw_s']:.1f}, "
+        f"forward time per token x{per_k(large) / per_k(small):.1f}"
+        if len(rows) > 1
+        else ""
+    )
+    print(
+        f"summary: {large['size']}: peak {large['peak_bytes'] / large['model_bytes']:.2f}x the model, calibration "
+        f"rise {(large['calibration_peak_bytes'] - large['before_bytes']) / 2**30:.2f} GiB, "
+        f"{large['calibrate_s']:.0f} s{growth}"
+    )
 
 
 if __name__ == "__main__":
