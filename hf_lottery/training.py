@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from .arguments import TrainArguments
 from .checkpoint import LevelCheckpoints
-from .masks import Mask, MaskEnforcer
+from .masks import Mask, MaskEnforcer, apply_mask
 from .tasks import PreparedData
 
 logger = get_logger(__name__)
@@ -75,7 +75,10 @@ def train(
         num_training_steps=total_steps * accelerator.num_processes,
     )
     enforcer = MaskEnforcer(model, mask)
-    enforcer.mask_weights()
+    if total_steps:
+        enforcer.mask_weights()
+    else:  # scored untrained: one tensor at a time, no cached float copy of the masks (a model's worth)
+        apply_mask(model, mask)
     prepared, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
