@@ -120,16 +120,8 @@ def input_norms(
 def unreached(model: nn.Module, prunable: Sequence[str], batch: Mapping[str, torch.Tensor]) -> list[str]:
     """The prunable weights one forward of ``batch`` does not reach (cross-attention with no encoder states, say):
     checked on one example before a run writes anything, so that a calibrated strategy is refused in one line."""
-    norms = InputNorms(model, prunable)
-    training = model.training
-    model.eval()
-    try:
-        with norms.observe():
-            device = model.get_input_embeddings().weight.device
-            model(**{k: v.to(device) for k, v in batch.items()})
-    finally:
-        model.train(training)
-    return norms.unseen()
+    seen = input_norms(model, prunable, [batch], model.get_input_embeddings().weight.device)
+    return [name for name in prunable if name not in seen]
 
 
 class _Reached(Exception):
@@ -218,18 +210,7 @@ def _prune_rest(
     with norms.observe():
         for batch in batches:
             model(**{k: v.to(entry) for k, v in batch.items()})
-    seen = norms.result(reduce)
-    unseen = [n for n in names if n not in seen]
-    if unseen:
-        raise LotteryError(
-            f"the calibration examples never reach {unseen[0]}, so it has no input to score by: --exclude it"
-        )
-    params = dict(model.named_parameters())
-    weights = {n: params[n] for n in names}
-    drawn = draw(weights, seen)
-    for name, weight in weights.items():
-        weight.masked_fill_(~drawn[name].to(weight.device), 0)
-    return {name: drawn[name] for name in names}
+    return _draw_and_prune(dict(model.named_parameters()), names, norms.result(reduce), draw)
 
 
 def check_blocks(model: nn.Module, prunable: Sequence[str]) -> tuple[str, nn.ModuleList]:
@@ -306,15 +287,21 @@ def _prune_block(
     with norms.observe(block):
         for args, kwargs in inputs:
             block(*args, **kwargs)
-    seen = norms.result(reduce)
+    return _draw_and_prune(dict(block.named_parameters(prefix=prefix)), names, norms.result(reduce), draw)
+
+
+def _draw_and_prune(
+    params: Mapping[str, nn.Parameter], names: list[str], seen: Mapping[str, torch.Tensor], draw: Draw
+) -> dict[str, torch.Tensor]:
+    """The mask ``draw`` gives the weights ``names`` (of ``params``) from their norms ``seen``, those weights pruned
+    in place; refuses, in one line, a weight no calibration example reached."""
     unseen = [n for n in names if n not in seen]
     if unseen:
         raise LotteryError(
             f"the calibration examples never reach {unseen[0]}, so it has no input to score by: --exclude it"
         )
-    params = dict(block.named_parameters(prefix=prefix))
     weights = {n: params[n] for n in names}
-    drawn = draw(weights, seen)
+    drawn = draw(weights, dict(seen))
     for name, weight in weights.items():
         weight.masked_fill_(~drawn[name].to(weight.device), 0)
     return {name: drawn[name] for name in names}

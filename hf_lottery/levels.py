@@ -228,12 +228,8 @@ class Run:
 
         The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
         from ``model`` for this draw."""
-        context = ScoringContext(
-            weights=weights, previous=previous, density=density, scope=self.prune.scope, units=self.units,
-            transposed=self.transposed, pattern=pattern,
-            inputs=None if self.calibration is None else lambda samples: self.input_norms(model, samples),
-        )  # fmt: skip
-        mask = self.config.strategy().prune(context)
+        inputs = None if self.calibration is None else lambda samples: self.input_norms(model, samples)
+        mask = self.config.strategy().prune(self._context(weights, previous, density, pattern, inputs))
         if what is not None:
             self._warn_if_thinned(mask, previous, density, what)
         return mask
@@ -255,12 +251,8 @@ class Run:
             return mask
 
         def draw(weights: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> Mask:
-            context = ScoringContext(
-                weights=weights, previous={name: previous[name] for name in weights}, density=density,
-                scope=self.prune.scope, units=self.units, transposed=self.transposed, pattern=pattern,
-                inputs=lambda samples: norms,
-            )  # fmt: skip
-            return strategy.prune(context)
+            block = {name: previous[name] for name in weights}
+            return strategy.prune(self._context(weights, block, density, pattern, lambda samples: norms))
 
         accelerator = self.accelerator
         batches = list(self.calibration(strategy.calibration_samples))
@@ -269,6 +261,21 @@ class Run:
         mask = blockwise_masks(model, self.prunable, mine, accelerator.device, draw=draw, reduce=reduce)
         self._warn_if_thinned(mask, previous, density, what)
         return mask
+
+    def _context(
+        self,
+        weights: dict[str, torch.Tensor],
+        previous: Mask,
+        density: float,
+        pattern: tuple[int, int] | None,
+        inputs: Callable[[int], dict[str, torch.Tensor]] | None,
+    ) -> ScoringContext:
+        """What the run's strategy scores a draw from: the run's scope, units and weight layout with the draw's own
+        weights, mask, density, N:M pattern and calibration statistics."""
+        return ScoringContext(
+            weights=weights, previous=previous, density=density, scope=self.prune.scope, units=self.units,
+            transposed=self.transposed, pattern=pattern, inputs=inputs,
+        )  # fmt: skip
 
     def _warn_if_thinned(self, mask: Mask, previous: Mask, density: float, what: str) -> None:
         """Warn when ``mask`` empties a tensor or leaves it under 1% while the draw keeps more, unless its units

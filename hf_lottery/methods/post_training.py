@@ -4,7 +4,7 @@ strategy, and the pruned model scored as it is, with no training. It is a one-sh
 found: nothing is rewound or retrained, and the recovery methods (``recover``, ``recover-adapter``) train it after.
 
 The model is pruned in place (the run's own, borrowed), so a model is never held twice. With a calibrated strategy
-the statistics are gathered block by block over the pruned blocks before (``Run.draw_mask``). An N:M pattern
+the statistics are gathered block by block over the pruned blocks before (``Run.draw_by_block``). An N:M pattern
 (``--nm``) is drawn the same way, N kept of every M inputs.
 """
 
