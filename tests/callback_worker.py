@@ -80,8 +80,6 @@ def main() -> None:
     save_file(weights, str(out / f"weights_rank{state.process_index}.safetensors"))  # the ranks must agree
     if state.is_main_process:
         save_file({name: m.contiguous() for name, m in mask.items()}, str(out / "mask.safetensors"))
-    state.wait_for_everyone()
-    torch.distributed.destroy_process_group()  # a gloo thread left running at exit can abort the interpreter
 
 
 if __name__ == "__main__":
