@@ -18,6 +18,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .errors import LotteryError
+from .masks import PackedMask
 
 # Sums a tensor over the processes that share a calibration (``accelerator.reduce(t, "sum")``).
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -138,7 +139,7 @@ def blockwise_masks(
     *,
     draw: Draw,
     reduce: Reduce | None = None,
-) -> dict[str, torch.Tensor]:
+) -> PackedMask:
     """Prune ``model``'s repeated blocks one after the other, each drawn (``draw(weights, norms)``) from the inputs
     it gets from the blocks before it already pruned, so that a later block's mask accounts for the pruning of the
     earlier ones; returns the mask of every prunable weight, whose pruned weights are zeroed in ``model`` itself.
@@ -148,8 +149,8 @@ def blockwise_masks(
     to ``device``, run on those inputs while its ``InputNorms`` are taken (summed across processes by ``reduce``,
     each process holding its own share of ``batches``), pruned, run again to give the next block its inputs, and
     moved back. So ``device`` holds one block and the activations of all batches at its input, never the model;
-    the rest of the model stays where it is, and nothing is copied. Eval mode, float32 statistics, no autocast,
-    as ``input_norms``.
+    the rest of the model stays where it is, and nothing is copied; the mask is kept packed, a bit a weight. Eval
+    mode, float32 statistics, no autocast, as ``input_norms``.
 
     ``draw`` is a strategy applied to one block: ``strategy.prune(ScoringContext(weights, previous, density,
     scope="row", inputs=lambda samples: norms))`` with ``previous`` the block's part of the mask it prunes inside;
@@ -171,7 +172,7 @@ def blockwise_masks(
     outside = [n for n in prunable if n not in found]
     training = model.training
     model.eval()
-    mask: dict[str, torch.Tensor] = {}
+    mask = PackedMask()
     try:
         with torch.autocast(device.type, enabled=False):
             inputs = _first_block_inputs(model, blocks[0], batches, device)
@@ -180,16 +181,18 @@ def blockwise_masks(
                 block.to(device)
                 try:
                     if names:
-                        mask.update(
-                            _prune_block(model, block, names, inputs, draw=draw, reduce=reduce, prefix=f"{path}.{i}")
-                        )
+                        prefix = f"{path}.{i}"
+                        drawn = _prune_block(model, block, names, inputs, draw=draw, reduce=reduce, prefix=prefix)
+                        for name in names:
+                            mask[name] = drawn.pop(name)
                     if i < len(blocks) - 1:
                         for j, (args, kwargs) in enumerate(inputs):
                             inputs[j] = _with_hidden(args, kwargs, block(*args, **kwargs))
                 finally:
                     block.to(home)
             if outside:
-                mask.update(_prune_rest(model, outside, batches, draw=draw, reduce=reduce))
+                for name, drawn in _prune_rest(model, outside, batches, draw=draw, reduce=reduce).items():
+                    mask[name] = drawn
     finally:
         model.train(training)
     return mask

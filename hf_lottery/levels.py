@@ -27,12 +27,22 @@ from .arguments import PruneArguments
 from .calibration import blockwise_masks, input_norms
 from .config import RunConfig
 from .errors import LotteryError
-from .masks import Mask, apply_mask, dense_mask, overlap, prunable_weights, thinned, transposed_weights
+from .masks import (
+    Mask,
+    apply_mask,
+    dense_mask,
+    dense_views,
+    overlap,
+    pack_mask,
+    prunable_weights,
+    thinned,
+    transposed_weights,
+    unpack_mask,
+)
 from .methods import Method, asked_methods
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .pruning import keep_counts
 from .rundir import save_level
-from .sparse import pack_mask, unpack_mask
 from .storage import load_weights
 from .strategies import ScoringContext
 from .tasks import Metric
@@ -240,7 +250,7 @@ class Run:
         from the pruned blocks before it, and only one block is on the accelerator), the processes splitting the
         calibration examples and summing their statistics, so that every process draws the same mask; at once
         from the weights otherwise (on the main process, broadcast)."""
-        previous = dense_mask(model, self.prunable)
+        previous = dense_views(model, self.prunable)
         strategy = self.config.strategy()
         if not strategy.calibrated:
             weights = prunable_weights(model, self.prunable)

@@ -15,8 +15,9 @@ script ``scripts/finetune_ticket.py``.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +27,53 @@ from transformers.pytorch_utils import Conv1D
 from .errors import LotteryError
 
 Mask = dict[str, torch.Tensor]
+_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """1 bit per element, least significant bit first."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.nn.functional.pad(flat, (0, (-flat.numel()) % 8))
+    return (flat.view(-1, 8) * _BITS).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    numel = math.prod(shape)
+    bits = (packed.view(-1, 1) & _BITS).ne(0).flatten()
+    return bits[:numel].view(shape)
+
+
+class PackedMask(Mapping[str, torch.Tensor]):
+    """A mask held at one bit a weight (``pack_mask``), each tensor unpacked only when read: a draw over a model
+    too big to hold twice keeps the whole mask at an eighth of a ``torch.bool`` mask (which is a quarter of a
+    float32 model), and whatever reads it tensor by tensor (applying, counting, saving) holds one bool tensor at
+    a time."""
+
+    def __init__(self) -> None:
+        self._packed: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
+
+    def __setitem__(self, name: str, mask: torch.Tensor) -> None:
+        self._packed[name] = (pack_mask(mask.cpu()), tuple(mask.shape))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        packed, shape = self._packed[name]
+        return unpack_mask(packed, shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: shape for name, (_, shape) in self._packed.items()}
+
+
+def mask_shapes(mask: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, without unpacking a ``PackedMask``."""
+    if isinstance(mask, PackedMask):
+        return mask.shapes()
+    return {name: tuple(m.shape) for name, m in mask.items()}
 
 
 def default_prunable(model: nn.Module) -> list[str]:
@@ -87,6 +135,13 @@ def select_prunable(
 def dense_mask(model: nn.Module, names: Sequence[str]) -> Mask:
     params = dict(model.named_parameters())
     return {name: torch.ones_like(params[name], dtype=torch.bool, device="cpu") for name in names}
+
+
+def dense_views(model: nn.Module, names: Sequence[str]) -> Mask:
+    """``dense_mask`` as read-only views of one ``True`` each (``expand``): no memory, for a draw's starting mask
+    on a model too big to hold a mask of it beside the one drawn. Never write into them."""
+    params = dict(model.named_parameters())
+    return {name: torch.ones((), dtype=torch.bool).expand(params[name].shape) for name in names}
 
 
 def density(mask: Mask) -> float:

@@ -140,9 +140,15 @@ def row_prune(
         rows = score.reshape(-1, score.shape[-1]) if score.dim() > 1 else score.reshape(1, -1)
         alive_rows = kept_before.reshape(rows.shape)
         keep = min(round(rows.shape[1] * density), rows.shape[1])
-        order = torch.where(alive_rows, rows, -torch.inf).sort(dim=1, descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(rows.shape[1]).expand_as(order))
-        kept = (rank < keep) & alive_rows
+        kept = torch.empty(rows.shape, dtype=torch.bool)
+        # A few rows at a time: the sort's int64 indices and ranks take 16 bytes a weight, of a slice, not a tensor.
+        step = max(1, _SLICE // rows.shape[1])
+        positions = torch.arange(rows.shape[1])
+        for start in range(0, rows.shape[0], step):
+            part, alive_part = rows[start : start + step], alive_rows[start : start + step]
+            order = torch.where(alive_part, part, -torch.inf).sort(dim=1, descending=True, stable=True).indices
+            rank = torch.empty_like(order).scatter_(1, order, positions.expand_as(order))
+            torch.logical_and(rank < keep, alive_part, out=kept[start : start + step])
         kept = kept.reshape(score.shape)
         new[name] = (kept.T if flip else kept).contiguous()
     return new

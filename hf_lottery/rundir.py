@@ -28,14 +28,14 @@ from .config import SEPARATE_TEST_CAP, Resolved, RunConfig
 from .controls import CONTROLS
 from .errors import LotteryError
 from .launch import launcher_settings
-from .masks import Mask, sparsity_report
+from .masks import Mask, mask_shapes, sparsity_report
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths, run_name
 from .storage import (
     disk_full_line,
     read_json,
     remove_folder,
-    save_tensors,
+    save_bool_tensors,
     save_weights,
     write_folder,
     write_json,
@@ -303,7 +303,7 @@ def save_level(
     """A level's files, ``metrics.json`` last: its presence means the level is complete; then its checkpoints go."""
     if accelerator.is_main_process:
         report = sparsity_report(mask)
-        save_tensors(paths.mask, mask)
+        save_bool_tensors(paths.mask, mask, mask_shapes(mask))
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]

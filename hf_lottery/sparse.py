@@ -27,32 +27,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import LotteryError
-from .masks import Mask
+from .masks import Mask, pack_mask, unpack_mask
 from .storage import save_tensors
 
 MASKS_FORMAT = "hf-lottery-masks"
 SPARSE_FORMAT = "hf-lottery-sparse"
 FORMAT_VERSION = "1"
-_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 # The safetensors dtype names a header may give (safetensors' own table is private).
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }  # fmt: skip
-
-
-def pack_mask(mask: torch.Tensor) -> torch.Tensor:
-    """1 bit per element, least significant bit first."""
-    flat = mask.flatten().to(torch.uint8)
-    flat = torch.nn.functional.pad(flat, (0, (-flat.numel()) % 8))
-    return (flat.view(-1, 8) * _BITS).sum(dim=1, dtype=torch.uint8)
-
-
-def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    numel = math.prod(shape)
-    bits = (packed.view(-1, 1) & _BITS).ne(0).flatten()
-    return bits[:numel].view(shape)
 
 
 def save_masks(path: Path, masks: Mask) -> None:
@@ -191,7 +177,6 @@ def _check_packed(path: Path, name: str, packed: torch.Tensor, shape: tuple[int,
 def _unpack_checked(path: Path, name: str, packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     _check_packed(path, name, packed, shape)
     numel = math.prod(shape)
-    bits = (packed.view(-1, 1) & _BITS).ne(0).flatten()
-    if bits[numel:].any():
+    if numel % 8 and packed[-1] >> (numel % 8):
         raise LotteryError(f"{path.name}: packed mask of {name} has bits set past its {numel} elements")
-    return bits[:numel].view(shape)
+    return unpack_mask(packed, shape)

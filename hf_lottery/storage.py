@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,32 @@ def read_json(path: Path) -> Any:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     _write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
+
+
+def save_bool_tensors(path: Path, tensors: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]]) -> None:
+    """Save boolean tensors (masks) as ``save_tensors`` does, reading and writing them one at a time: ``tensors``
+    may unpack each only when read (``masks.PackedMask``), so a mask of a model too big to hold twice is never
+    whole in memory. ``shapes`` gives each tensor's shape without reading it. The file is plain safetensors (an
+    8-byte header length, the JSON header padded with spaces to 8 bytes, the data in header order), which
+    ``load_tensors`` and any safetensors reader load."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        header[name] = {"dtype": "BOOL", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            out.write(struct.pack("<Q", len(encoded)) + encoded)
+            for name in shapes:
+                tensor = tensors[name]
+                if tensor.dtype != torch.bool or tuple(tensor.shape) != tuple(shapes[name]):
+                    raise ValueError(f"{name}: expected a torch.bool tensor of shape {list(shapes[name])}")
+                out.write(tensor.contiguous().cpu().numpy().tobytes())
+
+    _write(path, write)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_lottery.calibration import blockwise_masks
+from hf_lottery.masks import mask_shapes
+from hf_lottery.storage import save_bool_tensors
 from hf_lottery.strategies import STRATEGIES, ScoringContext
 
 VOCAB = 32000
@@ -60,7 +64,7 @@ class WandaRows:
 
     def __call__(self, weights: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        previous = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+        previous = {n: torch.ones((), dtype=torch.bool).expand(w.shape) for n, w in weights.items()}
         mask = self.strategy.prune(ScoringContext(weights, previous, 0.5, scope="row", inputs=lambda samples: norms))
         self.seconds += time.perf_counter() - t0
         return mask
@@ -88,6 +92,8 @@ def child(size: str, samples: int, seq_len: int) -> dict:
     draw = WandaRows()
     mask = blockwise_masks(model, prunable, batches, torch.device("cpu"), draw=draw)
     calibrate_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as folder:  # as a run saves it: one tensor unpacked at a time
+        save_bool_tensors(Path(folder) / "mask.safetensors", mask, mask_shapes(mask))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     calibration_peak = _status_kib("VmHWM") * 1024
     kept = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
@@ -103,7 +109,7 @@ def child(size: str, samples: int, seq_len: int) -> dict:
         "peak_bytes": peak,
         "build_peak_bytes": build_peak,
         "calibration_peak_bytes": calibration_peak,
-        "mask_bytes": sum(m.numel() * m.element_size() for m in mask.values()),
+        "mask_bytes": sum(math.ceil(math.prod(shape) / 8) for shape in mask_shapes(mask).values()),
         "block_bytes": block_bytes,
         "held_bytes": held,
         "build_s": build_s,
@@ -173,8 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows))
     print(
         f"threads: {rows[0]['threads']}; peak RSS: ru_maxrss of the child, its whole life; build peak: ru_maxrss "
-        "after the model's construction; calibration rise: VmHWM (reset just before blockwise_masks) minus the RSS "
-        "then; mask: the returned mask, one byte a weight"
+        "after the model's construction; calibration rise: VmHWM (reset just before blockwise_masks, read after the "
+        "mask is saved) minus the RSS then; mask: the returned mask, packed, one bit a weight"
     )
     small, large = rows[0], rows[-1]
     growth = (

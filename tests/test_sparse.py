@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hf_lottery.errors import LotteryError
+from hf_lottery.masks import PackedMask, mask_shapes
 from hf_lottery.sparse import load_masks, load_sparse, pack_mask, save_masks, save_sparse, unpack_mask
+from hf_lottery.storage import save_bool_tensors
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (8,), (9,), (13, 5), (3, 4, 5)])
@@ -113,3 +115,20 @@ def test_untrusted_sparse_files_are_refused_with_the_file_name(tmp_path, tamper,
     with pytest.raises(LotteryError, match=message) as err:
         load_sparse(path)
     assert str(err.value).startswith("model.sparse.safetensors: ")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_mask_files_written_one_tensor_at_a_time_round_trip(tmp_path, packed):
+    """A run's mask file, written tensor by tensor from a mask held packed or as plain tensors, is a safetensors
+    file any reader loads back bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = {"a.weight": (7, 13), "b.weight": (3,), "c.weight": (0, 4), "d.weight": (64, 33)}
+    plain = {name: torch.rand(shape, generator=generator) > 0.5 for name, shape in shapes.items()}
+    mask = PackedMask() if packed else dict(plain)
+    if packed:
+        for name, m in plain.items():
+            mask[name] = m
+    save_bool_tensors(tmp_path / "mask.safetensors", mask, mask_shapes(mask))
+    loaded = load_file(tmp_path / "mask.safetensors")
+    assert list(loaded) == sorted(plain) and all(torch.equal(loaded[n], plain[n]) for n in plain)
+    assert all(loaded[n].dtype == torch.bool and loaded[n].shape == plain[n].shape for n in plain)

@@ -11,6 +11,7 @@ from hf_lottery.calibration import input_norms
 from hf_lottery.errors import LotteryError
 from hf_lottery.lottery import run_lottery
 from hf_lottery.paths import IMP, RunPaths
+from hf_lottery.pruning import row_prune
 from hf_lottery.storage import read_json
 from hf_lottery.strategies import STRATEGIES, ScoringContext
 from tests.helpers import make_config
@@ -77,3 +78,16 @@ def test_bad_calibration_settings_are_one_line(tiny_bert, tmp_path, capsys):
     with pytest.raises(LotteryError, match="--calibration-samples 500 is more than the 64 training examples"):
         run_lottery(make_config(tiny_bert, tmp_path / "run", levels=1, strategy="wanda", calibration_samples=500))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tensor_larger_than_a_slice_keeps_the_highest_of_every_row():
+    """Rows are ranked a slice at a time (bounded memory on a large model): the rows of every slice, the last
+    short one included, keep exactly their highest scores inside what was alive."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(2500, 2048, generator=generator)  # 5.1M weights: two slices of rows and a short third
+    alive = torch.rand(2500, 2048, generator=generator) > 0.25
+    mask = row_prune({"w": scores}, {"w": alive}, 0.5)["w"]
+    keep = round(2048 * 0.5)
+    expected = torch.zeros_like(alive).scatter_(1, scores.masked_fill(~alive, -1).topk(keep, dim=1).indices, True)
+    assert torch.equal(mask, expected & alive)
+    assert torch.equal(mask.sum(1), torch.minimum(alive.sum(1), torch.tensor(keep)))
