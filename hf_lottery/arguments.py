@@ -63,6 +63,14 @@ def positive(owner: object, *names: str) -> None:
             raise LotteryError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
+def above_zero(owner: object, *names: str) -> None:
+    """Refuse values of the named fields that are not finite numbers above 0 (None means "not set" and passes)."""
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LotteryError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
 @dataclass(frozen=True)
 class ModelArguments:
     model_name_or_path: str | None = field(
@@ -233,8 +241,7 @@ class TrainArguments:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise LotteryError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise LotteryError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        above_zero(self, "learning_rate")
         for name in ("weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

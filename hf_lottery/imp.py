@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from accelerate import Accelerator
@@ -117,14 +117,15 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
 
     def train_or_score(
         model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
-        steps: int | None = None,
+        steps: int | None = None, learning_rate: float | None = None,
     ) -> dict:  # fmt: skip
         seed = config.train.seed + level
         set_seed(seed, device_specific=True)  # each process draws its own dropout; the data order has its own seed
         if level == 0 and not config.prune.train_dense:
             steps = 0
+        args = config.train if learning_rate is None else replace(config.train, learning_rate=learning_rate)
         metrics = train(
-            model, mask, data, config.train, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
+            model, mask, data, args, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
             checkpoint=checkpoint, steps=steps,
         )  # fmt: skip
         if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score

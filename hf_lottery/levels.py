@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Protocol
 
 import torch
@@ -62,12 +62,13 @@ class TrainLevel(Protocol):
     ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
     optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
     checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
-    the steps after it).
+    the steps after it). ``learning_rate`` replaces the run's peak learning rate for this training (a recovery's).
     """
 
     def __call__(
-        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
-    ) -> dict: ...
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
+        learning_rate: float | None = None,
+    ) -> dict: ...  # fmt: skip
 
 
 def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, densities: list[float]) -> Units:
@@ -120,7 +121,10 @@ class RunEvents:
 def observed(train_level: TrainLevel, events: RunEvents) -> TrainLevel:
     """``train_level`` with ``events`` told of each training."""
 
-    def train(model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None):
+    def train(
+        model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
+        learning_rate: float | None = None,
+    ):  # fmt: skip
         events.level_started(tag, model, mask)
 
         def step(at: int, trained: PreTrainedModel) -> bool | None:
@@ -128,7 +132,10 @@ def observed(train_level: TrainLevel, events: RunEvents) -> TrainLevel:
             events.step_ended(tag, at, trained)
             return stop
 
-        metrics = train_level(model, mask, level=level, desc=desc, tag=tag, on_step=step, checkpoint=checkpoint)
+        metrics = train_level(
+            model, mask, level=level, desc=desc, tag=tag, on_step=step, checkpoint=checkpoint,
+            learning_rate=learning_rate,
+        )  # fmt: skip
         events.level_ended(tag, metrics)
         return metrics
 
@@ -337,18 +344,23 @@ class Run:
         self.train_and_save(paths, model, mask, level=level, desc=desc)
 
     def train_and_save(
-        self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None
-    ) -> None:
+        self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None,
+        learning_rate: float | None = None,
+    ) -> None:  # fmt: skip
         """Train ``model`` in place with ``mask`` applied and fixed, or with ``adapter_rank``, only through masked
-        low-rank adapters (``hf_lottery.adapters``) merged in after; save it as the level ``paths``."""
+        low-rank adapters (``hf_lottery.adapters``) merged in after, at ``learning_rate`` (None: the run's); save it
+        as the level ``paths``."""
         apply_mask(model, mask)
-        tag, checkpoint = self.tag(paths.name), paths.checkpoint
+        own = {} if learning_rate is None else {"learning_rate": learning_rate}  # find_ticket's train_fn takes none
+        train = partial(
+            self.train_level, level=level, desc=desc, tag=self.tag(paths.name), checkpoint=paths.checkpoint, **own
+        )
         if adapter_rank is None:
-            metrics = self.train_level(model, mask, level=level, desc=desc, tag=tag, checkpoint=checkpoint)
+            metrics = train(model, mask)
         else:
             adapters = add_masked_adapters(model, mask, rank=adapter_rank, seed=self.config.train.seed + level)
             try:  # the adapted weights have other names, and their update is masked: nothing to enforce
-                metrics = self.train_level(model, {}, level=level, desc=desc, tag=tag, checkpoint=checkpoint)
+                metrics = train(model, {})
             finally:
                 adapters.merge()
         save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)

@@ -101,7 +101,7 @@ def save_bool_tensors(path: Path, tensors: Mapping[str, torch.Tensor], shapes: M
                 tensor = tensors[name]
                 if tensor.dtype != torch.bool or tuple(tensor.shape) != tuple(shapes[name]):
                     raise ValueError(f"{name}: expected a torch.bool tensor of shape {list(shapes[name])}")
-                out.write(tensor.contiguous().cpu().numpy().tobytes())
+                out.write(tensor.contiguous().cpu().numpy().data)  # no copy
 
     _write(path, write)
 

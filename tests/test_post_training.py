@@ -1,6 +1,9 @@
 """Post-training pruning of a pretrained model (no level-0 training), N:M masks, and recovery that keeps the mask,
 on a tiny GPT-2 and a tiny BERT built from configs."""
 
+import re
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -92,6 +95,40 @@ def test_recovery_trains_the_post_training_mask_and_keeps_it(wanda_run, branch):
     assert all(after[k][~m].eq(0).all() for k, m in mask.items())
     assert any(not torch.equal(after[k][m], before[k][m]) for k, m in mask.items())  # trained
     assert set(after) == set(before)  # the adapters merged: stock names only
+
+
+def test_recovery_trains_at_its_own_learning_rate(wanda_run, tiny_gpt2, text_files, tmp_path):
+    out = tmp_path / "run"
+    run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover_adapter=4,
+                          recover_adapter_learning_rate=0.05))  # fmt: skip
+    mine, shared = RunPaths(out), wanda_run  # the same run but for the adapter's learning rate
+    for name, value in load_file(shared.level("post-training", 1, clipped_to=0.5).weights).items():
+        assert torch.equal(value, load_file(mine.level("post-training", 1, clipped_to=0.5).weights)[name])
+    fast, slow = (load_file(p.level("recover-adapter", 1, clipped_to=0.5).weights) for p in (mine, shared))
+    pruned = load_file(shared.level("post-training", 1, clipped_to=0.5).weights)
+    name = "transformer.h.0.mlp.c_fc.weight"
+    assert (fast[name] - pruned[name]).abs().sum() > 5 * (slow[name] - pruned[name]).abs().sum()
+    assert read_json(out / "recover-adapter" / "settings.json") == {"recover_adapter_learning_rate": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(recover_adapter_learning_rate=0.05), "found with --recover-adapter-learning-rate None; this run asks "
+                                                   "for --recover-adapter-learning-rate 0.05"),
+        (dict(nm="2:4"), "found with --nm None; this run asks for --nm 2:4"),
+    ],
+)  # fmt: skip
+def test_a_branch_found_with_other_settings_is_refused_and_left_as_it_is(
+    wanda_run, tiny_gpt2, text_files, tmp_path, overrides, message
+):
+    out = tmp_path / "run"
+    shutil.copytree(wanda_run.root, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    asked = dict(post_training=[0.5], recover=True, recover_adapter=4) | overrides
+    with pytest.raises(LotteryError, match=re.escape(message)):
+        run_lottery(lm_config(tiny_gpt2, text_files, out, **asked))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_an_adapter_recovered_level_ships_as_a_stock_model(wanda_run, tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..arguments import REACH, help_, positive, sparsities
+from ..arguments import REACH, above_zero, help_, positive, sparsities
 from ..errors import LotteryError
 
 
@@ -112,6 +112,13 @@ class RecoverArguments:
             REACH,
         ),
     )
+    recover_learning_rate: float | None = field(
+        default=None,
+        metadata=help_("Peak learning rate of --recover's fine-tune (default: the run's --learning-rate).", REACH),
+    )
+
+    def __post_init__(self) -> None:
+        above_zero(self, "recover_learning_rate")
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,15 @@ class AdapterRecoverArguments:
             REACH,
         ),
     )
+    recover_adapter_learning_rate: float | None = field(
+        default=None,
+        metadata=help_(
+            "Peak learning rate of the adapter's training (default: the run's --learning-rate; adapters usually "
+            "want a larger one than a full fine-tune).",
+            REACH,
+        ),
+    )
 
     def __post_init__(self) -> None:
         positive(self, "recover_adapter")
+        above_zero(self, "recover_adapter_learning_rate")

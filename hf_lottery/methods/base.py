@@ -7,8 +7,9 @@ format), ``description`` and ``citation`` (the card's words), and implements:
 
 - ``arguments``: a dataclass of its own options (``Plugin``), all of role reach: a method is a branch, so
   adding it to a finished run extends the run; ``asked()``: whether its options ask for it;
-- ``check(paths)``: refuse, in one line and before anything is written, what the run directory cannot take
-  (settings that differ from those its finished levels were found with); ``check_run(prune, train)``: refuse
+- ``settings()``: its options that decide what its levels are, recorded in its folder (``record_settings(run)``
+  at the start of ``train``) and held to by ``check(paths)``, which refuses, in one line and before anything is
+  written, what the run directory cannot take; ``check_run(prune, train)``: refuse
   run settings it cannot work with; ``check_model(model, prunable)``: a model it cannot prune;
 - ``train(run)``: train its levels that are not finished, each saved with ``run.train_from_rewind`` into
   ``run.paths.level(name, n, clipped_to=sparsity)``; ``run`` is a ``RunContext``, all a method sees of the run;
@@ -32,12 +33,15 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..arguments import PruneArguments, TrainArguments
+from ..errors import LotteryError
 from ..masks import Mask
 from ..paths import LevelPaths, RunPaths
 from ..registry import Plugin
+from ..storage import read_json, write_json
 
 # A --dry-run row of a method's training: its level (a number, or "-"), sparsity, optimizer steps and run name.
 PlanRow = tuple[int | str, float, int, str]
+SETTINGS = "settings.json"  # in a method's folder: the settings its levels were found with (``Method.settings``)
 
 
 class RunContext(Protocol):
@@ -96,10 +100,12 @@ class RunContext(Protocol):
         """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
 
     def train_and_save(
-        self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None
-    ) -> None:
+        self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None,
+        learning_rate: float | None = None,
+    ) -> None:  # fmt: skip
         """Train ``model`` in place with ``mask`` applied and fixed (or, with ``adapter_rank``, only through masked
-        low-rank adapters merged in after); save it as the level ``paths``."""
+        low-rank adapters merged in after), at ``learning_rate`` (None: the run's); save it as the level
+        ``paths``."""
 
     def train_from_rewind(
         self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
@@ -130,8 +136,41 @@ class Method(Plugin):
         """Whether the run asks for this method (its own options say so)."""
         raise NotImplementedError
 
+    def settings(self) -> dict[str, Any]:
+        """Its options that decide what its levels are, beyond the run's own (which name the run directory): the
+        first invocation records them in its folder (``record_settings``) and ``check`` holds later ones to them.
+        None by default."""
+        return {}
+
     def check(self, paths: RunPaths) -> None:
-        """Nothing to refuse by default."""
+        """Refuse settings that differ from those recorded in its folder (its levels there were found with those);
+        a folder with levels and no record holds levels from before the settings were recorded, found with the
+        defaults (None)."""
+        asked = self.settings()
+        folder = paths.root / self.name
+        file = folder / SETTINGS
+        if file.is_file():
+            found = read_json(file)
+        elif any(LevelPaths(level).is_done() for level in folder.glob("level_*")):
+            found = dict.fromkeys(asked)
+        else:
+            return
+        changed = [k for k in asked if found.get(k) != asked[k]]
+        if changed:
+
+            def flags(values: Mapping[str, Any]) -> str:
+                return ", ".join(f"--{k.replace('_', '-')} {values.get(k)}" for k in changed)
+
+            raise LotteryError(
+                f"{folder} holds levels found with {flags(found)}; this run asks for {flags(asked)}: give the same "
+                "or another --output-dir"
+            )
+
+    def record_settings(self, run: RunContext) -> None:
+        """Record ``settings()`` in its folder, once, before its first level (see ``check``)."""
+        file = run.paths.root / self.name / SETTINGS
+        if self.settings() and run.accelerator.is_main_process and not file.is_file():
+            write_json(file, self.settings())
 
     def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
         """Refuse, in one line, run settings the method cannot work with; nothing by default."""

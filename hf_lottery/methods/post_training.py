@@ -18,13 +18,10 @@ from torch import nn
 from ..arguments import PruneArguments, TrainArguments
 from ..errors import LotteryError
 from ..masks import prunable_weights, transposed_weights
-from ..paths import IMP, RunPaths
+from ..paths import IMP
 from ..pruning import check_nm
-from ..storage import read_json, write_json
 from .arguments import PostTrainingArguments
 from .base import Method, PlanRow, RunContext
-
-SETTINGS = "settings.json"  # in the branch folder: the --nm its masks were drawn with
 
 
 class PostTraining(Method):
@@ -60,25 +57,18 @@ class PostTraining(Method):
             shapes = {name: p.shape for name, p in prunable_weights(model, prunable).items()}
             check_nm(shapes, *self.args.pattern, transposed_weights(model, prunable))
 
-    def check(self, paths: RunPaths) -> None:
-        settings = paths.root / self.name / SETTINGS
-        if settings.is_file() and read_json(settings)["nm"] != self.args.nm:
-            raise LotteryError(
-                f"{settings.parent} holds masks drawn with --nm {read_json(settings)['nm']}; this run asks for "
-                f"--nm {self.args.nm}: use another --output-dir"
-            )
+    def settings(self) -> dict[str, Any]:
+        return {"nm": self.args.nm}
 
     def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
         return [(1, sparsity, 0, self.name) for sparsity in self.args.post_training]
 
     def train(self, run: RunContext) -> None:
-        settings = run.paths.root / self.name / SETTINGS
+        self.record_settings(run)
         for sparsity in self.args.post_training:
             paths = run.paths.level(self.name, 1, clipped_to=sparsity)
             if paths.is_done():
                 continue
-            if run.accelerator.is_main_process and not settings.is_file():
-                write_json(settings, {"nm": self.args.nm})
             what = f"post-training to {sparsity:.1%}"
             with run.borrowed_model(run.paths.level(IMP, 0)) as model:
                 mask = run.draw_by_block(model, 1.0 - sparsity, what=what, pattern=self.args.pattern)

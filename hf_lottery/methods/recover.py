@@ -31,10 +31,14 @@ class Recover(Method):
     def asked(self) -> bool:
         return self.args.recover
 
+    def settings(self) -> dict[str, Any]:
+        return {f"{self.name.replace('-', '_')}_learning_rate": self.learning_rate}
+
     def plan(self, prune: PruneArguments, steps: int, plugins: Mapping[str, Any]) -> list[PlanRow]:
         return [(1, sparsity, steps, self.name) for sparsity in plugins[SOURCE].post_training]
 
     def train(self, run: RunContext) -> None:
+        self.record_settings(run)
         for source in post_training_levels(run.paths):
             paths = run.paths.level(self.name, 1, clipped_to=source.clipped_to)
             if paths.is_done():
@@ -42,12 +46,18 @@ class Recover(Method):
             mask = load_tensors(source.mask)
             with run.borrowed_model(run.paths.level(IMP, 0)) as model:
                 run.train_and_save(
-                    paths, model, mask, level=1, desc=f"{self.name} of {source.name}", adapter_rank=self.adapter_rank
-                )
+                    paths, model, mask, level=1, desc=f"{self.name} of {source.name}", adapter_rank=self.adapter_rank,
+                    learning_rate=self.learning_rate,
+                )  # fmt: skip
 
     @property
     def adapter_rank(self) -> int | None:
         return None
+
+    @property
+    def learning_rate(self) -> float | None:
+        """Its own peak learning rate, or None for the run's."""
+        return self.args.recover_learning_rate
 
 
 def post_training_levels(paths: RunPaths) -> list[LevelPaths]:

@@ -25,3 +25,7 @@ class RecoverAdapter(Recover):
     @property
     def adapter_rank(self) -> int | None:
         return self.args.recover_adapter
+
+    @property
+    def learning_rate(self) -> float | None:
+        return self.args.recover_adapter_learning_rate
