@@ -99,6 +99,10 @@ def find_ticket(
             f"--strategy {prune_args.strategy} scores from calibration data, which train_fn keeps to itself: use "
             "`hf-lottery prune`"
         )
+    if prune_args.unit == "layer":
+        raise LotteryError(
+            "--unit layer skips the removed blocks while training, which train_fn cannot know: use `hf-lottery prune`"
+        )
     if prune_args.replicates > 1:
         raise LotteryError(
             "find_ticket runs one replicate: its model is one initialisation and train_fn's seeds are yours; "

@@ -265,6 +265,7 @@ UNITS = {
     "block": "square blocks of weights",
     "neuron": "FFN neurons",
     "head": "attention heads (KV groups)",
+    "layer": "transformer blocks",
 }
 
 
@@ -295,8 +296,9 @@ class PruneArguments:
         metadata=help_(
             "What is pruned as one: element (single weights), block (square --block-size blocks of each weight, "
             "for sparse block kernels), neuron (an FFN neuron: its row of the up and gate projections and column "
-            "of the down projection) or head (an attention KV group; llama, mistral, qwen2, qwen3). Sparsity "
-            "targets and the prune fraction count units; weights no unit spans stay dense."
+            "of the down projection), head (an attention KV group; llama, mistral, qwen2, qwen3) or layer (a whole "
+            "transformer block, skipped once removed). Sparsity targets and the prune fraction count units; "
+            "weights no unit spans stay dense."
         ),
     )
     block_size: int | None = field(
@@ -374,6 +376,11 @@ class PruneArguments:
         if self.unit != "element" and self.scope == "row":
             raise LotteryError(
                 f"--scope row compares single weights within a row; --unit {self.unit} takes global or layer"
+            )
+        if self.unit == "layer" and self.scope != "global":
+            raise LotteryError(
+                "--unit layer ranks the transformer blocks against each other (--scope global); "
+                f"--scope {self.scope} would keep every block, each being one unit"
             )
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
             raise LotteryError(f"--target-sparsity must be in [0, 1), got {self.target_sparsity}")

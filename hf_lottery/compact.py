@@ -1,10 +1,12 @@
-"""Compact structured tickets: the kept neurons or heads sliced out into a smaller stock model.
+"""Compact structured tickets: the kept neurons, heads or layers sliced out into a smaller stock model.
 
-A neuron or head ticket is elementwise on disk (``hf_lottery.units``); here its kept units become a model whose
-config is smaller (``intermediate_size``, or the number of heads), which stock ``transformers`` loads and runs at
-the smaller size with nothing from hf-lottery. Stock configs hold one width for every block, so a ticket whose
-blocks kept different numbers of units (``--scope global``) is padded to its widest block with removed units,
-whose weights are zero: the output is the same, at the widest block's speed.
+A neuron, head or layer ticket is elementwise on disk (``hf_lottery.units``); here its kept units become a model
+whose config is smaller (``intermediate_size``, the number of heads, or of layers, the kept blocks renumbered),
+which stock ``transformers`` loads and runs at the smaller size with nothing from hf-lottery. Stock configs hold
+one width for every block, so a neuron or head ticket whose blocks kept different numbers of units (``--scope
+global``) is padded to its widest block with removed units, whose weights are zero: the output is the same, at the
+widest block's speed. A layer ticket is the only faithful model of itself: its removed blocks, zeroed in a model of
+the dense depth, would still add their biases and apply their LayerNorms.
 
 ``compare_latency`` times the compact model against the dense one it was cut from, when an export is asked to.
 """
@@ -12,6 +14,7 @@ whose weights are zero: the output is the same, at the widest block's speed.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import dataclass
 from statistics import median
@@ -21,8 +24,14 @@ from torch import nn
 
 from .errors import LotteryError
 from .masks import Mask, transposed_weights
-from .units import Spans, find_units
+from .units import Layers, Spans, find_units
 
+# The config field a layer cut changes, per model type.
+LAYER_FIELDS = {
+    "bert": "num_hidden_layers", "roberta": "num_hidden_layers", "distilbert": "n_layers", "gpt2": "n_layer",
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), "num_hidden_layers"),
+}  # fmt: skip
+PER_LAYER_FIELDS = ("layer_types",)  # config lists with one entry per block (Qwen2's attention kinds)
 # The config field a neuron cut changes, per model type (GPT-2's n_inner None means 4 x n_embd).
 NEURON_FIELDS = {
     "bert": "intermediate_size", "roberta": "intermediate_size", "distilbert": "hidden_dim", "gpt2": "n_inner",
@@ -42,10 +51,27 @@ class Compaction:
     changes: dict[str, tuple[int, int]]  # config field: (before, after)
     padded: bool  # some blocks kept fewer units than the widest, and carry removed ones to match it
     index: dict[str, tuple[int, torch.Tensor]]  # tensor name: (dim, kept indices along it)
+    blocks: tuple[str, dict[int, int]] | None = None  # a layer cut: the blocks' path, kept block: its new number
 
     def cut(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` (weights, or masks) of the full model, cut to the compact one's shapes."""
-        return {name: _take(t, *self.index[name]) if name in self.index else t for name, t in state.items()}
+        """``state`` (weights, or masks) of the full model, cut to the compact one's shapes (and names)."""
+        out = {}
+        for name, t in state.items():
+            renamed = self._rename(name)
+            if renamed is not None:
+                out[renamed] = _take(t, *self.index[name]) if name in self.index else t
+        return out
+
+    def _rename(self, name: str) -> str | None:
+        """A tensor's name in the compact model: its block renumbered, None when its block is removed."""
+        if self.blocks is None:
+            return name
+        path, numbers = self.blocks
+        found = re.match(rf"{re.escape(path)}\.(\d+)\.(.*)$", name)
+        if found is None:
+            return name
+        new = numbers.get(int(found.group(1)))
+        return None if new is None else f"{path}.{new}.{found.group(2)}"
 
     def cut_model(self, model: nn.Module) -> nn.Module:
         """Another model of the full shape (the ticket's rewind point), cut the same way."""
@@ -57,12 +83,14 @@ class Compaction:
 def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
     """How to cut ``model`` (and any model of its shape) to the stock model of its type that holds only the
     ``unit``s (neuron or head) that ``mask`` keeps."""
-    if unit not in ("neuron", "head"):
+    if unit not in ("neuron", "head", "layer"):
         raise LotteryError(
-            f"only neuron and head tickets become smaller models; this run prunes {unit}s, which stay in a model "
-            "of the dense size (the sparse files hold them compactly)"
+            f"only neuron, head and layer tickets become smaller models; this run prunes {unit}s, which stay in a "
+            "model of the dense size (the sparse files hold them compactly)"
         )
     config = model.config
+    if unit == "layer":
+        return _layer_compaction(model, mask)
     if unit == "neuron" and config.model_type not in NEURON_FIELDS:
         raise LotteryError(f"compact export knows {', '.join(sorted(NEURON_FIELDS))}, not {config.model_type!r}")
     params = dict(model.named_parameters())
@@ -86,6 +114,29 @@ def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
     changes = _change_config(new_config, unit, width, alive)
     padded = any(int(kept.sum()) < width for kept in alive.values())
     return Compaction(new_config, changes, padded, index)
+
+
+def _layer_compaction(model: nn.Module, mask: Mask) -> Compaction:
+    """The cut of a layer ticket: the removed blocks dropped, the kept ones renumbered in order."""
+    config = model.config
+    if config.model_type not in LAYER_FIELDS:
+        raise LotteryError(f"compact export knows {', '.join(sorted(LAYER_FIELDS))}, not {config.model_type!r}")
+    units = find_units("layer", {name: m.shape for name, m in mask.items()}, config=config, model_names=set(mask))
+    assert isinstance(units, Layers)
+    removed = set(units.removed(mask))
+    kept = [i for i in range(len(units.blocks)) if i not in removed]
+    if not kept:
+        raise LotteryError("this ticket removes every transformer block: there is no model to write")
+    new_config = copy.deepcopy(config)
+    field = LAYER_FIELDS[config.model_type]
+    before = getattr(config, field)
+    setattr(new_config, field, len(kept))
+    for name in PER_LAYER_FIELDS:
+        values = getattr(config, name, None)
+        if isinstance(values, list) and len(values) == before:
+            setattr(new_config, name, [values[i] for i in kept])
+    numbers = {old: new for new, old in enumerate(kept)}
+    return Compaction(new_config, {field: (before, len(kept))}, False, {}, (units.path, numbers))
 
 
 def _padded(kept: torch.Tensor, width: int) -> torch.Tensor:

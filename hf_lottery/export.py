@@ -196,6 +196,12 @@ def export_ticket(
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
+    unit = run.config.prune.unit if run.config.prune else "element"
+    if unit == "layer" and not compact:
+        raise LotteryError(
+            "a layer ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
+            "apply their LayerNorms: export it with --compact, which writes the model without them"
+        )
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
     masks = load_tensors(level_paths.mask)
@@ -203,7 +209,7 @@ def export_ticket(
     facts = run.facts(chosen, reason)
     cut = None
     if compact:
-        cut = compaction(trained, masks, run.config.prune.unit if run.config.prune else "element")
+        cut = compaction(trained, masks, unit)
         dense = trained
         trained, masks = cut.cut_model(dense), cut.cut(masks)
         facts["compact"] = {

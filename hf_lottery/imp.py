@@ -124,22 +124,24 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         if level == 0 and not config.prune.train_dense:
             steps = 0
         args = config.train if learning_rate is None else replace(config.train, learning_rate=learning_rate)
-        metrics = train(
-            model, mask, data, args, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
-            checkpoint=checkpoint, steps=steps,
-        )  # fmt: skip
-        if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
-            return metrics
-        return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
+        with run.units.skipping(model, mask):  # ``run``, below, exists by the first call
+            metrics = train(
+                model, mask, data, args, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
+                checkpoint=checkpoint, steps=steps,
+            )  # fmt: skip
+            if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
+                return metrics
+            return {**metrics, **data.evaluate_test(model, accelerator, config.train.eval_batch_size)}
 
     def evaluate(model: PreTrainedModel, mask: Mask, *, desc: str, tag: str) -> dict:
         return train_or_score(model, mask, level=1, desc=desc, tag=tag, steps=0)
 
     train_level = train_or_score if events is None else observed(train_or_score, events)
-    return Run(
+    run = Run(
         config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration,
         evaluate, task.new_head,
     )  # fmt: skip
+    return run
 
 
 def _refuse_what_cannot_run(

@@ -30,6 +30,7 @@ from .errors import LotteryError
 from .masks import (
     Mask,
     apply_mask,
+    default_prunable,
     dense_mask,
     dense_views,
     overlap,
@@ -75,19 +76,27 @@ def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, dens
     """The ``--unit`` units of ``model``'s prunable weights; refuses, in one line and before anything is written,
     a model the kind does not fit and a level that would remove no whole unit."""
     params = dict(model.named_parameters())
+    # a block removed whole must hold only prunable weights, of the kinds a block has (not its biases and norms)
+    spannable = set(default_prunable(model)) if prune.unit == "layer" else set(params)
     units = find_units(
         prune.unit, {name: params[name].shape for name in prunable}, config=model.config,
-        transposed=transposed_weights(model, prunable), block_size=prune.block_size, model_names=set(params),
+        transposed=transposed_weights(model, prunable), block_size=prune.block_size, model_names=spannable,
     )  # fmt: skip
     if units.kind == "element":
         return units
-    alive = units.alive(dense_mask(model, prunable))
+    alive = units.alive(dense_views(model, prunable))
+    total = sum(m.numel() for m in alive.values())
     for level in range(1, len(densities)):
-        if keep_counts(alive, densities[level - 1], prune.scope) == keep_counts(alive, densities[level], prune.scope):
-            total = sum(m.numel() for m in alive.values())
+        keep = keep_counts(alive, densities[level], prune.scope)
+        if keep_counts(alive, densities[level - 1], prune.scope) == keep:
             raise LotteryError(
                 f"level {level} would remove no whole {units.kind} (the model has {total}, "
                 f"{prune.scope} scope): raise --prune-fraction or lower --levels"
+            )
+        if (keep if isinstance(keep, int) else sum(keep.values())) == 0:
+            raise LotteryError(
+                f"level {level} would remove every {units.kind} (the model has {total}): lower --levels or "
+                "--target-sparsity"
             )
     return units
 
@@ -245,8 +254,13 @@ class Run:
 
         The strategy scores from a ``ScoringContext``; calibration statistics, when it asks for them, are computed
         from ``model`` for this draw."""
-        inputs = None if self.calibration is None else lambda samples: self.input_norms(model, samples)
-        mask = self.config.strategy().prune(self._context(weights, previous, density, pattern, inputs))
+
+        def inputs(samples: int) -> dict[str, torch.Tensor]:
+            with self.units.skipping(model, previous):  # the blocks removed before are not run
+                return self.input_norms(model, samples)
+
+        context = self._context(weights, previous, density, pattern, None if self.calibration is None else inputs)
+        mask = self.config.strategy().prune(context)
         if what is not None:
             self._warn_if_thinned(mask, previous, density, what)
         return mask

@@ -14,7 +14,11 @@ Unit kinds:
   column in the down-projection, a group per transformer block;
 - ``head``: an attention KV group (a KV head with its query heads): its rows in Q, K and V and its columns in the
   output projection, a group per block. Only where a config expresses fewer heads at the same hidden size (an
-  explicit ``head_dim``): BERT and GPT-2 derive the head size from ``hidden_size / num_attention_heads``.
+  explicit ``head_dim``): BERT and GPT-2 derive the head size from ``hidden_size / num_attention_heads``;
+- ``layer``: a whole transformer block, every prunable weight in it; one group, all blocks ranked together. A
+  removed block is skipped while the run trains and scores (``Layers.skipping``), not only zeroed: a zeroed
+  post-LayerNorm block (BERT, RoBERTa, DistilBERT, GPT-2) still adds its biases and applies its LayerNorms, so
+  only a model without the block is the ticket (compact export builds that one).
 
 Tensors no unit spans stay dense. Biases are never in a unit: a pruned neuron's bias meets a zero column.
 """
@@ -22,10 +26,12 @@ Tensors no unit spans stay dense. Biases are never in a unit: a pruned neuron's 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .errors import LotteryError
 from .masks import Mask
@@ -58,6 +64,15 @@ HEAD_TENSORS = dict.fromkeys(
         (r"layers\.(\d+)\.self_attn\.o_proj\.weight$", "in", True),
     ),
 )
+
+# The transformer blocks per model type: group 1 is the list of blocks' path, group 2 a block's number.
+_LAYERS = {
+    **dict.fromkeys(("bert", "roberta"), r"^((?:.*\.)?encoder\.layer)\.(\d+)\."),
+    "distilbert": r"^((?:.*\.)?transformer\.layer)\.(\d+)\.",
+    "gpt2": r"^((?:.*\.)?h)\.(\d+)\.",
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), r"^((?:.*\.)?layers)\.(\d+)\."),
+}
+LAYERS_GROUP = "layers"  # the one group of layer units: every block ranked together
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,10 @@ class Units:
         """(units alive, units in all)."""
         alive = self.alive(mask)
         return sum(int(m.sum()) for m in alive.values()), sum(m.numel() for m in alive.values())
+
+    def skipping(self, model: nn.Module, mask: Mask):
+        """A context in which ``model`` runs as the ticket ``mask`` is: zeroed weights suffice, but for layers."""
+        return nullcontext()
 
 
 class Blocks(Units):
@@ -167,6 +186,57 @@ class Spans(Units):
         return out
 
 
+class Layers(Units):
+    """Whole transformer blocks: unit ``i`` is every prunable weight of block ``i`` of the list at ``path``."""
+
+    kind = "layer"
+
+    def __init__(self, path: str, blocks: list[tuple[str, ...]]) -> None:
+        self.path = path
+        self.blocks = blocks  # per block, the prunable weights in it
+
+    @property
+    def spanned(self) -> frozenset[str]:
+        return frozenset(name for names in self.blocks for name in names)
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        per_block = [sum(scores[n].detach().float().cpu().square().sum() for n in names) for names in self.blocks]
+        return {LAYERS_GROUP: torch.stack(per_block).sqrt()}
+
+    def alive(self, mask: Mask) -> Mask:
+        return {LAYERS_GROUP: torch.tensor([any(bool(mask[n].any()) for n in names) for names in self.blocks])}
+
+    def expand(self, units: Mask, previous: Mask) -> Mask:
+        out = dict(previous)
+        for kept, names in zip(units[LAYERS_GROUP].tolist(), self.blocks, strict=True):
+            for name in names:
+                out[name] = previous[name] & kept
+        return out
+
+    def removed(self, mask: Mask) -> list[int]:
+        """The blocks ``mask`` removes, in order."""
+        return [i for i, kept in enumerate(self.alive(mask)[LAYERS_GROUP].tolist()) if not kept]
+
+    @contextmanager
+    def skipping(self, model: nn.Module, mask: Mask) -> Iterator[None]:
+        """``model`` with the blocks ``mask`` removes skipped: each returns its input hidden states (a block of
+        transformers 5 returns its hidden states alone), so the model runs as the one without those blocks that
+        compact export writes. The blocks' parameters stay, untouched and without gradients."""
+        blocks = model.get_submodule(self.path)
+        skipped = [blocks[i] for i in self.removed(mask)]
+        for block in skipped:
+            block.forward = _pass_through
+        try:
+            yield
+        finally:
+            for block in skipped:
+                del block.forward
+
+
+def _pass_through(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return hidden_states
+
+
 ELEMENT = Units()
 
 
@@ -194,6 +264,8 @@ def find_units(
                 )
         return Blocks(size)
     model_type = getattr(config, "model_type", None)
+    if kind == "layer":
+        return _layers(shapes, model_type, model_names or set(shapes))
     if kind == "neuron":
         table = NEURON_TENSORS.get(model_type)
         if table is None:
@@ -244,3 +316,32 @@ def _span_groups(
         if len(counts) != 1:
             raise LotteryError(f"--unit {kind}: the tensors of {group} disagree on how many units it has")
     return dict(sorted(((g, tuple(s)) for g, s in groups.items()), key=lambda item: int(item[0].split()[1])))
+
+
+def _layers(shapes: Mapping[str, torch.Size], model_type: str | None, model_names: set[str]) -> Layers:
+    """The layer units of a model of ``model_type``: every prunable weight by its block. ``model_names`` are the
+    weights a block may hold that must be prunable with it (the default prunable set): a block skipped whole
+    cannot keep one of them."""
+    pattern = _LAYERS.get(model_type)
+    if pattern is None:
+        raise LotteryError(
+            f"--unit layer knows the blocks of {', '.join(sorted(_LAYERS))}, not of model type {model_type!r}"
+        )
+    paths, blocks = set(), {}
+    for name in sorted(model_names | set(shapes)):
+        found = re.search(pattern, name)
+        if found is None:
+            continue
+        if name not in shapes:
+            raise LotteryError(
+                f"--unit layer removes whole blocks, and --include/--exclude leave {name} out of the prunable "
+                "weights: prune all of each block or use another --unit"
+            )
+        paths.add(found.group(1))
+        blocks.setdefault(int(found.group(2)), []).append(name)
+    if len(paths) != 1:
+        raise LotteryError("--unit layer: none of the prunable weights belongs to a transformer block")
+    count = max(blocks) + 1
+    if sorted(blocks) != list(range(count)):
+        raise LotteryError("--unit layer: some transformer blocks hold no prunable weight")
+    return Layers(paths.pop(), [tuple(blocks[i]) for i in range(count)])

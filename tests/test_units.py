@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, load_model
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -355,7 +356,7 @@ def test_compact_export_of_an_element_ticket_is_refused(tiny_bert, tmp_path, cap
     capsys.readouterr()
     assert main(["export", str(run), str(out), "--level", "1", "--compact"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "only neuron and head tickets become smaller models" in err
+    assert err.count("\n") == 0 and "only neuron, head and layer tickets become smaller models" in err
     assert not out.exists()
 
 
@@ -393,3 +394,111 @@ def test_block_tickets_run_on_bsr_with_the_dense_outputs():
     element = draw(model, "element", 0.25)
     assert not any(d.block or d.swapped for d in plan_inference(model, masks=element))
     assert not any(isinstance(m, SparseLinear) for m in sparsify_for_inference(model, masks=element).modules())
+
+
+# --- layer units -------------------------------------------------------------------------------------------------
+
+BLOCKS = {"bert": "bert.encoder.layer", "gpt2": "transformer.h", "llama": "model.layers"}
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_a_layer_is_removed_whole_and_nothing_outside_the_blocks(kind):
+    model = tiny(kind)
+    mask = draw(model, "layer", 0.5)
+    blocks = {i: [n for n in mask if n.startswith(f"{BLOCKS[kind]}.{i}.")] for i in (0, 1)}
+    kept = {i: [bool(mask[n].all()) for n in names] for i, names in blocks.items()}
+    removed = {i: [not mask[n].any() for n in names] for i, names in blocks.items()}
+    assert sorted(all(k) for k in kept.values()) == [False, True], "one block kept whole"
+    assert sorted(all(r) for r in removed.values()) == [False, True], "the other removed whole"
+    outside = [n for n in mask if not n.startswith(BLOCKS[kind])]
+    assert all(mask[n].all() for n in outside)  # the pooler (BERT) is no block's: it stays dense
+
+
+def deeper(folder, tmp_path, layers: int = 4):
+    """``folder``'s model with ``layers`` blocks, randomly initialised, saved with its tokenizer."""
+    config = AutoConfig.from_pretrained(folder)
+    setattr(config, "n_layer" if config.model_type == "gpt2" else "num_hidden_layers", layers)
+    out = tmp_path / f"deep-{config.model_type}"
+    torch.manual_seed(0)
+    auto = AutoModelForMaskedLM if config.model_type == "bert" else AutoModelForCausalLM
+    auto.from_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return out
+
+
+def without_blocks(model, path: str, kept: list[int]):
+    """The reference the test writes: ``model`` with only the ``kept`` blocks, in order, in its block list."""
+    parent, name = path.rsplit(".", 1)
+    blocks = model.get_submodule(path)
+    setattr(model.get_submodule(parent), name, torch.nn.ModuleList(blocks[i] for i in kept))
+    model.config.num_hidden_layers = len(kept)
+    return model
+
+
+@pytest.mark.parametrize(
+    "model, auto",
+    [("tiny_bert", "AutoModelForSequenceClassification"), ("tiny_gpt2", "AutoModelForCausalLM"),
+     ("tiny_llama", "AutoModelForCausalLM")],
+)  # fmt: skip
+def test_a_layer_ticket_skips_its_removed_blocks_and_compacts_to_a_shallower_stock_model(
+    model, auto, request, text_files, tmp_path, capsys
+):
+    import transformers
+
+    folder = deeper(request.getfixturevalue(model), tmp_path)
+    kind = AutoConfig.from_pretrained(folder).model_type
+    data = files_args() if kind == "bert" else ["--train-file", str(text_files[0]), "--validation-file",
+                                                str(text_files[1]), "--max-length", "16"]  # fmt: skip
+    run = tmp_path / "run"
+    control = ["--control", "random-prune"] if kind == "bert" else []
+    args = ["prune", str(folder), *data, "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size",
+            "16", "--levels", "1", "--prune-fraction", "0.5", "--unit", "layer", *control,
+            "--output-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    level = RunPaths(run).level("imp", 1)
+    mask, trained, rewind = (load_file(p) for p in (level.mask, level.weights, RunPaths(run).rewind_point))
+    prefix = BLOCKS[kind]
+    removed = [i for i in range(4) if not any(m.any() for n, m in mask.items() if n.startswith(f"{prefix}.{i}."))]
+    kept = [i for i in range(4) if i not in removed]
+    assert len(removed) == 2
+    # skipped while training, not zeroed: a removed block's biases and norms got no gradient, a kept one's did
+    state = {n: t for n, t in trained.items() if n not in mask}
+    for i, moved in [(removed[0], False), (kept[0], True)]:
+        own = [n for n in state if n.startswith(f"{prefix}.{i}.")]
+        assert any(not torch.equal(state[n], rewind[n]) for n in own) == moved
+    if control:
+        control_mask = load_file(RunPaths(run).level("random-prune", 1).mask)
+        blocks_kept = [
+            any(m.any() for n, m in control_mask.items() if n.startswith(f"{prefix}.{i}.")) for i in range(4)
+        ]
+        assert sum(blocks_kept) == 2, "the control keeps as many blocks as the ticket"
+    assert main(["export", str(run), str(tmp_path / "full"), "--level", "1"]) == 1
+    assert "export it with --compact" in capsys.readouterr().err
+    small = tmp_path / "small"
+    assert main(["export", str(run), str(small), "--level", "1", "--compact"]) == 0
+    compact = stock(small, auto, tmp_path)
+    reference = getattr(transformers, auto).from_pretrained(folder)  # the head: loaded from the level below
+    reference.load_state_dict(trained, strict=False)
+    reference = without_blocks(reference.eval(), prefix, kept)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]), use_cache=False).logits
+    assert torch.allclose(compact["logits"], expected, atol=1e-5)
+    facts = json.loads((small / "ticket.json").read_text())["compact"]
+    field = "n_layer" if kind == "gpt2" else "num_hidden_layers"
+    assert facts["config_changes"] == {field: [4, 2]}
+    assert facts["compact_parameters"] == compact["parameters"] < facts["dense_parameters"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--unit", "layer", "--scope", "layer"], "--unit layer ranks the transformer blocks against each other"),
+        (["--unit", "layer", "--exclude", "attention"], "--unit layer removes whole blocks, and --include/--exclude"),
+        (["--unit", "layer", "--levels", "3"], "level 2 would remove every layer (the model has 2)"),
+    ],
+)
+def test_bad_layer_input_gets_one_line_and_writes_nothing(tiny_bert, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    fails_cleanly(capsys, [str(tiny_bert), *files_args(), "--prune-fraction", "0.5", "--levels", "2", *extra],
+                  message, out)  # fmt: skip
+    assert not out.exists()

@@ -6,6 +6,8 @@ in.
 
 from __future__ import annotations
 
+from ..arguments import PruneArguments, TrainArguments
+from ..errors import LotteryError
 from .arguments import AdapterRecoverArguments
 from .recover import Recover
 
@@ -21,6 +23,13 @@ class RecoverAdapter(Recover):
 
     def asked(self) -> bool:
         return self.args.recover_adapter is not None
+
+    def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
+        if prune.unit == "layer":
+            raise LotteryError(
+                "--recover-adapter adapts the weights of every block, and --unit layer removes whole blocks: "
+                "use --recover"
+            )
 
     @property
     def adapter_rank(self) -> int | None:
