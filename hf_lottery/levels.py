@@ -377,13 +377,17 @@ class Run:
                 metrics = train(model, {})
             finally:
                 adapters.merge()
-        save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)
+        save_level(
+            self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric, self.units.dead(model, mask)
+        )
 
     def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
         """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
         apply_mask(model, mask)
         metrics = self.evaluate(model, mask, desc=desc, tag=self.tag(paths.name))
-        save_level(self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric)
+        save_level(
+            self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric, self.units.dead(model, mask)
+        )
 
     def record(self, metrics: dict, mask: Mask) -> dict:
         """What a level's ``metrics.json`` holds beside its facts: its scores, the command that trained it and, for

@@ -277,14 +277,17 @@ def _migrate_version_1(paths: RunPaths, old: RunConfig) -> None:
     write_text(paths.config, old.to_json())
 
 
-def level_facts(paths: LevelPaths, model: PreTrainedModel, report: dict, metric: Metric, processes: int) -> dict:
+def level_facts(
+    paths: LevelPaths, model: PreTrainedModel, report: dict, metric: Metric, processes: int, dead: int = 0
+) -> dict:
     """What ``metrics.json`` says of a level beside its scores (a score of one of these names would be lost).
 
     ``processes`` trained it: the command alone does not say, and the global batch grows with them. The model's
     parameters (a tied one once) and those its mask keeps say what sparsity alone does not: how much of the whole
-    model, embeddings and head included, a level removes (``report`` is its ``sparsity_report``)."""
+    model, embeddings and head included, a level removes (``report`` is its ``sparsity_report``; ``dead``, the
+    parameters outside the mask its removed units leave without effect: ``Units.dead``)."""
     parameters = sum(p.numel() for p in model.parameters())
-    pruned = report["total"]["numel"] - report["total"]["alive"]
+    pruned = report["total"]["numel"] - report["total"]["alive"] + dead
     return {"sparsity": report["total"]["sparsity"], "branch": paths.branch, "level": paths.number,
             "metric": metric.name, "greater_is_better": metric.greater_is_better, "processes": processes,
             "parameters": parameters, "kept_parameters": parameters - pruned}  # fmt: skip
@@ -298,16 +301,18 @@ FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_bett
 
 
 def save_level(
-    accelerator: Accelerator, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict, metric: Metric
-) -> None:
-    """A level's files, ``metrics.json`` last: its presence means the level is complete; then its checkpoints go."""
+    accelerator: Accelerator, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict, metric: Metric,
+    dead: int = 0,
+) -> None:  # fmt: skip
+    """A level's files, ``metrics.json`` last: its presence means the level is complete; then its checkpoints go.
+    ``dead``: see ``level_facts``."""
     if accelerator.is_main_process:
         report = sparsity_report(mask)
         save_bool_tensors(paths.mask, mask, mask_shapes(mask))
         save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
-        info = level_facts(paths, model, report, metric, accelerator.num_processes)
+        info = level_facts(paths, model, report, metric, accelerator.num_processes, dead)
         write_json(paths.metrics, {**metrics, **info})
         remove_folder(paths.checkpoint)
         name = run_name(paths.branch, paths.number, sparsity)

@@ -123,6 +123,11 @@ class Units:
         """A context in which ``model`` runs as the ticket ``mask`` is: zeroed weights suffice, but for layers."""
         return nullcontext()
 
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        """Parameters outside the mask that the removed units leave without effect (a removed neuron's bias, a
+        removed block's biases and norms), which a compact export drops too; none for single weights and blocks."""
+        return 0
+
 
 class Blocks(Units):
     """``size x size`` blocks of every prunable matrix; a group per tensor."""
@@ -176,6 +181,17 @@ class Spans(Units):
     def alive(self, mask: Mask) -> Mask:
         return {group: self._per_unit(mask[spans[0].name], spans[0]).any(1) for group, spans in self.groups.items()}
 
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        params = dict(model.named_parameters())
+        alive, count = self.alive(mask), 0
+        for group, spans in self.groups.items():
+            removed = int((~alive[group]).sum())
+            for span in spans:
+                bias = span.name.removesuffix("weight") + "bias"
+                if span.out and bias in params and bias not in mask:
+                    count += removed * span.width
+        return count
+
     def expand(self, units: Mask, previous: Mask) -> Mask:
         out = dict(previous)
         for group, spans in self.groups.items():
@@ -212,6 +228,10 @@ class Layers(Units):
             for name in names:
                 out[name] = previous[name] & kept
         return out
+
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        prefixes = tuple(f"{self.path}.{i}." for i in self.removed(mask))
+        return sum(p.numel() for name, p in model.named_parameters() if name.startswith(prefixes) and name not in mask)
 
     def removed(self, mask: Mask) -> list[int]:
         """The blocks ``mask`` removes, in order."""

@@ -260,6 +260,8 @@ def test_a_compact_ticket_is_a_smaller_stock_model_with_the_same_outputs(
     facts = json.loads((small / "ticket.json").read_text())["compact"]
     before, after = facts["config_changes"][field]
     assert after == before // 2 and facts["compact_parameters"] == b["parameters"] and not facts["padded"]
+    kept = json.loads(RunPaths(run).level("imp", 1).metrics.read_text())["kept_parameters"]
+    assert kept == b["parameters"], "a removed neuron's bias is counted as removed, as compact export drops it"
     assert "It is **compact**" in (small / "README.md").read_text()
     # hf-lottery reads it as any ticket: the masks, cut the same way, fit the compact model and keep it as trained
     ticket, masks = load_ticket(small)
@@ -487,6 +489,8 @@ def test_a_layer_ticket_skips_its_removed_blocks_and_compacts_to_a_shallower_sto
     field = "n_layer" if kind == "gpt2" else "num_hidden_layers"
     assert facts["config_changes"] == {field: [4, 2]}
     assert facts["compact_parameters"] == compact["parameters"] < facts["dense_parameters"]
+    # what the level says it keeps is the compact model: the removed blocks' biases and norms count as removed
+    assert json.loads(level.metrics.read_text())["kept_parameters"] == compact["parameters"]
 
 
 @pytest.mark.parametrize(
