@@ -377,14 +377,16 @@ class Run:
                 metrics = train(model, {})
             finally:
                 adapters.merge()
-        save_level(
-            self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric, self.units.dead(model, mask)
-        )
+        self.save(paths, model, mask, metrics)
 
     def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
         """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
         apply_mask(model, mask)
         metrics = self.evaluate(model, mask, desc=desc, tag=self.tag(paths.name))
+        self.save(paths, model, mask, metrics)
+
+    def save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, metrics: dict) -> None:
+        """Save ``model`` as the level ``paths``, its metrics recorded with the run's facts and unit counts."""
         save_level(
             self.accelerator, paths, model, mask, self.record(metrics, mask), self.metric, self.units.dead(model, mask)
         )
