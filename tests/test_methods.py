@@ -129,7 +129,7 @@ def test_a_run_searched_with_other_early_bird_settings_is_refused(run, tiny_bert
             "--early-bird-window", "2", "--output-dir", str(paths.root)]  # fmt: skip
     assert main(["prune", str(tiny_bert), *args]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "searched with --early-bird-every 1" in err
+    assert err.count("\n") == 0 and "found with --early-bird-every 1" in err
     assert paths.config.read_text() == config_before
 
 

@@ -41,9 +41,9 @@ from ..masks import Mask, apply_mask, prunable_weights
 from ..paths import IMP, RunPaths
 from ..storage import atomic_path, load_tensors, read_json, save_tensors, write_json
 from .arguments import EarlyBirdArguments
-from .base import Method, PlanRow, RunContext
+from .base import SETTINGS, Method, PlanRow, RunContext
 
-SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
+SEARCH_SETTINGS = ("early_bird_every", "early_bird_window", "early_bird_threshold")
 # Recorded beside them: search levels stopped by another rule (hf-lottery before it, with no "stop_rule") are
 # never mixed with these.
 STOP_RULE = "settled: a window of distances below the threshold; not moved: still below it from the step-0 draw"
@@ -81,26 +81,17 @@ class EarlyBird(Method):
                 f"level, but --max-steps is {train.max_steps}"
             )
 
-    def settings_file(self, paths: RunPaths) -> Path:
-        return paths.root / self.name / "settings.json"
+    def settings(self) -> dict[str, Any]:
+        return {**{k: getattr(self.args, k) for k in SEARCH_SETTINGS}, "stop_rule": STOP_RULE}
 
     def check(self, paths: RunPaths) -> None:
-        file = self.settings_file(paths)
-        if not file.exists():
-            return
-        found = read_json(file)
-        if found.get("stop_rule") != STOP_RULE:
+        file = paths.root / self.name / SETTINGS
+        if file.is_file() and read_json(file).get("stop_rule") != STOP_RULE:
             raise LotteryError(
                 f"{paths.root}'s early-bird levels were searched by an older hf-lottery, with another stopping rule; "
                 "give another --output-dir"
             )
-        changed = [k for k in SETTINGS if found.get(k) != getattr(self.args, k)]
-        if changed:
-            was = ", ".join(f"--{k.replace('_', '-')} {found.get(k)}" for k in changed)
-            raise LotteryError(
-                f"{paths.root}'s early-bird levels were searched with {was}; give the same values or another "
-                "--output-dir"
-            )
+        super().check(paths)
 
     def search_folder(self, paths: RunPaths, level: int) -> Path:
         return paths.root / self.name / f"search_{level}"
@@ -120,9 +111,7 @@ class EarlyBird(Method):
         return level_of(self.args.early_bird[-1], 1.0 - prune.prune_fraction) - 1
 
     def train(self, run: RunContext) -> None:
-        if run.accelerator.is_main_process and not self.settings_file(run.paths).exists():
-            settings = {k: getattr(self.args, k) for k in SETTINGS}
-            write_json(self.settings_file(run.paths), {**settings, "stop_rule": STOP_RULE})
+        self.record_settings(run)
         keep = 1.0 - run.prune.prune_fraction
         targets = self.args.early_bird
         for level in range(level_of(targets[-1], keep)):  # search level L draws the masks of level L + 1
