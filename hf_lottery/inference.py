@@ -76,9 +76,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MIN_SPARSITY = 0.93
 """Break-even measured with ``scripts/bench_inference.py --kernels`` (the module docstring; docs/benchmarks.md)."""
 
-DEFAULT_MIN_BLOCK_SPARSITY = 0.75
-"""Break-even of BSR against dense for layers whose masks keep whole blocks, one sequence at a time
-(``scripts/bench_structured.py --kernels``; docs/benchmarks.md)."""
+DEFAULT_MIN_BLOCK_SPARSITY = 0.9
+"""The block sparsity from which whole BSR models beat dense on both CPUs measured, one sequence or a batch at
+a time, with 1 or 2 threads; below it one CPU's BSR was slower (``scripts/bench_structured.py``;
+docs/benchmarks.md)."""
 
 BLOCK_SIZES = (32, 16)
 """Block sides BSR is tried with, largest first; smaller blocks store so many indices that BSR loses to CSR."""
