@@ -16,8 +16,8 @@ for module in pkgutil.walk_packages(hf_lottery.__path__, "hf_lottery."):
     if module.name != "hf_lottery.__main__":
         __import__(module.name)
 
-from hf_lottery.cli import main  # noqa: E402
-from hf_lottery.demo import DEMO_DATA, build_tiny_bert  # noqa: E402
+from hf_lottery.commands.cli import main  # noqa: E402
+from hf_lottery.commands.demo import DEMO_DATA, build_tiny_bert  # noqa: E402
 
 with tempfile.TemporaryDirectory() as tmp:
     model = build_tiny_bert(Path(tmp) / "tiny-bert")

@@ -8,25 +8,25 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
+from .foundations.version import __version__
 
 # Each public name and the module that defines it.
 _PUBLIC = {
-    "MaskedTrainingCallback": "callback",
-    "export_ticket": "export",
-    "find_ticket": "api",
-    "load_ticket": "tickets",
-    "push_ticket": "push",
-    "sparsify_for_inference": "inference",
+    "MaskedTrainingCallback": "training.callback",
+    "export_ticket": "tickets.export",
+    "find_ticket": "commands.api",
+    "load_ticket": "tickets.load",
+    "push_ticket": "tickets.push",
+    "sparsify_for_inference": "tickets.inference",
 }
 
 if TYPE_CHECKING:
-    from .api import find_ticket
-    from .callback import MaskedTrainingCallback
-    from .export import export_ticket
-    from .inference import sparsify_for_inference
-    from .push import push_ticket
-    from .tickets import load_ticket
+    from .commands.api import find_ticket
+    from .tickets.export import export_ticket
+    from .tickets.inference import sparsify_for_inference
+    from .tickets.load import load_ticket
+    from .tickets.push import push_ticket
+    from .training.callback import MaskedTrainingCallback
 
 
 def __getattr__(name: str) -> Any:

@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hf_lottery.calibration import blockwise_masks
-from hf_lottery.masks import mask_shapes
-from hf_lottery.storage import save_bool_tensors
-from hf_lottery.strategies import STRATEGIES, ScoringContext
+from hf_lottery.foundations.storage import save_bool_tensors
+from hf_lottery.pruning.calibration import blockwise_masks
+from hf_lottery.pruning.masks import mask_shapes
+from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext
 
 VOCAB = 32000
 # Llama-3.2-1B's shape (hidden 2048, intermediate 8192, 16 layers, 32 heads, 8 KV heads), scaled down; untied

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hf_lottery.inference import DEFAULT_MIN_SPARSITY, SparseLinear, sparse_layers, sparsify_for_inference  # noqa: E402
-from hf_lottery.masks import apply_mask, default_prunable  # noqa: E402
+from hf_lottery.pruning.masks import apply_mask, default_prunable  # noqa: E402
+from hf_lottery.tickets.inference import DEFAULT_MIN_SPARSITY, SparseLinear, sparse_layers, sparsify_for_inference  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Masking overhead: one optimizer step of masked training against the same step of dense training.
 
 Every IMP level trains with ``MaskEnforcer`` zeroing the gradients of pruned weights before each AdamW
-step (as ``hf_lottery.training.train`` does; the weights are masked once, before the first step, and stay
+step (as ``hf_lottery.training.loop.train`` does; the weights are masked once, before the first step, and stay
 zero). That is pure overhead on top of dense training, so it has to stay small: the goal is a masked step
 at most 1.02x the dense one.
 
@@ -10,7 +10,7 @@ dense and masked steps are interleaved in rounds, in a rotating order, so that o
 hits both alike. Reported: the median over rounds of the per-round ratio masked/dense, the time of the
 masking call itself (timed inside the masked step), which is far less noisy than a difference of two
 step times, and the time of ``optimizer.step()`` in both. The optimizer is training's own
-(``hf_lottery.training.adamw``, fused); ``--unfused`` uses torch's default AdamW instead, to show why:
+(``hf_lottery.training.loop.adamw``, fused); ``--unfused`` uses torch's default AdamW instead, to show why:
 it is 6x slower on CPU for a BERT-base model, and slower still on a sparse model on some CPUs (the
 square root of the zero second moments of pruned weights is a slow path: twice the time of a nonzero one
 on the AMD EPYC this was measured on).
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_lottery.masks import Mask, MaskEnforcer, default_prunable, dense_mask
-from hf_lottery.pruning import keep_counts, magnitude_prune
-from hf_lottery.training import adamw
+from hf_lottery.pruning.masks import Mask, MaskEnforcer, default_prunable, dense_mask
+from hf_lottery.pruning.selection import keep_counts, magnitude_prune
+from hf_lottery.training.loop import adamw
 
 
 @dataclass

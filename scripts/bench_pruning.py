@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel
 
-from hf_lottery.masks import default_prunable
-from hf_lottery.pruning import magnitude_prune
+from hf_lottery.pruning.masks import default_prunable
+from hf_lottery.pruning.selection import magnitude_prune
 
 CONFIGS = {
     "BERT-base shape": BertConfig(),

@@ -9,7 +9,7 @@ For 50%, 75% and 90% of the encoder's Linear weights removed, four tickets of ``
 
 - element: single weights by magnitude, every pruned layer on CSR (``sparsify_for_inference(min_sparsity=0)``);
 - block 32: 32x32 blocks by their norm (``--unit block``), every pruned layer on BSR;
-- compact neuron: FFN neurons by their norm (``--unit neuron``), exported compact (``hf_lottery.compact``): a
+- compact neuron: FFN neurons by their norm (``--unit neuron``), exported compact (``hf_lottery.tickets.compact``): a
   stock ``BertModel`` with a smaller ``intermediate_size``. Neurons span two thirds of the weights, so they
   cannot remove 75% or more;
 - compact layers + neurons: a stock ``BertModel`` with fewer layers and a smaller FFN, built from its config
@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_inference import median_times, percent  # noqa: E402
 
-from hf_lottery.arguments import PruneArguments  # noqa: E402
-from hf_lottery.compact import compaction  # noqa: E402
-from hf_lottery.inference import BlockSparseLinear, sparsify_for_inference  # noqa: E402
-from hf_lottery.levels import run_units  # noqa: E402
-from hf_lottery.masks import apply_mask, default_prunable, prunable_weights, transposed_weights  # noqa: E402
-from hf_lottery.sparse import save_sparse  # noqa: E402
-from hf_lottery.strategies import STRATEGIES, ScoringContext  # noqa: E402
+from hf_lottery.foundations.arguments import PruneArguments  # noqa: E402
+from hf_lottery.lottery.run import run_units  # noqa: E402
+from hf_lottery.pruning.masks import apply_mask, default_prunable, prunable_weights, transposed_weights  # noqa: E402
+from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext  # noqa: E402
+from hf_lottery.tickets.compact import compaction  # noqa: E402
+from hf_lottery.tickets.inference import BlockSparseLinear, sparsify_for_inference  # noqa: E402
+from hf_lottery.tickets.sparse import save_sparse  # noqa: E402
 
 FFN_SHARE = 2 / 3  # of a BERT layer's Linear weights: 2 x 768 x 3072 of 4 x 768^2 + 2 x 768 x 3072
 

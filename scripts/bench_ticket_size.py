@@ -7,7 +7,7 @@ prunable part at most 1.15x its minimum at 90% sparsity.
 
 A BERT-base-shaped ``BertForSequenceClassification`` (built from ``BertConfig()``, nothing downloaded)
 is pruned by global magnitude over its default prunable weights at each sparsity; its state dict, with
-the zeros in place, is written with ``hf_lottery.sparse.save_sparse`` and with
+the zeros in place, is written with ``hf_lottery.tickets.sparse.save_sparse`` and with
 ``safetensors.torch.save_file``. The prunable part of the sparse file is the file minus the bytes of the
 tensors stored whole, so the safetensors header and metadata count against it. Load times are from the
 page cache (the files were just written), medians of interleaved repeats; ``load_file`` only maps the
@@ -29,9 +29,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_lottery.masks import Mask, default_prunable, dense_mask
-from hf_lottery.pruning import magnitude_prune
-from hf_lottery.sparse import load_sparse, save_sparse
+from hf_lottery.pruning.masks import Mask, default_prunable, dense_mask
+from hf_lottery.pruning.selection import magnitude_prune
+from hf_lottery.tickets.sparse import load_sparse, save_sparse
 
 
 def entropy_bits(p: float) -> float:

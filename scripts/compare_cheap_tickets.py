@@ -28,10 +28,10 @@ from pathlib import Path
 
 from reproduce_sst2 import minilm_folder, sst2_folder  # scripts/ is on the path of a script run from it
 
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
-from hf_lottery.report import format_table
-from hf_lottery.rows import LevelResult
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.report import format_table
+from hf_lottery.lottery.rows import LevelResult
+from hf_lottery.lottery.runner import run_lottery
 
 # IMP's own sparsities at levels 3, 5, 6, 7, 9 (20% per level) and the clipped 90%: every method is compared at the
 # same ones. Each is cut (not rounded) to the 4 decimals a level's folder name keeps, so no target lies above its

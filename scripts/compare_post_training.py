@@ -34,9 +34,9 @@ from pathlib import Path
 from heldout_sst2 import split_dev  # scripts/ is on the path of a script run from it
 from reproduce_sst2 import minilm_folder, sst2_folder
 
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
-from hf_lottery.rows import LevelResult
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.rows import LevelResult
+from hf_lottery.lottery.runner import run_lottery
 
 # (strategy, its options): the Wanda paper compares Wanda per output row with magnitude per layer.
 STRATEGIES = {"magnitude": {"scope": "layer"}, "wanda": {"scope": "row", "calibration_samples": 128}}

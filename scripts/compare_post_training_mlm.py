@@ -27,9 +27,9 @@ from pathlib import Path
 
 from reproduce_mlm_transfer import GLUE_TEXT, minilm_folder, write_corpus  # scripts/ is on a script's path
 
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
-from hf_lottery.rows import LevelResult
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.rows import LevelResult
+from hf_lottery.lottery.runner import run_lottery
 
 STRATEGIES = {"magnitude": {"scope": "layer"}, "wanda": {"scope": "row", "calibration_samples": 128}}
 STAGES = {"post-training": "before recovery", "recover": "after full recovery", "recover-adapter": "after adapter"}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from reproduce_sst2 import minilm_folder, sst2_folder  # scripts/ is on a script's path
 
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.runner import run_lottery
 
 UNITS = {"element": {}, "neuron": {"unit": "neuron", "scope": "layer"}}
 

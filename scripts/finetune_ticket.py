@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 import hf_lottery
-from hf_lottery.config import DataArguments
-from hf_lottery.masks import MaskEnforcer
-from hf_lottery.tasks import get_task_kind
+from hf_lottery.lottery.config import DataArguments
+from hf_lottery.pruning.masks import MaskEnforcer
+from hf_lottery.training.tasks import get_task_kind
 
 
 def training_function(args: argparse.Namespace) -> None:

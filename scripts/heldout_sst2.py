@@ -17,11 +17,11 @@ from pathlib import Path
 
 from reproduce_sst2 import minilm_folder, sst2_folder  # scripts/ is on the path of a script run from it
 
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
-from hf_lottery.report import format_table
-from hf_lottery.rows import LevelResult, best_ticket
-from hf_lottery.tasks import TEST_PREFIX
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.report import format_table
+from hf_lottery.lottery.rows import LevelResult, best_ticket
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.training.tasks import TEST_PREFIX
 
 
 def split_dev(dev: Path, folder: Path) -> tuple[Path, Path]:

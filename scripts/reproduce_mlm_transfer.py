@@ -32,14 +32,14 @@ from safetensors.torch import load_model as load_weights_into
 from transformers import AutoConfig, AutoModelForMaskedLM
 
 from hf_lottery import export_ticket
-from hf_lottery.config import RunConfig
-from hf_lottery.data import read_table
-from hf_lottery.export import FACTS_FILE, MASKS_FILE, TICKET_FILE, model_state
-from hf_lottery.finetune import run_finetune
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.pruning import random_prune
-from hf_lottery.sparse import load_sparse, save_masks, save_sparse
+from hf_lottery.commands.finetune import run_finetune
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.selection import random_prune
+from hf_lottery.tickets.export import FACTS_FILE, MASKS_FILE, TICKET_FILE, model_state
+from hf_lottery.tickets.sparse import load_sparse, save_masks, save_sparse
+from hf_lottery.training.data import read_table
 
 GLUE_TEXT = {  # task folder -> its text columns
     "SST-2": ["sentence"],

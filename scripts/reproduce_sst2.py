@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
-from hf_lottery.report import format_table
-from hf_lottery.rows import LevelResult, best_ticket
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.report import format_table
+from hf_lottery.lottery.rows import LevelResult, best_ticket
+from hf_lottery.lottery.runner import run_lottery
 
 
 def minilm_folder() -> Path:

@@ -21,8 +21,8 @@ from pathlib import Path
 from reproduce_mlm_transfer import minilm_folder  # scripts/ is on a script's path
 
 from hf_lottery import export_ticket
-from hf_lottery.config import RunConfig
-from hf_lottery.lottery import run_lottery
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.runner import run_lottery
 
 
 def split(conllu: Path, folder: Path, train_sentences: int) -> tuple[Path, Path]:

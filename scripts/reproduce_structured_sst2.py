@@ -13,7 +13,7 @@ set in alternate halves: one validates, the other is `--test-file`, never used t
   at the nearest kept-parameter count: a neuron removes only FFN weights, two thirds of the encoder's Linear
   weights, so a neuron level keeps more parameters than an element level of the same sparsity.
 
-Each neuron IMP level is then cut to its compact model (``hf_lottery.compact``) and timed against the masked
+Each neuron IMP level is then cut to its compact model (``hf_lottery.tickets.compact``) and timed against the masked
 dense-size model on CPU, batch 1, at the run's max length (64) and 128 tokens, with 1 and 2 threads, the four
 settings taking turns in one process (``latency.json`` keeps what was measured, so a rerun prints the same).
 It prints the table, the sparsest neuron ticket within one point of dense on held-out data with its latency
@@ -37,14 +37,14 @@ import torch
 from heldout_sst2 import chosen_on_test, split_dev  # scripts/ is on the path of a script run from it
 from reproduce_sst2 import minilm_folder, sst2_folder
 
-from hf_lottery.compact import compaction, compare_latency
-from hf_lottery.config import RunConfig
-from hf_lottery.export import FinishedRun
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import IMP
-from hf_lottery.report import format_table
-from hf_lottery.rows import LevelResult, best_ticket
-from hf_lottery.storage import load_tensors, read_json, write_json
+from hf_lottery.foundations.storage import load_tensors, read_json, write_json
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.paths import IMP
+from hf_lottery.lottery.report import format_table
+from hf_lottery.lottery.rows import LevelResult, best_ticket
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.tickets.compact import compaction, compare_latency
+from hf_lottery.tickets.export import FinishedRun
 
 THREADS = (1, 2)
 SEQUENCE_LENGTHS = (64, 128)  # the run's max length, and a longer input

@@ -23,8 +23,8 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from hf_lottery import MaskedTrainingCallback
-from hf_lottery.masks import Mask, apply_mask, dense_mask, select_prunable
-from hf_lottery.pruning import keep_counts, magnitude_prune
+from hf_lottery.pruning.masks import Mask, apply_mask, dense_mask, select_prunable
+from hf_lottery.pruning.selection import keep_counts, magnitude_prune
 
 
 def minilm_folder() -> Path:

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
-from hf_lottery.calibration import blockwise_masks
+from hf_lottery.pruning.calibration import blockwise_masks
 from tests.test_blockwise import block_weights, wanda
 
 

@@ -17,8 +17,8 @@ from datasets import Dataset
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, TrainingArguments
 
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.masks import Mask, default_prunable
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.pruning.masks import Mask, default_prunable
 
 
 def demo_dataset(model_dir: Path, samples: int = 64) -> Dataset:

@@ -31,7 +31,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from hf_lottery.demo import build_tiny_bert  # noqa: E402
+from hf_lottery.commands.demo import build_tiny_bert  # noqa: E402
 from tests.helpers import EOS, SENTENCES  # noqa: E402
 from tests.hub_server import hub_server  # noqa: E402, F401  (the fixture)
 

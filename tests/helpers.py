@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from hf_lottery.config import RunConfig
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.paths import LevelPaths
-from hf_lottery.storage import read_json, write_json
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.storage import read_json, write_json
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.paths import LevelPaths
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 GLUE = SHARED / "data" / "glue"
@@ -39,7 +39,7 @@ def make_config(model: Path, output_dir: Path, **overrides) -> RunConfig:
 
 def fails_cleanly(capsys, args: list[str], message: str, out: Path) -> None:
     """``hf-lottery prune ARGS --output-dir OUT`` fails as a user should see it: one line naming ``message``."""
-    from hf_lottery.cli import main
+    from hf_lottery.commands.cli import main
 
     code = main(["prune", *args, "--output-dir", str(out)])
     err = capsys.readouterr().err

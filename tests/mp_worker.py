@@ -13,8 +13,8 @@ from pathlib import Path
 from accelerate import PartialState
 from safetensors.torch import save_file
 
-from hf_lottery.cli import main
-from hf_lottery.levels import RunEvents
+from hf_lottery.commands.cli import main
+from hf_lottery.lottery.run import RunEvents
 
 
 class Recorder(RunEvents):

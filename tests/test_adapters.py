@@ -15,9 +15,9 @@ from transformers import (
     default_data_collator,
 )
 
-from hf_lottery.adapters import add_masked_adapters
-from hf_lottery.errors import LotteryError
-from hf_lottery.masks import apply_mask, default_prunable, transposed_weights
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.masks import apply_mask, default_prunable, transposed_weights
+from hf_lottery.training.adapters import add_masked_adapters
 
 VOCAB = 64
 LAYERS = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64)
@@ -174,8 +174,8 @@ def language_data():
     """hf-lottery's training data for causal-LM: random token blocks, scored by perplexity."""
     from functools import partial
 
-    from hf_lottery.tasks.base import Metric, PreparedData
-    from hf_lottery.tasks.text import evaluate_perplexity
+    from hf_lottery.training.tasks.base import Metric, PreparedData
+    from hf_lottery.training.tasks.text import evaluate_perplexity
 
     def blocks(rows: int, seed: int) -> Dataset:
         ids = tokens(rows, seed).tolist()
@@ -191,8 +191,8 @@ def train_adapted(data, checkpoint, *, stop_at: int | None = None) -> tuple[torc
     """A pruned GPT-2 with adapters trained by hf-lottery's own loop (with an empty mask), then merged."""
     from accelerate import Accelerator
 
-    from hf_lottery.arguments import TrainArguments
-    from hf_lottery.training import train
+    from hf_lottery.foundations.arguments import TrainArguments
+    from hf_lottery.training.loop import train
 
     model, mask = pruned("gpt2")
     adapters = add_masked_adapters(model, mask, rank=4, seed=0)

@@ -6,10 +6,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_lottery import export_ticket, find_ticket, load_ticket
-from hf_lottery.errors import LotteryError
-from hf_lottery.masks import density
-from hf_lottery.paths import RunPaths
-from hf_lottery.storage import read_json
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.pruning.masks import density
 
 BATCH = {"input_ids": torch.randint(5, 30, (16, 12), generator=torch.Generator().manual_seed(0))}
 BATCH["labels"] = (BATCH["input_ids"][:, 0] % 2).long()

@@ -7,10 +7,10 @@ import shlex
 import pytest
 
 from hf_lottery import load_ticket
-from hf_lottery.cli import main, parse_command
-from hf_lottery.config import RunConfig
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.paths import RunPaths
+from hf_lottery.commands.cli import main, parse_command
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.paths import RunPaths
 from tests.helpers import fails_cleanly, make_config
 from tests.test_finetune import finetune_args, ticket  # noqa: F401  (the fixture)
 from tests.test_safe_loading import with_config
@@ -80,10 +80,10 @@ def test_a_classification_ticket_on_a_text_corpus_says_it_transfers(ticket, text
 def test_a_ticket_naming_its_own_code_loads_as_the_stock_class_with_one_warning(ticket, tmp_path, caplog):  # noqa: F811
     auto_map = {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForSequenceClassification": "modeling_evil.E"}
     folder = with_config(ticket, tmp_path, auto_map=auto_map)
-    with caplog.at_level(logging.WARNING, logger="hf_lottery.tickets"):
+    with caplog.at_level(logging.WARNING, logger="hf_lottery.tickets.load"):
         model, masks = load_ticket(folder)
         load_ticket(folder, weights="rewind")  # once per ticket, as finetune loads both
     assert type(model).__name__ == "BertForSequenceClassification" and masks
-    warned = [r.getMessage() for r in caplog.records if r.name == "hf_lottery.tickets"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "hf_lottery.tickets.load"]
     assert len(warned) == 1 and "\n" not in warned[0], warned
     assert "auto_map" in warned[0] and "ignored" in warned[0] and "trust_remote_code=False" in warned[0]

@@ -24,9 +24,9 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
-from hf_lottery.calibration import blockwise_masks, input_norms
-from hf_lottery.errors import LotteryError
-from hf_lottery.strategies import STRATEGIES, ScoringContext
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.calibration import blockwise_masks, input_norms
+from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

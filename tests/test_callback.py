@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hf_lottery import MaskedTrainingCallback
-from hf_lottery.callback import check_unsharded
-from hf_lottery.errors import LotteryError
-from hf_lottery.masks import Mask, apply_mask
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.masks import Mask, apply_mask
+from hf_lottery.training.callback import check_unsharded
 from tests.callback_worker import demo_dataset, load_model, random_mask, training_args
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,10 +16,10 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
-from hf_lottery import checkpoint
-from hf_lottery.checkpoint import LevelCheckpoints, latest_checkpoint
-from hf_lottery.lottery import run_lottery
-from hf_lottery.storage import read_json
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.training import checkpoint
+from hf_lottery.training.checkpoint import LevelCheckpoints, latest_checkpoint
 from tests.helpers import make_config
 from tests.test_cli import fails_cleanly, files_args
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, ViTConfig
 
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
 from tests.helpers import fails_cleanly, kill_9_then_rerun
 
 TRAIN, DEV = str(DEMO_DATA / "train.tsv"), str(DEMO_DATA / "dev.tsv")
@@ -106,7 +106,7 @@ def test_output_dir_holding_another_run_is_refused(capsys, tmp_path, tiny_bert):
 
 
 def test_debug_shows_the_traceback(tiny_bert, tmp_path):
-    from hf_lottery.errors import LotteryError
+    from hf_lottery.foundations.errors import LotteryError
 
     with pytest.raises(LotteryError, match="--prune-fraction"):
         main(["prune", str(tiny_bert), *files_args(), "--levels", "1", "--prune-fraction", "2", "--debug"])

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from hf_lottery.cli import parse_command
-from hf_lottery.config import FORMAT_VERSION, RunConfig
-from hf_lottery.errors import LotteryError
+from hf_lottery.commands.cli import parse_command
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.lottery.config import FORMAT_VERSION, RunConfig
 
 BASE = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity=0.9)
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_lottery.config import DataArguments
-from hf_lottery.errors import LotteryError
-from hf_lottery.tasks import get_task_kind
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.lottery.config import DataArguments
+from hf_lottery.training.tasks import get_task_kind
 from tests.helpers import GLUE, needs_glue
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-import hf_lottery.storage
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.paths import RunPaths
-from hf_lottery.rundir import LOCK_FILE
-from hf_lottery.storage import read_json
+import hf_lottery.foundations.storage
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rundir import LOCK_FILE
 
 DATA = ["--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file", str(DEMO_DATA / "dev.tsv"),
         "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-steps", "2"]  # fmt: skip
@@ -40,8 +40,9 @@ def fill_disk(monkeypatch, when: Callable[[Path], bool], error: Exception) -> No
 
         return write
 
-    monkeypatch.setattr(hf_lottery.storage, "save_model", failing(hf_lottery.storage.save_model))
-    monkeypatch.setattr(hf_lottery.storage, "save_file", failing(hf_lottery.storage.save_file))
+    storage = hf_lottery.foundations.storage
+    monkeypatch.setattr(storage, "save_model", failing(storage.save_model))
+    monkeypatch.setattr(storage, "save_file", failing(storage.save_file))
 
 
 def in_folder(name: str) -> Callable[[Path], bool]:

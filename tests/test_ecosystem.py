@@ -11,10 +11,10 @@ from accelerate.state import AcceleratorState
 from packaging.requirements import Requirement
 
 from hf_lottery import export_ticket
-from hf_lottery.cli import main
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.storage import read_json
+from hf_lottery.commands.cli import main
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 ROOT = Path(__file__).resolve().parent.parent

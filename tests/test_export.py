@@ -10,15 +10,15 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from hf_lottery import export_ticket, load_ticket
-from hf_lottery.cli import main, parse_command
-from hf_lottery.config import RunConfig
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.report import format_table
-from hf_lottery.rows import LevelResult
-from hf_lottery.storage import read_json
+from hf_lottery.commands.cli import main, parse_command
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.report import format_table
+from hf_lottery.lottery.rows import LevelResult
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 
@@ -233,7 +233,7 @@ def test_export_errors_are_one_line_and_write_nothing(run, tmp_path, capsys):
 def test_load_ticket_refuses_a_file_that_does_not_match_its_config(exported, tmp_path):
     import shutil
 
-    from hf_lottery.sparse import load_sparse, save_sparse
+    from hf_lottery.tickets.sparse import load_sparse, save_sparse
 
     folder, _ = exported
     copy = tmp_path / "copy"
@@ -249,7 +249,7 @@ def test_load_ticket_refuses_a_file_that_does_not_match_its_config(exported, tmp
 
 
 def test_the_base_models_license_is_carried_to_the_card(run, tmp_path):
-    from hf_lottery.push import base_model_license
+    from hf_lottery.tickets.push import base_model_license
 
     base = tmp_path / "base"
     base.mkdir()

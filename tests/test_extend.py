@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery.config import FORMAT_VERSION
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.rundir import default_output_dir
-from hf_lottery.storage import read_json
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.config import FORMAT_VERSION
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rundir import default_output_dir
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 
@@ -82,7 +82,7 @@ def test_a_clipped_level_is_off_the_trunk_and_extending_prunes_from_the_trunk(ti
 
 def test_another_identity_value_is_still_refused(tiny_bert, tmp_path):
     run_lottery(make_config(tiny_bert, tmp_path / "run", levels=1, prune_fraction=0.5))
-    from hf_lottery.errors import LotteryError
+    from hf_lottery.foundations.errors import LotteryError
 
     with pytest.raises(LotteryError, match="holds a different run"):
         run_lottery(make_config(tiny_bert, tmp_path / "run", levels=2, prune_fraction=0.3))
@@ -112,8 +112,8 @@ def test_a_version_1_run_keeps_its_name_and_its_clipped_level_moves_off_the_trun
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys):
-    from hf_lottery.cli import main
-    from hf_lottery.demo import DEMO_DATA
+    from hf_lottery.commands.cli import main
+    from hf_lottery.commands.demo import DEMO_DATA
 
     out = tmp_path / "run"
     files = ["--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file", str(DEMO_DATA / "dev.tsv")]
@@ -128,7 +128,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys)
 def test_trackers_get_every_step_and_a_log_file_every_level(tiny_bert, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from hf_lottery.cli import main
+    from hf_lottery.commands.cli import main
 
     out = RunPaths(tmp_path / "run")
     run_lottery(make_config(tiny_bert, out.root, levels=1, prune_fraction=0.5, report_to="tensorboard", replicates=2))

@@ -7,10 +7,10 @@ from huggingface_hub import HfApi, hf_hub_download
 from safetensors.torch import load_file
 
 from hf_lottery import export_ticket, load_ticket
-from hf_lottery.cli import main
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.storage import read_json
+from hf_lottery.commands.cli import main
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 

@@ -16,15 +16,15 @@ from safetensors.torch import load_model as load_weights_into
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_lottery import export_ticket
-from hf_lottery.cli import main
-from hf_lottery.config import DataArguments, RunConfig
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.rows import LevelResult, read_results
-from hf_lottery.storage import read_json
-from hf_lottery.tasks import get_task_kind
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.config import DataArguments, RunConfig
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rows import LevelResult, read_results
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.training.tasks import get_task_kind
 from tests.helpers import SENTENCES, make_config
 from tests.helpers import fails_cleanly as one_line_error
 

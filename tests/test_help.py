@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from hf_lottery.cli import main, parse_command
-from hf_lottery.config import sections
-from hf_lottery.controls import CONTROLS
-from hf_lottery.methods import METHODS
-from hf_lottery.registry import Registry
-from hf_lottery.strategies import STRATEGIES
-from hf_lottery.tasks import TASK_KINDS
+from hf_lottery.commands.cli import main, parse_command
+from hf_lottery.foundations.registry import Registry
+from hf_lottery.lottery.config import sections
+from hf_lottery.lottery.controls import CONTROLS
+from hf_lottery.lottery.methods import METHODS
+from hf_lottery.pruning.strategies import STRATEGIES
+from hf_lottery.training.tasks import TASK_KINDS
 
 COMMANDS = ["prune", "demo", "export", "push", "finetune", "env"]
 HEAVY = ["torch", "transformers", "accelerate", "datasets"]
@@ -23,7 +23,7 @@ HEAVY = ["torch", "transformers", "accelerate", "datasets"]
 # Every --help in one fresh interpreter: the exit codes, the texts, and which heavy libraries it imported.
 EVERY_HELP = f"""
 import contextlib, io, json, sys
-from hf_lottery.cli import main
+from hf_lottery.commands.cli import main
 codes, texts = {{}}, {{}}
 for args in [["--help"], ["-h"], *([c, "--help"] for c in {COMMANDS!r})]:
     out = io.StringIO()
@@ -101,9 +101,9 @@ def test_every_registered_plug_in_option_is_in_help(every_help):
 
 
 def test_a_registry_line_naming_other_options_than_its_class_is_refused():
-    entry = ("hf_lottery.strategies.wanda:Wanda", "hf_lottery.methods.arguments:OneShotArguments")
+    entry = ("hf_lottery.pruning.strategies.wanda:Wanda", "hf_lottery.lottery.methods.arguments:OneShotArguments")
     wrong = Registry("strategy", "--strategy", {"wanda": entry})
-    with pytest.raises(TypeError, match="names hf_lottery.methods.arguments:OneShotArguments, but Wanda.arguments"):
+    with pytest.raises(TypeError, match="names hf_lottery.lottery.methods.arguments:OneShotArguments, but Wanda"):
         wrong["wanda"]
 
 

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hf_lottery import load_ticket
-from hf_lottery.cli import main
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
+from hf_lottery.commands.cli import main
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config, rescore
 from tests.test_export import logits
 

@@ -9,10 +9,10 @@ from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
-from hf_lottery import inference
-from hf_lottery.errors import LotteryError
-from hf_lottery.inference import SparseLinear, plan_inference, sparse_layers, sparsify_for_inference
-from hf_lottery.masks import apply_mask, default_prunable
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.masks import apply_mask, default_prunable
+from hf_lottery.tickets import inference
+from hf_lottery.tickets.inference import SparseLinear, plan_inference, sparse_layers, sparsify_for_inference
 
 ATOL = 1e-5
 
@@ -194,7 +194,7 @@ def test_half_precision_layers_stay_dense(caplog: pytest.LogCaptureFixture) -> N
     plan = plan_inference(model)
     assert not any(d.swapped for d in plan)
     assert any("bfloat16" in d.reason for d in plan)
-    with caplog.at_level("INFO", logger="hf_lottery.inference"):
+    with caplog.at_level("INFO", logger="hf_lottery.tickets.inference"):
         sparsify_for_inference(model)
     assert sparse_layers(model) == {}
     assert "0 of 13 Linear/Conv1D layers now sparse" in caplog.text

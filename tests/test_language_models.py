@@ -12,16 +12,16 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
 
-from hf_lottery.config import DataArguments, ModelArguments, RunConfig
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.rows import LevelResult
-from hf_lottery.storage import read_json
-from hf_lottery.tasks import TaskData, resolve_task_kind
-from hf_lottery.tasks.causal_lm import CausalLM
-from hf_lottery.tasks.masked_lm import MaskedLM
-from hf_lottery.tasks.text import PERPLEXITY, evaluate_perplexity, load_text
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.config import DataArguments, ModelArguments, RunConfig
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rows import LevelResult
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.training.tasks import TaskData, resolve_task_kind
+from hf_lottery.training.tasks.causal_lm import CausalLM
+from hf_lottery.training.tasks.masked_lm import MaskedLM
+from hf_lottery.training.tasks.text import PERPLEXITY, evaluate_perplexity, load_text
 from tests.helpers import SENTENCES
 
 

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from hf_lottery import export_ticket
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.paths import RunPaths
-from hf_lottery.rundir import finished_levels
-from hf_lottery.storage import read_json
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rundir import finished_levels
 
 ARGS = ["--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file", str(DEMO_DATA / "dev.tsv"), "--levels",
         "1", "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "8",

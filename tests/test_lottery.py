@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery.levels import RunEvents
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.storage import read_json
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.run import RunEvents
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 BRANCHES = ["imp", "random-prune", "reinit"]

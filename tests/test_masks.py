@@ -10,8 +10,8 @@ from transformers import (
     RobertaConfig,
 )
 
-from hf_lottery.errors import LotteryError
-from hf_lottery.masks import apply_mask, check_mask, dense_mask, select_prunable, sparsity_report
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.masks import apply_mask, check_mask, dense_mask, select_prunable, sparsity_report
 
 SMALL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=50)
 ARCHITECTURES = {

@@ -12,13 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from hf_lottery import export_ticket
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.rows import LevelResult
-from hf_lottery.storage import read_json, write_json
-from hf_lottery.strategies import STRATEGIES, ScoringContext
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.storage import read_json, write_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rows import LevelResult
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext
 from tests.helpers import kill_9_then_rerun, make_config
 
 EARLY_BIRD = dict(early_bird_every=1, early_bird_window=2, early_bird_threshold=0.5)  # settles at step 2

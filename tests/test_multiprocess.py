@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.paths import RunPaths
-from hf_lottery.rows import read_results
-from hf_lottery.storage import read_json
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rows import read_results
 
 pytestmark = pytest.mark.multiprocess
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, snapshot_download
 
-from hf_lottery.demo import DEMO_DATA
+from hf_lottery.commands.demo import DEMO_DATA
 
 REPO = Path(__file__).resolve().parent.parent
 # The CLI in a fresh process, once per command of argv[1] (a JSON list): on stdout, each one's exit status and how
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 SEPARATOR = "-- next command --"
 TIMED = f"""
 import json, sys, time
-from hf_lottery.cli import main
+from hf_lottery.commands.cli import main
 results = []
 for args in json.loads(sys.argv[1]):
     start = time.monotonic()

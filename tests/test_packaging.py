@@ -34,7 +34,12 @@ def test_the_wheel_holds_every_package_of_the_tree(tmp_path):
         for name in find_namespace_packages(where=str(ROOT), include=["hf_lottery", "hf_lottery.*"])
         if any((ROOT / name.replace(".", "/")).glob("*.py"))
     }
-    assert {"hf_lottery.tasks", "hf_lottery.strategies", "hf_lottery.controls", "hf_lottery.methods"} <= code
+    assert {
+        "hf_lottery.training.tasks",
+        "hf_lottery.pruning.strategies",
+        "hf_lottery.lottery.controls",
+        "hf_lottery.lottery.methods",
+    } <= code
     assert code <= shipped
     assert "hf_lottery/model_cards/ticket_card.md" in files
     assert not any(name.startswith("model_cards/") for name in files)  # no stray top-level package

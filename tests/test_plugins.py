@@ -9,20 +9,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery.arguments import REACH, help_
-from hf_lottery.cli import main
-from hf_lottery.config import RunConfig
-from hf_lottery.controls import CONTROLS, Control
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.methods import METHODS, Method
-from hf_lottery.paths import IMP, RunPaths
-from hf_lottery.pruning import random_prune
-from hf_lottery.storage import load_tensors, read_json
-from hf_lottery.strategies import STRATEGIES, PruningStrategy
-from hf_lottery.tasks import TASK_KINDS
-from hf_lottery.tasks.sequence_classification import SequenceClassification
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.arguments import REACH, help_
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import load_tensors, read_json
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.controls import CONTROLS, Control
+from hf_lottery.lottery.methods import METHODS, Method
+from hf_lottery.lottery.paths import IMP, RunPaths
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.selection import random_prune
+from hf_lottery.pruning.strategies import STRATEGIES, PruningStrategy
+from hf_lottery.training.tasks import TASK_KINDS
+from hf_lottery.training.tasks.sequence_classification import SequenceClassification
 from tests.helpers import fails_cleanly, make_config
 
 

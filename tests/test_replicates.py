@@ -9,14 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from hf_lottery import export_ticket
-from hf_lottery.cli import main
-from hf_lottery.errors import LotteryError, NoTicketError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.replicates import replicate_seed
-from hf_lottery.report import format_table
-from hf_lottery.rows import collect_rows, read_results
-from hf_lottery.storage import read_json, write_json
+from hf_lottery.commands.cli import main
+from hf_lottery.foundations.errors import LotteryError, NoTicketError
+from hf_lottery.foundations.storage import read_json, write_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.replicates import replicate_seed
+from hf_lottery.lottery.report import format_table
+from hf_lottery.lottery.rows import collect_rows, read_results
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 

@@ -4,10 +4,10 @@ import pytest
 from safetensors.torch import load_file
 
 from hf_lottery import export_ticket
-from hf_lottery.errors import LotteryError, NoTicketError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.rundir import finished_levels
+from hf_lottery.foundations.errors import LotteryError, NoTicketError
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rundir import finished_levels
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config, rescore
 
 

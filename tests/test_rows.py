@@ -2,7 +2,7 @@
 
 import pytest
 
-from hf_lottery.rows import LevelResult, best_scoring, best_ticket
+from hf_lottery.lottery.rows import LevelResult, best_scoring, best_ticket
 
 # An entry of results.json as hf-lottery writes it: a level's metrics.json, its folder and what the run adds.
 WRITTEN = {

@@ -14,10 +14,10 @@ import pytest
 from filelock import FileLock
 
 from hf_lottery import export_ticket
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.levels import RunEvents
-from hf_lottery.lottery import run_lottery
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.lottery.run import RunEvents
+from hf_lottery.lottery.runner import run_lottery
 from tests.helpers import make_config
 
 LOCK, PID = ".hf-lottery.lock", ".hf-lottery.lock.pid"  # as docs/run-directory.md names them

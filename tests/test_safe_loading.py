@@ -14,10 +14,17 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from hf_lottery import export_ticket, load_ticket
-from hf_lottery.config import RunConfig
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.sparse import FORMAT_VERSION, SPARSE_FORMAT, load_sparse, pack_mask, read_sparse_header, save_sparse
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.tickets.sparse import (
+    FORMAT_VERSION,
+    SPARSE_FORMAT,
+    load_sparse,
+    pack_mask,
+    read_sparse_header,
+    save_sparse,
+)
 from tests.helpers import make_config
 
 HOSTILE = {  # far bigger claims than the 2-layer, 32-wide ticket: deep (caught by the layer count) and wide

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hf_lottery.errors import LotteryError
-from hf_lottery.masks import PackedMask, mask_shapes
-from hf_lottery.sparse import load_masks, load_sparse, pack_mask, save_masks, save_sparse, unpack_mask
-from hf_lottery.storage import save_bool_tensors
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import save_bool_tensors
+from hf_lottery.pruning.masks import PackedMask, mask_shapes
+from hf_lottery.tickets.sparse import load_masks, load_sparse, pack_mask, save_masks, save_sparse, unpack_mask
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (8,), (9,), (13, 5), (3, 4, 5)])

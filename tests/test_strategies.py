@@ -6,15 +6,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery.controls import CONTROLS
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.masks import Mask
-from hf_lottery.paths import RunPaths
-from hf_lottery.pruning import keep_counts, magnitude_prune, random_prune
-from hf_lottery.sparse import pack_mask
-from hf_lottery.strategies import STRATEGIES, PruningStrategy, ScoringContext
-from hf_lottery.units import ELEMENT
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.lottery.controls import CONTROLS
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.masks import Mask
+from hf_lottery.pruning.selection import keep_counts, magnitude_prune, random_prune
+from hf_lottery.pruning.strategies import STRATEGIES, PruningStrategy, ScoringContext
+from hf_lottery.pruning.units import ELEMENT
+from hf_lottery.tickets.sparse import pack_mask
 from tests.helpers import make_config
 
 

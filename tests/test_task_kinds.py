@@ -10,13 +10,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForTokenClassification
 
 from hf_lottery import export_ticket, load_ticket
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.masks import density
-from hf_lottery.paths import RunPaths
-from hf_lottery.rows import LevelResult, read_results, within_tolerance
-from hf_lottery.storage import read_json
-from hf_lottery.tasks import Metric
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.rows import LevelResult, read_results, within_tolerance
+from hf_lottery.pruning.masks import density
+from hf_lottery.training.tasks import Metric
 from tests.helpers import SENTENCES
 
 QUICK = ["--max-steps", "2", "--batch-size", "8", "--max-length", "32", "--seed", "0"]

@@ -11,15 +11,15 @@ from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, BertConfig
 
-from hf_lottery.config import DataArguments, RunConfig
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import RunPaths
-from hf_lottery.storage import read_json
-from hf_lottery.tasks import get_task_kind
-from hf_lottery.tasks import token_classification as tc
-from hf_lottery.tasks import token_metrics as tm
-from hf_lottery.tasks import token_readers as tr
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.config import DataArguments, RunConfig
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.training.tasks import get_task_kind
+from hf_lottery.training.tasks import token_classification as tc
+from hf_lottery.training.tasks import token_metrics as tm
+from hf_lottery.training.tasks import token_readers as tr
 
 # The path of tests/helpers.py's SHARED, spelled out so that this file imports nothing but the package.
 EWT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ud-english-ewt"

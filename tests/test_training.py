@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.lottery import run_lottery
-from hf_lottery.metrics import compute_metrics
-from hf_lottery.paths import RunPaths
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.training.metrics import compute_metrics
 from tests.helpers import make_config
 
 

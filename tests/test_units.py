@@ -29,14 +29,14 @@ from transformers import (
 )
 
 from hf_lottery import export_ticket
-from hf_lottery.arguments import PruneArguments
-from hf_lottery.cli import main
-from hf_lottery.demo import DEMO_DATA
-from hf_lottery.levels import run_units
-from hf_lottery.lottery import run_lottery
-from hf_lottery.masks import prunable_weights, select_prunable, transposed_weights
-from hf_lottery.paths import RunPaths
-from hf_lottery.strategies import STRATEGIES, ScoringContext
+from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
+from hf_lottery.foundations.arguments import PruneArguments
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.run import run_units
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.masks import prunable_weights, select_prunable, transposed_weights
+from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext
 from tests.helpers import fails_cleanly, kill_9_then_rerun, make_config
 from tests.test_cli import files_args
 
@@ -366,14 +366,14 @@ def test_compact_export_of_an_element_ticket_is_refused(tiny_bert, tmp_path, cap
 
 
 def test_block_tickets_run_on_bsr_with_the_dense_outputs():
-    from hf_lottery.inference import (
+    from hf_lottery.pruning.masks import apply_mask
+    from hf_lottery.tickets.inference import (
         DEFAULT_MIN_BLOCK_SPARSITY,
         BlockSparseLinear,
         SparseLinear,
         plan_inference,
         sparsify_for_inference,
     )
-    from hf_lottery.masks import apply_mask
 
     model = tiny("bert").eval()
     masks = draw(model, "block", 0.1, block_size=16)

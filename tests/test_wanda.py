@@ -7,13 +7,13 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from hf_lottery.calibration import input_norms
-from hf_lottery.errors import LotteryError
-from hf_lottery.lottery import run_lottery
-from hf_lottery.paths import IMP, RunPaths
-from hf_lottery.pruning import row_prune
-from hf_lottery.storage import read_json
-from hf_lottery.strategies import STRATEGIES, ScoringContext
+from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import IMP, RunPaths
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.pruning.calibration import input_norms
+from hf_lottery.pruning.selection import row_prune
+from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext
 from tests.helpers import make_config
 
 

@@ -1,0 +1,41 @@
+"""Recovery through a masked low-rank adapter: each post-training mask's pruned model, frozen, with an update
+``(B A) * mask`` trained and merged in after (``hf_lottery.training.adapters``). The optimizer holds the adapters' state
+only, and the level it saves is a stock model with every pruned weight still zero, which a LoRA merge would fill
+in.
+"""
+
+from __future__ import annotations
+
+from hf_lottery.foundations.arguments import PruneArguments, TrainArguments
+from hf_lottery.foundations.errors import LotteryError
+
+from .arguments import AdapterRecoverArguments
+from .recover import Recover
+
+
+class RecoverAdapter(Recover):
+    name = "recover-adapter"
+    label = "post-training, recovered (masked adapter)"
+    style = "s-"
+    citation = "sparsity-preserving adapters: the update (B A) * mask, merged"
+    description = "a post-training mask's pruned model fine-tuned through a masked low-rank adapter, merged in"
+    noun = "post-training mask recovered through a masked adapter"
+    arguments = AdapterRecoverArguments
+
+    def asked(self) -> bool:
+        return self.args.recover_adapter is not None
+
+    def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
+        if prune.unit == "layer":
+            raise LotteryError(
+                "--recover-adapter adapts the weights of every block, and --unit layer removes whole blocks: "
+                "use --recover"
+            )
+
+    @property
+    def adapter_rank(self) -> int | None:
+        return self.args.recover_adapter
+
+    @property
+    def learning_rate(self) -> float | None:
+        return self.args.recover_adapter_learning_rate

@@ -1,0 +1,22 @@
+"""The options of the strategies that bring their own, apart from their modules: a registry line names them, so
+``--help`` lists them without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hf_lottery.foundations.arguments import help_, positive
+
+
+@dataclass(frozen=True)
+class WandaArguments:
+    calibration_samples: int = field(
+        default=128,
+        metadata=help_(
+            "wanda: training examples whose inputs score the weights: the first N of a permutation seeded by "
+            "--seed (Wanda: 128)."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        positive(self, "calibration_samples")

@@ -1,0 +1,368 @@
+"""Pruning units: what a mask keeps or removes as one, and how a unit maps onto the weights it spans.
+
+The mask on disk and in training stays elementwise: a unit mask is expanded onto every tensor it spans, so every
+tensor of a unit agrees and everything that reads masks (training, resume, the sparse format, ``load_ticket``, the
+Trainer callback) keeps working. A unit's score is the L2 norm of its weights' scores over every tensor it spans
+(for magnitude, the L2 norm of its weights); units are then selected exactly as single weights are (one ranking
+over all units, or per group with ``--scope layer``), by ``hf_lottery.pruning.selection``.
+
+Unit kinds:
+
+- ``element``: single weights (each tensor is its own group: today's masks, bit for bit);
+- ``block``: square ``B x B`` blocks of each weight (the shape torch's BSR kernel runs), a group per tensor;
+- ``neuron``: an FFN intermediate unit: its row in the up-projection (and the gate's, in gated FFNs) and its
+  column in the down-projection, a group per transformer block;
+- ``head``: an attention KV group (a KV head with its query heads): its rows in Q, K and V and its columns in the
+  output projection, a group per block. Only where a config expresses fewer heads at the same hidden size (an
+  explicit ``head_dim``): BERT and GPT-2 derive the head size from ``hidden_size / num_attention_heads``;
+- ``layer``: a whole transformer block, every prunable weight in it; one group, all blocks ranked together. A
+  removed block is skipped while the run trains and scores (``Layers.skipping``), not only zeroed: a zeroed
+  post-LayerNorm block (BERT, RoBERTa, DistilBERT, GPT-2) still adds its biases and applies its LayerNorms, so
+  only a model without the block is the ticket (compact export builds that one).
+
+Tensors no unit spans stay dense. Biases are never in a unit: a pruned neuron's bias meets a zero column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hf_lottery.foundations.errors import LotteryError
+
+from .masks import Mask
+
+DEFAULT_BLOCK_SIZE = 32
+
+# The FFN's tensors per model type: a pattern whose group 1 is the block's number, and whether a neuron is an
+# output row of the tensor (the up and gate projections) or an input column (the down projection).
+_BERT_FFN = ((r"layer\.(\d+)\.intermediate\.dense\.weight$", "out"), (r"layer\.(\d+)\.output\.dense\.weight$", "in"))
+_GATED_FFN = (
+    (r"layers\.(\d+)\.mlp\.gate_proj\.weight$", "out"),
+    (r"layers\.(\d+)\.mlp\.up_proj\.weight$", "out"),
+    (r"layers\.(\d+)\.mlp\.down_proj\.weight$", "in"),
+)
+NEURON_TENSORS = {
+    "bert": _BERT_FFN,
+    "roberta": _BERT_FFN,
+    "distilbert": ((r"layer\.(\d+)\.ffn\.lin1\.weight$", "out"), (r"layer\.(\d+)\.ffn\.lin2\.weight$", "in")),
+    "gpt2": ((r"h\.(\d+)\.mlp\.c_fc\.weight$", "out"), (r"h\.(\d+)\.mlp\.c_proj\.weight$", "in")),
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), _GATED_FFN),
+}
+# Attention per model type whose config can express fewer heads: (pattern, side, True where the tensor holds
+# every query head of a KV group rather than one KV head).
+HEAD_TENSORS = dict.fromkeys(
+    ("llama", "mistral", "qwen2", "qwen3"),
+    (
+        (r"layers\.(\d+)\.self_attn\.q_proj\.weight$", "out", True),
+        (r"layers\.(\d+)\.self_attn\.k_proj\.weight$", "out", False),
+        (r"layers\.(\d+)\.self_attn\.v_proj\.weight$", "out", False),
+        (r"layers\.(\d+)\.self_attn\.o_proj\.weight$", "in", True),
+    ),
+)
+
+# The transformer blocks per model type: group 1 is the list of blocks' path, group 2 a block's number.
+_LAYERS = {
+    **dict.fromkeys(("bert", "roberta"), r"^((?:.*\.)?encoder\.layer)\.(\d+)\."),
+    "distilbert": r"^((?:.*\.)?transformer\.layer)\.(\d+)\.",
+    "gpt2": r"^((?:.*\.)?h)\.(\d+)\.",
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), r"^((?:.*\.)?layers)\.(\d+)\."),
+}
+LAYERS_GROUP = "layers"  # the one group of layer units: every block ranked together
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a group's units lie in one tensor: unit ``u`` is ``width`` consecutive indices along ``dim``, which
+    are the tensor's outputs (``out``: its bias, if any, is indexed the same way) or its inputs."""
+
+    name: str
+    dim: int
+    width: int
+    out: bool
+
+
+class Units:
+    """The units of a run's prunable weights, by group (a tensor, or a transformer block).
+
+    ``scores`` turns element scores into one score per unit, ``alive`` reads which units a mask keeps, and
+    ``expand`` writes a unit mask back onto the weights; with these a unit mask is selected by the same kernels
+    as an element mask (``hf_lottery.pruning.selection``).
+    """
+
+    kind = "element"
+
+    @property
+    def spanned(self) -> frozenset[str]:
+        """The tensors whose units span other tensors too (neurons, heads): a transformer block losing all its
+        units empties them, which is what removing those units means, not a tensor scored far below the rest.
+        None for single weights and blocks, whose units lie in one tensor: a tensor losing all of them is such a
+        tensor."""
+        return frozenset()
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(scores)
+
+    def alive(self, mask: Mask) -> Mask:
+        return dict(mask)
+
+    def expand(self, units: Mask, previous: Mask) -> Mask:
+        """The elementwise mask of ``units`` (per group), inside ``previous``; tensors no unit spans keep theirs."""
+        return dict(units)
+
+    def counts(self, mask: Mask) -> tuple[int, int]:
+        """(units alive, units in all)."""
+        alive = self.alive(mask)
+        return sum(int(m.sum()) for m in alive.values()), sum(m.numel() for m in alive.values())
+
+    def skipping(self, model: nn.Module, mask: Mask):
+        """A context in which ``model`` runs as the ticket ``mask`` is: zeroed weights suffice, but for layers."""
+        return nullcontext()
+
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        """Parameters outside the mask that the removed units leave without effect (a removed neuron's bias, a
+        removed block's biases and norms), which a compact export drops too; none for single weights and blocks."""
+        return 0
+
+
+class Blocks(Units):
+    """``size x size`` blocks of every prunable matrix; a group per tensor."""
+
+    kind = "block"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def _tiles(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = x.shape
+        return x.reshape(rows // self.size, self.size, cols // self.size, self.size)
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: self._tiles(s.detach().float().cpu()).square().sum((1, 3)).sqrt() for name, s in scores.items()}
+
+    def alive(self, mask: Mask) -> Mask:
+        return {name: self._tiles(m).any(3).any(1) for name, m in mask.items()}
+
+    def expand(self, units: Mask, previous: Mask) -> Mask:
+        out = {}
+        for name, kept in units.items():
+            full = kept.repeat_interleave(self.size, 0).repeat_interleave(self.size, 1)
+            out[name] = full & previous[name]
+        return out
+
+
+class Spans(Units):
+    """Units that span several tensors (neurons, heads): a group per transformer block."""
+
+    def __init__(self, kind: str, groups: dict[str, tuple[Span, ...]]) -> None:
+        self.kind = kind
+        self.groups = groups
+
+    @property
+    def spanned(self) -> frozenset[str]:
+        return frozenset(span.name for spans in self.groups.values() for span in spans)
+
+    @staticmethod
+    def _per_unit(x: torch.Tensor, span: Span) -> torch.Tensor:
+        """``x`` as (unit, everything of that unit)."""
+        moved = x.movedim(span.dim, 0)
+        return moved.reshape(moved.shape[0] // span.width, -1)
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            group: sum(self._per_unit(scores[s.name].detach().float().cpu(), s).square().sum(1) for s in spans).sqrt()
+            for group, spans in self.groups.items()
+        }
+
+    def alive(self, mask: Mask) -> Mask:
+        return {group: self._per_unit(mask[spans[0].name], spans[0]).any(1) for group, spans in self.groups.items()}
+
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        params = dict(model.named_parameters())
+        alive, count = self.alive(mask), 0
+        for group, spans in self.groups.items():
+            removed = int((~alive[group]).sum())
+            for span in spans:
+                bias = span.name.removesuffix("weight") + "bias"
+                if span.out and bias in params and bias not in mask:
+                    count += removed * span.width
+        return count
+
+    def expand(self, units: Mask, previous: Mask) -> Mask:
+        out = dict(previous)
+        for group, spans in self.groups.items():
+            for span in spans:
+                shape = [1] * previous[span.name].dim()
+                shape[span.dim] = -1
+                out[span.name] = previous[span.name] & units[group].repeat_interleave(span.width).view(shape)
+        return out
+
+
+class Layers(Units):
+    """Whole transformer blocks: unit ``i`` is every prunable weight of block ``i`` of the list at ``path``."""
+
+    kind = "layer"
+
+    def __init__(self, path: str, blocks: list[tuple[str, ...]]) -> None:
+        self.path = path
+        self.blocks = blocks  # per block, the prunable weights in it
+
+    @property
+    def spanned(self) -> frozenset[str]:
+        return frozenset(name for names in self.blocks for name in names)
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        per_block = [sum(scores[n].detach().float().cpu().square().sum() for n in names) for names in self.blocks]
+        return {LAYERS_GROUP: torch.stack(per_block).sqrt()}
+
+    def alive(self, mask: Mask) -> Mask:
+        return {LAYERS_GROUP: torch.tensor([any(bool(mask[n].any()) for n in names) for names in self.blocks])}
+
+    def expand(self, units: Mask, previous: Mask) -> Mask:
+        out = dict(previous)
+        for kept, names in zip(units[LAYERS_GROUP].tolist(), self.blocks, strict=True):
+            for name in names:
+                out[name] = previous[name] & kept
+        return out
+
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        prefixes = tuple(f"{self.path}.{i}." for i in self.removed(mask))
+        return sum(p.numel() for name, p in model.named_parameters() if name.startswith(prefixes) and name not in mask)
+
+    def removed(self, mask: Mask) -> list[int]:
+        """The blocks ``mask`` removes, in order."""
+        return [i for i, kept in enumerate(self.alive(mask)[LAYERS_GROUP].tolist()) if not kept]
+
+    @contextmanager
+    def skipping(self, model: nn.Module, mask: Mask) -> Iterator[None]:
+        """``model`` with the blocks ``mask`` removes skipped: each returns its input hidden states (a block of
+        transformers 5 returns its hidden states alone), so the model runs as the one without those blocks that
+        compact export writes. The blocks' parameters stay, untouched and without gradients."""
+        blocks = model.get_submodule(self.path)
+        skipped = [blocks[i] for i in self.removed(mask)]
+        for block in skipped:
+            block.forward = _pass_through
+        try:
+            yield
+        finally:
+            for block in skipped:
+                del block.forward
+
+
+def _pass_through(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return hidden_states
+
+
+ELEMENT = Units()
+
+
+def find_units(
+    kind: str,
+    shapes: Mapping[str, torch.Size],
+    *,
+    config,
+    transposed: frozenset[str] = frozenset(),
+    block_size: int | None = None,
+    model_names: set[str] | None = None,
+) -> Units:
+    """The ``kind`` units over the prunable weights ``shapes`` of a model with ``config``; refuses, in one line,
+    a model or a weight the kind does not fit, and a unit that spans a weight left out of the prunable set
+    (``model_names``: every parameter of the model)."""
+    if kind == "element":
+        return ELEMENT
+    if kind == "block":
+        size = block_size or DEFAULT_BLOCK_SIZE
+        for name, shape in shapes.items():
+            if len(shape) != 2 or shape[0] % size or shape[1] % size:
+                raise LotteryError(
+                    f"--block-size {size} does not tile {name} ({'x'.join(map(str, shape))}): "
+                    "choose a size that divides every prunable weight, or --unit element"
+                )
+        return Blocks(size)
+    model_type = getattr(config, "model_type", None)
+    if kind == "layer":
+        return _layers(shapes, model_type, model_names or set(shapes))
+    if kind == "neuron":
+        table = NEURON_TENSORS.get(model_type)
+        if table is None:
+            raise LotteryError(
+                f"--unit neuron knows the FFN of {', '.join(sorted(NEURON_TENSORS))}, not of model type "
+                f"{model_type!r}; --unit block or element prune any model"
+            )
+        tensors = [(pattern, side, 1) for pattern, side in table]
+    else:  # head (PruneArguments checks the name)
+        table = HEAD_TENSORS.get(model_type)
+        if table is None:
+            raise LotteryError(
+                f"--unit head needs a config that can hold fewer heads at the same hidden size "
+                f"({', '.join(sorted(HEAD_TENSORS))}); model type {model_type!r} ties the head size to hidden_size "
+                "/ num_attention_heads"
+            )
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_group = config.num_attention_heads // config.num_key_value_heads
+        tensors = [(pattern, side, head_dim * (per_group if whole else 1)) for pattern, side, whole in table]
+    return Spans(kind, _span_groups(kind, tensors, shapes, transposed, model_names or set(shapes)))
+
+
+def _span_groups(
+    kind: str,
+    tensors: list[tuple[str, str, int]],
+    shapes: Mapping[str, torch.Size],
+    transposed: frozenset[str],
+    model_names: set[str],
+) -> dict[str, tuple[Span, ...]]:
+    groups: dict[str, list[Span]] = {}
+    for name in sorted(model_names):
+        for pattern, side, width in tensors:
+            found = re.search(pattern, name)
+            if found is None:
+                continue
+            if name not in shapes:
+                raise LotteryError(
+                    f"--unit {kind} spans {name}, which --include/--exclude leave out of the prunable weights: "
+                    "prune all of it or use --unit element"
+                )
+            # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
+            dim = (0 if side == "out" else 1) ^ (name in transposed)
+            groups.setdefault(f"layer {int(found.group(1))}", []).append(Span(name, dim, width, side == "out"))
+    if not groups:
+        raise LotteryError(f"--unit {kind}: none of the prunable weights belongs to a {kind}")
+    for group, spans in groups.items():
+        counts = {shapes[s.name][s.dim] // s.width for s in spans}
+        if len(counts) != 1:
+            raise LotteryError(f"--unit {kind}: the tensors of {group} disagree on how many units it has")
+    return dict(sorted(((g, tuple(s)) for g, s in groups.items()), key=lambda item: int(item[0].split()[1])))
+
+
+def _layers(shapes: Mapping[str, torch.Size], model_type: str | None, model_names: set[str]) -> Layers:
+    """The layer units of a model of ``model_type``: every prunable weight by its block. ``model_names`` are the
+    weights a block may hold that must be prunable with it (the default prunable set): a block skipped whole
+    cannot keep one of them."""
+    pattern = _LAYERS.get(model_type)
+    if pattern is None:
+        raise LotteryError(
+            f"--unit layer knows the blocks of {', '.join(sorted(_LAYERS))}, not of model type {model_type!r}"
+        )
+    paths, blocks = set(), {}
+    for name in sorted(model_names | set(shapes)):
+        found = re.search(pattern, name)
+        if found is None:
+            continue
+        if name not in shapes:
+            raise LotteryError(
+                f"--unit layer removes whole blocks, and --include/--exclude leave {name} out of the prunable "
+                "weights: prune all of each block or use another --unit"
+            )
+        paths.add(found.group(1))
+        blocks.setdefault(int(found.group(2)), []).append(name)
+    if len(paths) != 1:
+        raise LotteryError("--unit layer: none of the prunable weights belongs to a transformer block")
+    count = max(blocks) + 1
+    if sorted(blocks) != list(range(count)):
+        raise LotteryError("--unit layer: some transformer blocks hold no prunable weight")
+    return Layers(paths.pop(), [tuple(blocks[i]) for i in range(count)])
