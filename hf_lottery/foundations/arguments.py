@@ -233,10 +233,41 @@ class TrainArguments:
     output_dir: str | None = field(
         default=None, metadata=help_("Run directory (default: runs/<model>-<data>-<config hash>).", OUTPUT)
     )
+    distill: bool = field(
+        default=False,
+        metadata=help_(
+            "Train every pruned level, control, method branch, recovery and finetune against a teacher: the "
+            "loss is --distill-alpha x T^2 x KL(teacher || student, both at temperature T) + (1 - alpha) x the "
+            "task loss. The teacher is --teacher, else the run's trained dense level 0 (classification kinds, "
+            "its logits computed once per training example and kept in the run directory), else the pretrained "
+            "model (language-model kinds, run beside the student)."
+        ),
+    )
+    distill_alpha: float = field(
+        default=0.5, metadata=help_("Share of the distillation term in the loss with --distill, in [0, 1].")
+    )
+    distill_temperature: float = field(
+        default=2.0, metadata=help_("Temperature T of both softmaxes of the distillation term, > 0.")
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata=help_(
+            "The teacher of --distill: a Hub id or folder of a trained model of the run's task kind, with the "
+            "same tokenizer and labels (default: the run's dense level 0, or the pretrained model)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps",
                   "save_steps")  # fmt: skip
+        if not (math.isfinite(self.distill_alpha) and 0.0 <= self.distill_alpha <= 1.0):
+            raise LotteryError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
+        above_zero(self, "distill_temperature")
+        if not self.distill:
+            given = [f.name for f in dataclasses.fields(self) if f.name.startswith(("distill_", "teacher"))
+                     and getattr(self, f.name) != f.default]  # fmt: skip
+            if given:
+                raise LotteryError(f"--{given[0].replace('_', '-')} sets the teacher of --distill: add --distill")
         if self.epochs <= 0 and self.max_steps is None:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
