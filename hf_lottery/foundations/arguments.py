@@ -291,6 +291,9 @@ SCOPES = {
     "row": "the same fraction in each output row",
 }
 
+# --rewind-to's value for learning-rate rewinding (Renda, Frankle and Carbin 2020).
+LEARNING_RATE_REWINDING = "lr"
+
 # What a mask keeps or removes as one (``hf_lottery.pruning.units``), with the card's words.
 UNITS = {
     "element": "single weights",
@@ -355,8 +358,10 @@ class PruneArguments:
     rewind_to: str = field(
         default="pretrained",
         metadata=help_(
-            "Rewind point: 'pretrained' (weights before fine-tuning) or 'step:K' "
-            "(weights after K optimizer steps of level 0)."
+            "Rewind point: 'pretrained' (weights before fine-tuning), 'step:K' (weights after K optimizer steps of "
+            "level 0) or 'lr' (learning-rate rewinding, Renda et al. 2020: each IMP level keeps the survivors of the "
+            "weights the level before trained and only the learning-rate schedule starts again; the controls and "
+            "methods start from the pretrained weights)."
         ),
     )
     train_dense: bool = field(
@@ -453,13 +458,19 @@ class PruneArguments:
         return len(densities) > 1 and abs(densities[-1] - trunk) > 1e-9
 
     @property
+    def rewinds_learning_rate(self) -> bool:
+        """Whether an IMP level starts from the weights the level before trained, its schedule alone rewound."""
+        return self.rewind_to == LEARNING_RATE_REWINDING
+
+    @property
     def rewind_step(self) -> int | None:
-        """None for the pretrained weights, else the level-0 optimizer step to rewind to."""
-        if self.rewind_to == "pretrained":
+        """None for the pretrained weights (the rewind point of learning-rate rewinding's controls too), else the
+        level-0 optimizer step to rewind to."""
+        if self.rewind_to in ("pretrained", LEARNING_RATE_REWINDING):
             return None
         match = re.fullmatch(r"step:(\d+)", self.rewind_to)
         if match is None:
-            raise LotteryError(f"--rewind-to must be 'pretrained' or 'step:K', got {self.rewind_to!r}")
+            raise LotteryError(f"--rewind-to must be 'pretrained', 'step:K' or 'lr', got {self.rewind_to!r}")
         return int(match.group(1))
 
 

@@ -294,7 +294,12 @@ def _train_level(run: Run, branch: str, level: int) -> None:
         return
     mask = run.shared_mask(lambda: _compute_mask(run, branch, level))
     start = None
-    if branch != IMP:
+    if branch == IMP and run.prune.rewinds_learning_rate:  # the survivors keep their trained weights
+
+        def start(model: PreTrainedModel) -> None:
+            load_weights(model, run.paths.level(IMP, level - 1).weights)
+
+    elif branch != IMP:
         control = run.config.control(branch)
 
         def start(model: PreTrainedModel) -> None:

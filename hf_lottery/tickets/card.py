@@ -101,6 +101,8 @@ def render_card(
     rewind = "the pretrained weights"
     if prune is not None and prune.rewind_step is not None:
         rewind = f"the weights after step {prune.rewind_step}"
+    if prune is not None and prune.rewinds_learning_rate:
+        rewind += "; learning-rate rewinding: each level trained the survivors of the level before, its schedule new"
     if config.command == "finetune":
         summary = (
             f"A {sparsity:.0%}-sparse lottery ticket fine-tuned on {data_name}: {metric.name} {_show(metric, value)}"
