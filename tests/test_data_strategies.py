@@ -13,6 +13,7 @@ from hf_lottery import find_ticket
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.pruning.masks import dense_mask, prunable_weights, select_prunable
 from hf_lottery.pruning.strategies import STRATEGIES, ScoringContext
+from hf_lottery.pruning.strategies.activation import activations
 from hf_lottery.pruning.strategies.block_influence import block_influence
 from hf_lottery.pruning.units import find_units
 from tests.helpers import fails_cleanly
@@ -95,3 +96,30 @@ def test_taylor_needs_training_data(tiny_bert, tmp_path):
         find_ticket(model, lambda m, mask, level: 0.5, run_config={}, output_dir=tmp_path / "o", levels=1,
                     strategy="taylor")  # fmt: skip
     assert not (tmp_path / "o").exists()
+
+
+def test_activation_scores_are_each_neurons_and_blocks_mean_absolute_output():
+    model, batches = tiny_classifier(2), examples(3)
+    model.eval()
+    seen: dict[str, list[torch.Tensor]] = {"neurons 0": [], "neurons 1": [], "blocks": []}
+    hooks = [model.bert.encoder.layer[i].output.dense.register_forward_pre_hook(
+        lambda module, args, i=i: seen[f"neurons {i}"].append(args[0][0].abs())) for i in range(2)]  # fmt: skip
+    with torch.no_grad():
+        for batch in batches:
+            hidden = model(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states
+            seen["blocks"].append(torch.stack([(hidden[i + 1] - hidden[i]).abs().mean(-1).sum() for i in (0, 1)]))
+    for hook in hooks:
+        hook.remove()
+    tokens = sum(b["input_ids"].numel() for b in batches)
+    strategy = STRATEGIES["activation"](STRATEGIES["activation"].arguments(activation_samples=3))
+    neurons = activations(context_of(model, "neuron", 0.5, batches), 3)
+    for i in (0, 1):
+        torch.testing.assert_close(neurons[f"layer {i}"], torch.cat(seen[f"neurons {i}"]).mean(0), rtol=1e-5, atol=1e-6)
+    layers = activations(context_of(model, "layer", 0.5, batches), 3)
+    torch.testing.assert_close(layers["layers"], torch.stack(seen["blocks"]).sum(0) / tokens, rtol=1e-5, atol=1e-6)
+    context = context_of(model, "neuron", 0.5, batches)
+    mask = strategy.prune(context)
+    alive = context.units.alive(mask)  # one global ranking of the 48 neurons: the 24 loudest stay
+    kept = torch.cat([alive["layer 0"], alive["layer 1"]])
+    scores = torch.cat([neurons["layer 0"], neurons["layer 1"]])
+    assert kept.sum() == 24 and bool(scores[kept].min() >= scores[~kept].max())

@@ -344,7 +344,8 @@ class PruneArguments:
         metadata=help_(
             "The scoring rule that ranks the weights (hf_lottery.pruning.strategies): magnitude (|weight|), wanda "
             "(|weight| x the L2 norm of its input on --calibration-samples training examples), taylor (|weight x "
-            "gradient of the loss| summed over --taylor-samples training examples) or block-influence (--unit layer: "
+            "gradient of the loss| summed over --taylor-samples training examples), activation (a unit's mean absolute "
+            "output on --activation-samples training examples) or block-influence (--unit layer: "
             "1 - the mean cosine of a block's input and output on --influence-samples training examples)."
         ),
     )

@@ -48,3 +48,17 @@ class BlockInfluenceArguments:
 
     def __post_init__(self) -> None:
         positive(self, "influence_samples")
+
+
+@dataclass(frozen=True)
+class ActivationArguments:
+    activation_samples: int = field(
+        default=128,
+        metadata=help_(
+            "activation: training examples whose activations score the units: the first N of a permutation seeded "
+            "by --seed."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        positive(self, "activation_samples")
