@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
+from hf_lottery import export_ticket
 from hf_lottery.commands.cli import main
 from hf_lottery.commands.demo import DEMO_DATA
 from hf_lottery.foundations.storage import load_weights
@@ -231,3 +232,11 @@ def test_a_run_with_a_teacher_resumes_bit_identically_after_kill_9(tiny_bert, tm
         for n in (1, 2):
             assert same(weights(killed, f"{branch}/level_{n}"), weights(whole, f"{branch}/level_{n}")), (branch, n)
     assert (killed / "results.json").read_text() == (whole / "results.json").read_text()
+
+
+def test_the_card_names_the_teacher_and_its_settings(runs, tmp_path):
+    export_ticket(runs["alpha 0.5"], tmp_path / "ticket", level=1)
+    card = (tmp_path / "ticket" / "README.md").read_text()
+    assert "against a teacher: the run's trained dense level 0 (logit distillation, alpha 0.5, temperature 2.0)" in card
+    export_ticket(runs["plain"], tmp_path / "plain", level=1)
+    assert "teacher" not in (tmp_path / "plain" / "README.md").read_text()
