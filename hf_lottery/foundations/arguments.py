@@ -301,6 +301,7 @@ UNITS = {
     "neuron": "FFN neurons",
     "head": "attention heads (KV groups)",
     "layer": "transformer blocks",
+    "layer+neuron": "transformer blocks and FFN neurons",
 }
 
 
@@ -331,8 +332,10 @@ class PruneArguments:
         metadata=help_(
             "What is pruned as one: element (single weights), block (square --block-size blocks of each weight, "
             "for sparse block kernels), neuron (an FFN neuron: its row of the up and gate projections and column "
-            "of the down projection), head (an attention KV group; llama, mistral, qwen2, qwen3) or layer (a whole "
-            "transformer block, skipped once removed). Sparsity targets and the prune fraction count units; "
+            "of the down projection), head (an attention KV group; llama, mistral, qwen2, qwen3), layer (a whole "
+            "transformer block, skipped once removed) or layer+neuron (blocks and the FFN neurons of the kept "
+            "blocks, the same share of each per level; --scope layer). Sparsity targets and the prune fraction "
+            "count units; "
             "weights no unit spans stay dense."
         ),
     )
