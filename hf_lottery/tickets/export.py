@@ -25,9 +25,11 @@ from hf_lottery.lottery.rows import LevelResult, best_scoring, best_ticket, read
 from hf_lottery.lottery.rundir import folder_lock
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
+from .artifacts import refuse_artifacts, ship_artifacts
 from .card import render_card
 from .compact import compaction, compare_latency
 from .sparse import save_masks, save_sparse
+from .vocab import trim_run
 
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
     "model.safetensors", "model.sparse.safetensors", "masks.safetensors", "ticket.safetensors", "ticket.json",
@@ -182,6 +184,9 @@ def export_ticket(
     license: str | None = None,
     compact: bool = False,
     measure_latency: bool = False,
+    trim_vocab: list[str] | None = None,
+    onnx: bool = False,
+    int8: bool = False,
 ) -> dict:
     """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
 
@@ -193,8 +198,13 @@ def export_ticket(
     times it against the dense masked model, on CPU, batch 1, at the run's ``--max-length``
     (``hf_lottery.tickets.compact.compare_latency``); the ratio and its conditions go to ``ticket.json`` and the card,
     which is then no longer the same on every export.
+
+    ``trim_vocab`` (a list, empty for the run's own training and validation data) keeps only the token ids of that
+    text (``hf_lottery.tickets.vocab``); ``onnx`` adds ``onnx/model.onnx``, checked against PyTorch, and ``int8`` its
+    quantized twin (``hf_lottery.tickets.onnx``); what changed form is scored again (``facts["artifacts"]``).
     """
     refuse_latency_without_compact(compact, measure_latency)
+    refuse_artifacts(onnx, int8)
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -224,6 +234,13 @@ def export_ticket(
                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
             facts["compact"]["latency"] = compare_latency(dense, trained, ids)
         del dense
+    trim = None
+    if trim_vocab is not None:
+        trim, facts["vocabulary"] = trim_run(run.config, run.paths.model_files, trained.config.vocab_size, trim_vocab)
+        before = trained.num_parameters()
+        cut_names = trim.cut_model(trained)
+        masks = trim.cut(masks, cut_names)
+        facts["vocabulary"]["parameters_removed"] = before - trained.num_parameters()
     models = [trained]  # handed to write, which drops it before it reads the rewind point: one model at a time
     del trained
 
@@ -232,15 +249,22 @@ def export_ticket(
         model.save_pretrained(folder)
         if cut is not None:  # what save_pretrained wrote (shards too), before any other weights file is there
             facts["compact"]["compact_bytes"] = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-        card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
         for item in run.paths.model_files.iterdir():
             if item.name not in ("config.json", "base_model.json"):
                 shutil.copy2(item, folder / item.name)
+        if trim is not None:
+            trim.write_tokenizer(folder)
+        if trim is not None or onnx:
+            facts["artifacts"] = ship_artifacts(model, run.config, folder, onnx, int8, tolerance)
+        card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
         save_masks(folder / MASKS_FILE, masks)
         save_sparse(folder / SPARSE_FILE, model_state(model), masks)
         del model
         rewind = run.load_model(run.paths.rewind_point)
-        save_sparse(folder / TICKET_FILE, model_state(rewind if cut is None else cut.cut_model(rewind)), masks)
+        rewind = rewind if cut is None else cut.cut_model(rewind)
+        if trim is not None:
+            trim.cut_model(rewind)
+        save_sparse(folder / TICKET_FILE, model_state(rewind), masks)
         write_json(folder / FACTS_FILE, facts)
         shutil.copy2(run.paths.plot, folder / run.paths.plot.name)
         (folder / "README.md").write_text(card, encoding="utf-8")

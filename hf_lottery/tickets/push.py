@@ -16,6 +16,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from hf_lottery.foundations.arguments import DEFAULT_TOLERANCE
 from hf_lottery.foundations.errors import LotteryError
 
+from .artifacts import refuse_artifacts
 from .export import FinishedRun, export_ticket, refuse_latency_without_compact
 from .load import hub_errors
 
@@ -50,10 +51,15 @@ def push_ticket(
     token: str | None = None,
     compact: bool = False,
     measure_latency: bool = False,
+    trim_vocab: list[str] | None = None,
+    onnx: bool = False,
+    int8: bool = False,
 ) -> str:
     """Export one level of ``run_dir`` (smaller, with ``compact``, and timed against the dense model with
-    ``measure_latency``: see ``export_ticket``) and upload it to ``repo_id`` in one commit; return the commit URL."""
+    ``measure_latency``: see ``export_ticket``; trimmed and with ONNX files, with ``trim_vocab``, ``onnx`` and ``int8``:
+    the ``onnx/`` folder goes up with the rest) and upload it to ``repo_id`` in one commit; return the commit URL."""
     refuse_latency_without_compact(compact, measure_latency)
+    refuse_artifacts(onnx, int8)
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
     run.choose_level(level, tolerance)  # then a level it cannot ship: both before anything reaches the Hub
     token = require_token(token)
@@ -71,7 +77,7 @@ def push_ticket(
             facts = export_ticket(
                 run_dir, folder, level, tolerance, repo_id, existing,
                 base_model_license(run.config.model.model_name_or_path, token), compact=compact,
-                measure_latency=measure_latency,
+                measure_latency=measure_latency, trim_vocab=trim_vocab, onnx=onnx, int8=int8,
             )  # fmt: skip
             message = commit_message or (
                 f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "
