@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import write_text
 from hf_lottery.lottery.config import RunConfig
+from hf_lottery.pruning.architectures import architecture
 
 from .scoring import run_data
 
@@ -60,10 +61,11 @@ class VocabularyTrim:
         with torch.no_grad():
             for param in {id(p): p for p in tensors.values()}.values():
                 param.data = param.data.index_select(0, index).contiguous()
-        embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
-        embeddings.num_embeddings = len(self.kept)
-        if head is not None and getattr(head, "out_features", None) == self.old_size:
-            head.out_features = len(self.kept)
+        for module in model.modules():  # what their repr and a later resize read
+            if isinstance(module, torch.nn.Embedding) and module.weight.shape[0] != module.num_embeddings:
+                module.num_embeddings = len(self.kept)
+            elif isinstance(module, torch.nn.Linear) and module.weight.shape[0] != module.out_features:
+                module.out_features = module.weight.shape[0]
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         config.vocab_size = len(self.kept)
         for name, value in list(vars(config).items()):
@@ -87,21 +89,23 @@ class VocabularyTrim:
 
 
 def vocabulary_tensors(model: PreTrainedModel, vocab_size: int) -> dict[str, torch.nn.Parameter]:
-    """The parameters indexed by token id, by every name they have: the word embeddings, and the output head
-    (its weight and bias) where it maps to the vocabulary (masked-LM and causal-LM heads, tied or not)."""
-    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
-    wanted = [embeddings.weight]
-    if head is not None and head.weight.shape[0] == vocab_size:
-        wanted.append(head.weight)
-        if getattr(head, "bias", None) is not None:
-            wanted.append(head.bias)
-    if embeddings.weight.shape[0] != vocab_size:
-        raise LotteryError(
-            f"the word embeddings have {embeddings.weight.shape[0]} rows but the tokenizer has {vocab_size} ids; "
-            "hf-lottery trims only a vocabulary the embeddings match"
-        )
+    """The parameters indexed by token id, by every name they have: the word embeddings and the output heads over
+    the vocabulary (masked-LM and LM heads, tied or not) with their biases, where the architecture table says."""
+    entry = architecture(model.config, need="--trim-vocab")
+    suffixes = (entry.embeddings, *entry.tied_heads)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    wanted = [p for n, p in params.items() if any(n == s or n.endswith("." + s) for s in suffixes)]
+    heads = [n.removesuffix("weight") + "bias" for n, p in params.items() if n.endswith(entry.tied_heads)]
+    wanted += [params[n] for n in heads if n in params]
     ids = {id(p) for p in wanted}
-    return {n: p for n, p in model.named_parameters(remove_duplicate=False) if id(p) in ids}
+    wrong = [n for n, p in params.items() if id(p) in ids and p.shape[0] != vocab_size]
+    if not wanted or wrong:
+        raise LotteryError(
+            f"the word embeddings of {type(model).__name__} do not match the tokenizer's {vocab_size} ids"
+            + (f" ({wrong[0]} has {params[wrong[0]].shape[0]} rows)" if wrong else "")
+            + ": hf-lottery trims only a vocabulary the embeddings match"
+        )
+    return {n: p for n, p in params.items() if id(p) in ids}
 
 
 def plan_trim(
