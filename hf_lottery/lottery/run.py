@@ -159,6 +159,7 @@ class Run:
     model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
     prunable: list[str]
     densities: list[float]
+    units: Units  # what the run's masks keep or remove as one (--unit)
     metric: Metric
     train_level: TrainLevel
     calibration: Calibration | None = None  # none for find_ticket: the user's training function holds the data
@@ -173,11 +174,6 @@ class Run:
     def transposed(self) -> frozenset[str]:
         """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
         return transposed_weights(self.model, self.prunable)
-
-    @cached_property
-    def units(self) -> Units:
-        """What the run's masks keep or remove as one (``--unit``)."""
-        return run_units(self.model, self.prunable, self.prune, self.densities)
 
     def tag(self, name: str) -> str:
         """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""
