@@ -41,7 +41,7 @@ def exported(run, tmp_path_factory):
 
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        assert main(["export", str(run), str(folder), "--level", "1", "--onnx", "--int8"]) == 0
+        assert main(["export", str(run), str(folder), "--level", "1", "--onnx", "--int8", "--measure-latency"]) == 0
     return folder, output.getvalue()
 
 
@@ -80,6 +80,13 @@ def test_artifacts_are_scored_and_listed_in_output_and_card(run, exported):
     card = (folder / "README.md").read_text()
     assert "| ONNX int8 | `onnx/model_quantized.onnx` |" in card and "| ONNX float32 | `onnx/model.onnx` |" in card
     assert "onnxruntime.InferenceSession" in card and "@huggingface/transformers" in card
+    # --measure-latency: every artifact timed against the dense PyTorch model, with the conditions
+    assert all(row["latency"] > 0 for row in rows.values())
+    assert artifacts["latency"]["threads"] == 1 and artifacts["latency"]["sequence_length"] == 64  # the positions
+    assert "| latency vs dense PyTorch |" in card and f"| {rows['ONNX int8']['latency']:.2f}× |" in card
+    assert (
+        "1 thread, batch 1, 64 tokens" in card and "latency against the dense PyTorch model: CPU, 1 thread" in printed
+    )
 
 
 @pytest.fixture(scope="module")

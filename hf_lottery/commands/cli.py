@@ -91,7 +91,8 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
         "--measure-latency",
         action="store_true",
         help="with --compact: time the compact model against the dense one on this machine's CPU (batch 1, the "
-        "run's --max-length, interleaved in one process) and give the ratio in the card",
+        "run's --max-length, interleaved in one process) and give the ratio in the card; with --onnx: time each "
+        "artifact against the dense model (1 thread, batch 1, 128 tokens)",
     )
     parser.add_argument(
         "--trim-vocab",
@@ -143,7 +144,12 @@ def _artifact_lines(facts: dict) -> None:
         return
     for row in artifacts["rows"]:
         scores = ", ".join(f"{split} {value:.4f}" for split, value in row["scores"].items())
-        print(f"{row['file']}: {row['name']}, {row['bytes'] / 1e6:.2f} MB, {artifacts['metric']} {scores}")
+        latency = f", latency {row['latency']:.2f}x dense" if "latency" in row else ""
+        print(f"{row['file']}: {row['name']}, {row['bytes'] / 1e6:.2f} MB, {artifacts['metric']} {scores}{latency}")
+    if "latency" in artifacts:
+        timed = artifacts["latency"]
+        print(f"latency against the dense PyTorch model: CPU, {timed['threads']} thread, batch {timed['batch']}, "
+              f"{timed['sequence_length']} tokens")  # fmt: skip
     if artifacts["int8_warning"]:
         print(f"warning: {artifacts['int8_warning']}")
 

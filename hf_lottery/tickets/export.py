@@ -202,9 +202,10 @@ def export_ticket(
 
     ``trim_vocab`` (a list, empty for the run's own training and validation data) keeps only the token ids of that
     text (``hf_lottery.tickets.vocab``); ``onnx`` adds ``onnx/model.onnx``, checked against PyTorch, and ``int8`` its
-    quantized twin (``hf_lottery.tickets.onnx``); what changed form is scored again (``facts["artifacts"]``).
+    quantized twin (``hf_lottery.tickets.onnx``); what changed form is scored again (``facts["artifacts"]``), and with
+    ``measure_latency`` each artifact is timed against the dense masked model (``hf_lottery.tickets.artifacts``).
     """
-    refuse_latency_without_compact(compact, measure_latency)
+    refuse_latency_without_compact(compact, measure_latency, onnx)
     refuse_artifacts(onnx, int8)
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
@@ -256,7 +257,8 @@ def export_ticket(
         if trim is not None:
             trim.write_tokenizer(folder)
         if trim is not None or onnx:
-            facts["artifacts"] = ship_artifacts(model, run.config, folder, onnx, int8, tolerance)
+            dense = (lambda: run.load_model(level_paths.weights)) if measure_latency and onnx else None
+            facts["artifacts"] = ship_artifacts(model, run.config, folder, onnx, int8, tolerance, dense)
         card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
         save_masks(folder / MASKS_FILE, masks)
         save_sparse(folder / SPARSE_FILE, model_state(model), masks)
@@ -281,10 +283,14 @@ def export_ticket(
     return facts
 
 
-def refuse_latency_without_compact(compact: bool, measure_latency: bool) -> None:
-    """Latency is measured as the compact model's over the dense one's: without ``compact`` there is no pair."""
-    if measure_latency and not compact:
-        raise LotteryError("--measure-latency times the compact model against the dense one: add --compact")
+def refuse_latency_without_compact(compact: bool, measure_latency: bool, onnx: bool = False) -> None:
+    """Latency is measured as the compact model's (or the ONNX files') over the dense one's: without ``compact`` or
+    ``onnx`` there is no pair."""
+    if measure_latency and not (compact or onnx):
+        raise LotteryError(
+            "--measure-latency times the compact model (or the ONNX files) against the dense one: add --compact or "
+            "--onnx"
+        )
 
 
 def _refuse_non_empty(out_dir: Path) -> None:

@@ -58,7 +58,7 @@ def push_ticket(
     """Export one level of ``run_dir`` (smaller, with ``compact``, and timed against the dense model with
     ``measure_latency``: see ``export_ticket``; trimmed and with ONNX files, with ``trim_vocab``, ``onnx`` and ``int8``:
     the ``onnx/`` folder goes up with the rest) and upload it to ``repo_id`` in one commit; return the commit URL."""
-    refuse_latency_without_compact(compact, measure_latency)
+    refuse_latency_without_compact(compact, measure_latency, onnx)
     refuse_artifacts(onnx, int8)
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
     run.choose_level(level, tolerance)  # then a level it cannot ship: both before anything reaches the Hub

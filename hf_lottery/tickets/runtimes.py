@@ -44,11 +44,15 @@ def vocabulary_sentence(vocabulary: dict) -> str:
 def _table(artifacts: dict) -> str:
     metric, rows = artifacts["metric"], artifacts["rows"]
     splits = list(rows[0]["scores"])
+    latency = artifacts.get("latency")
     header = ["artifact", "file", "size", *(f"{split} {metric}" for split in splits)]
+    header += ["latency vs dense PyTorch"] if latency else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        scores = [f"{row['scores'][split]:.4f}" for split in splits]
-        lines.append(f"| {row['name']} | `{row['file']}` | {row['bytes'] / 1e6:.2f} MB | " + " | ".join(scores) + " |")
+        cells = [row["name"], f"`{row['file']}`", f"{row['bytes'] / 1e6:.2f} MB"]
+        cells += [f"{row['scores'][split]:.4f}" for split in splits]
+        cells += [f"{row['latency']:.2f}×"] if latency else []
+        lines.append("| " + " | ".join(cells) + " |")
     text = "Each artifact scored at export on the run's data, read by this repository's tokenizer:\n\n" + "\n".join(
         lines
     )
@@ -58,6 +62,13 @@ def _table(artifacts: dict) -> str:
             f"\n\nThe ONNX model was checked in onnxruntime against PyTorch at export: logits within "
             f"{onnx['parity_max_abs_diff']:.1e} on validation batches (at most {onnx['parity_tolerance']:g} allowed); "
             "batch and sequence length are dynamic."
+        )
+    if latency:
+        text += (
+            "\n\nLatency: each artifact's forward time over the dense masked PyTorch model's "
+            f"({latency['dense_ms']:.1f} ms here), timed at export on CPU: {latency['threads']} thread, "
+            f"batch {latency['batch']}, {latency['sequence_length']} tokens, medians of {latency['repeats']} passes "
+            "taking turns in one process. The ratio carries to other machines better than the times."
         )
     if artifacts.get("int8_warning"):
         text += f"\n\n**Note:** {artifacts['int8_warning']}."
