@@ -3,6 +3,8 @@ how to run the ONNX files in onnxruntime and Transformers.js. Empty for an expor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .vocab import token_change
 
 JS_TASKS = {"sequence-classification": "text-classification", "token-classification": "token-classification",
@@ -30,14 +32,14 @@ def vocabulary_sentence(vocabulary: dict) -> str:
     fallback = ", the special tokens and the single-character pieces" if vocabulary["fallback_pieces"] else ""
     changes = {split: token_change(counts) for split, counts in vocabulary["splits"].items()}
     splits = "; ".join(
-        f"{split} data: {unknown:.2%} unknown tokens ({before:.2%} before), {change:+.1%} tokens"
+        f"on the {split} data {unknown:.2%} of the tokens are unknown ({before:.2%} before), {change:+.1%} tokens"
         for split, (unknown, before, change) in changes.items()
     )
     return (
         f"The vocabulary is **trimmed** to the token ids of {source}{fallback}: {vocabulary['kept_ids']:,} of the "
         f"{vocabulary['vocab_size']:,} token ids, {vocabulary.get('parameters_removed', 0):,} parameters fewer. "
-        f"Text with other words still runs: they read as `[UNK]` or as shorter pieces ({splits}; at the run's "
-        "--max-length)."
+        f"Text with other words still runs: they read as `[UNK]` or as shorter pieces: {splits} (at the "
+        "run's --max-length)."
     )
 
 
@@ -84,8 +86,10 @@ def _usage(artifacts: dict, task_kind: str, where: str, on_hub: bool) -> str:
     )
     download = "from huggingface_hub import hf_hub_download\n" if on_hub else ""
     dtype = "q8" if quantized else "fp32"
-    local = "" if on_hub else '\nenv.allowRemoteModels = false;\nenv.localModelPath = ".";'
-    js_import = "pipeline" if on_hub else "pipeline, env"
+    model_id, local, js_import = where, "", "pipeline"
+    if not on_hub:  # Transformers.js reads a local model as a folder name under env.localModelPath
+        model_id, js_import = Path(where).name, "pipeline, env"
+        local = f'\nenv.allowRemoteModels = false;\nenv.localModelPath = "{Path(where).parent}";'
     return f"""With onnxruntime in Python:
 
 ```python
@@ -103,6 +107,6 @@ With Transformers.js, in Node or the browser (`npm install @huggingface/transfor
 
 ```js
 import {{ {js_import} }} from "@huggingface/transformers";{local}
-const run = await pipeline("{JS_TASKS[task_kind]}", "{where}", {{ dtype: "{dtype}" }});
+const run = await pipeline("{JS_TASKS[task_kind]}", "{model_id}", {{ dtype: "{dtype}" }});
 console.log(await run("A sentence to score."));
 ```"""
