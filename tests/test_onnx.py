@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_lottery import export_ticket
 from hf_lottery.commands.cli import main
@@ -132,6 +132,25 @@ def test_causal_lm_exports_to_onnx_and_byte_level_bpe_trimming_is_refused(bpe_gp
         capsys, "trims WordPiece (BERT-family) tokenizers only, not BPE: a BPE vocabulary is spelled by its merges"
     )
     assert not refused.exists()
+
+
+@pytest.mark.slow
+def test_masked_lm_exports_with_its_vocabulary_head(tiny_bert, text_files, tmp_path):
+    train, valid = text_files
+    run = tmp_path / "run"
+    run_lottery(make_config(tiny_bert, run, levels=1, train_file=str(train), validation_file=str(valid)))
+    out = tmp_path / "mlm"
+    facts = export_ticket(run, out, level=1, onnx=True, int8=True)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForMaskedLM.from_pretrained(out).eval()
+    texts = ["the [MASK] was good", "a [MASK] story"]
+    with torch.no_grad():
+        expected = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    got = onnx_logits(out / "onnx" / "model.onnx", tokenizer, texts)
+    assert got.shape == expected.shape == (2, expected.shape[1], model.config.vocab_size)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+    rows = {row["name"]: row for row in facts["artifacts"]["rows"]}
+    assert facts["artifacts"]["metric"] == "perplexity" and rows["ONNX int8"]["scores"]["validation"] > 1
 
 
 def one_line(capsys, message: str) -> None:

@@ -104,3 +104,18 @@ def test_masked_lm_head_is_cut_with_its_bias_and_gives_the_kept_columns(masked_l
     got, expected = logits(trimmed, KEPT, AutoModelForMaskedLM), logits(full, KEPT, AutoModelForMaskedLM)
     assert got.shape[-1] == len(old_ids) < expected.shape[-1]
     assert torch.allclose(got, expected[..., old_ids], atol=1e-5, rtol=0)  # the head's bias was cut too
+
+
+def test_compact_ticket_trims_too(tiny_bert, tmp_path):
+    run = tmp_path / "run"
+    run_lottery(make_config(tiny_bert, run, levels=1, unit="neuron"))
+    text = tmp_path / "kept.txt"
+    text.write_text("\n".join(KEPT) + "\n")
+    compact, both = tmp_path / "compact", tmp_path / "both"
+    export_ticket(run, compact, level=1, compact=True)
+    export_ticket(run, both, level=1, compact=True, trim_vocab=[str(text)])
+    config = AutoModelForSequenceClassification.from_pretrained(both).config
+    assert config.intermediate_size < 64 and config.vocab_size == len(AutoTokenizer.from_pretrained(both)) < 70
+    assert torch.allclose(logits(both, KEPT), logits(compact, KEPT), atol=1e-5, rtol=0)
+    model, masks = load_ticket(both)
+    assert model.config.intermediate_size == config.intermediate_size

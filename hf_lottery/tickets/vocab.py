@@ -14,6 +14,7 @@ and a token cannot go without the merges that make it and those built on it.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -66,6 +67,7 @@ class VocabularyTrim:
                 module.num_embeddings = len(self.kept)
             elif isinstance(module, torch.nn.Linear) and module.weight.shape[0] != module.out_features:
                 module.out_features = module.weight.shape[0]
+        model.config = copy.deepcopy(model.config)  # its own: a compaction builds its rewind point from the shared one
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         config.vocab_size = len(self.kept)
         for name, value in list(vars(config).items()):
