@@ -49,5 +49,5 @@ def run_data(config: RunConfig, tokenizer, with_train: bool = False) -> RunData:
     data = kind.load_data(config.data)
     if not with_train:
         data = dataclasses.replace(data, train=data.validation)
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator()  # on the model's device (CPU): batches are not moved, scores not gathered
     return RunData(kind.prepare(data, tokenizer, config.data, accelerator), accelerator)

@@ -32,7 +32,9 @@ from hf_lottery.pruning.architectures import architecture
 
 from .scoring import run_data
 
-TOKENIZER_JSON, SLOW_VOCAB = "tokenizer.json", "vocab.txt"
+TOKENIZER_JSON, SLOW_VOCAB, TOKENIZER_CONFIG, ADDED_TOKENS = (
+    "tokenizer.json", "vocab.txt", "tokenizer_config.json", "added_tokens.json",
+)  # fmt: skip
 
 
 @dataclass
@@ -83,8 +85,21 @@ class VocabularyTrim:
 
     def write_tokenizer(self, folder: Path) -> None:
         """Replace the tokenizer files that ``folder`` holds (copied from the run) with the trimmed ones: the fast
-        ``tokenizer.json`` and, where there was one, the slow tokenizer's ``vocab.txt`` in the new order."""
+        ``tokenizer.json``, and where they are there, the ids in ``tokenizer_config.json`` (``added_tokens_decoder``)
+        and ``added_tokens.json`` and the slow tokenizer's ``vocab.txt`` in the new order."""
         write_text(folder / TOKENIZER_JSON, json.dumps(self.tokenizer_json, ensure_ascii=False, indent=2) + "\n")
+        config_path = folder / TOKENIZER_CONFIG
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+        if "added_tokens_decoder" in config:  # keyed by id: renumbered, or AutoTokenizer would place them wrong
+            decoder = config["added_tokens_decoder"]
+            config["added_tokens_decoder"] = {str(self.new_id(int(i))): t for i, t in decoder.items()
+                                              if self.new_id(int(i)) is not None}  # fmt: skip
+            write_text(config_path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        added = folder / ADDED_TOKENS
+        if added.exists():  # the slow tokenizer's added tokens, by id
+            tokens = json.loads(added.read_text(encoding="utf-8"))
+            renumbered = {t: self.new_id(i) for t, i in tokens.items() if self.new_id(i) is not None}
+            write_text(added, json.dumps(renumbered, ensure_ascii=False) + "\n")
         if (folder / SLOW_VOCAB).exists():
             vocab = self.tokenizer_json["model"]["vocab"]
             write_text(folder / SLOW_VOCAB, "".join(f"{t}\n" for t in sorted(vocab, key=vocab.__getitem__)))
@@ -221,7 +236,7 @@ def token_counts(dataset, unk_id: int | None) -> tuple[int, int]:
     return total, unknown
 
 
-TOKENIZER_FILES = (TOKENIZER_JSON, SLOW_VOCAB, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+TOKENIZER_FILES = (TOKENIZER_JSON, SLOW_VOCAB, TOKENIZER_CONFIG, "special_tokens_map.json", ADDED_TOKENS)
 
 
 def trimmed_tokenizer(trim: VocabularyTrim, source: Path, folder: Path):
