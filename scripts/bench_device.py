@@ -10,7 +10,9 @@ each of the two levels three exports: as it is with `--onnx --int8`; `--trim-voc
 `--compact`). Accuracy: the run's validation set (SST-2 dev, 872 sentences, which chooses nothing here: the levels
 are fixed) and 1,821 held-out SST-2 training sentences that no run or trimming text saw. Latency: against the dense
 float32 PyTorch model, medians of interleaved rounds in this one process, 1 and 2 threads, batch 1 and 16, 128
-tokens. The machine is shared: times are noisy, ratios less so.
+tokens. Last, the dense model trimmed with and without the single-character pieces, to the run's data and to the
+corpus (library calls: `export --trim-vocab` always keeps the pieces). The machine is shared: times are noisy,
+ratios less so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,8 +72,6 @@ def export(run: Path, out: Path, level: int, *options: str) -> dict:
 @torch.inference_mode()
 def latencies(folders: dict[str, Path], reference: Path, rounds: int) -> dict[str, dict[str, float]]:
     """Each artifact's time over the dense float32 PyTorch model's, by threads and batch, at 128 tokens."""
-    from transformers import AutoModelForSequenceClassification
-
     from hf_lottery.tickets.onnx import OnnxModel
 
     ratios: dict[str, dict[str, float]] = {name: {} for name in folders}
@@ -92,6 +93,44 @@ def latencies(folders: dict[str, Path], reference: Path, rounds: int) -> dict[st
                 ratios[name][f"{threads}t b{batch}"] = times[name] / times["dense"]
             ratios.setdefault("dense ms", {})[f"{threads}t b{batch}"] = times["dense"] * 1000
     return ratios
+
+
+def fallback_costs(run: Path, folder: Path, corpus: Path) -> dict[str, dict]:
+    """Trimming the dense model with and without the single-character pieces, to the run's data and to the corpus:
+    ids kept, accuracy, unknown tokens (library calls: `export --trim-vocab` always keeps the pieces)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from hf_lottery.foundations.storage import read_json
+    from hf_lottery.lottery.config import RunConfig
+    from hf_lottery.tickets.scoring import run_data
+    from hf_lottery.tickets.vocab import plan_trim, split_ids, text_file_ids, token_counts, trimmed_tokenizer
+
+    config = RunConfig.from_dict(read_json(run / "config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    own = run_data(config, tokenizer, with_train=True).prepared
+    sources = {"run data": split_ids([own.train, own.validation]), "corpus": text_file_ids(tokenizer, [str(corpus)])}
+    costs = {}
+    for source, used in sources.items():
+        for fallback in (True, False):
+            trim = plan_trim(folder, used, tokenizer.vocab_size, fallback=fallback)
+            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+            trim.cut_model(model)
+            with tempfile.TemporaryDirectory() as tmp:
+                data = run_data(config, trimmed_tokenizer(trim, folder, Path(tmp)))
+                unk = trim.new_id(tokenizer.unk_token_id)
+                counts = {split: token_counts(getattr(data.prepared, split), unk) for split in data.splits}
+                costs[f"{source}, {'with' if fallback else 'without'} pieces"] = {
+                    "kept_ids": len(trim.kept), "parameters": model.num_parameters(), **data.score(model),
+                    "unknown": {split: unknown / total for split, (total, unknown) in counts.items()},
+                    "sentences_with_unknown": {
+                        split: sum(unk in row for row in getattr(data.prepared, split)["input_ids"])
+                        for split in data.splits
+                    },
+                }  # fmt: skip
+            print(json.dumps({k: v for k, v in costs.items()}), flush=True)
+    return costs
 
 
 def main_() -> None:
@@ -120,6 +159,7 @@ def main_() -> None:
         timed[f"{name} ONNX float32"] = out / f"l{level}-plain" / "onnx" / "model.onnx"
         timed[f"{name} ONNX int8"] = out / f"l{level}-plain" / "onnx" / "model_quantized.onnx"
         timed[f"{name} trimmed ONNX int8"] = out / f"l{level}-trim-corpus" / "onnx" / "model_quantized.onnx"
+    costs = fallback_costs(run, out / "l0-plain", corpus)
     ratios = latencies(timed, out / "l0-plain", args.rounds)
     summary = {}
     for name, exports in results.items():
@@ -129,7 +169,13 @@ def main_() -> None:
                     "bytes": row["bytes"], **row["scores"], "vocabulary": facts.get("vocabulary"),
                     "compact_parameters": facts.get("compact", {}).get("compact_parameters"),
                 }  # fmt: skip
-    (out / "bench_device.json").write_text(json.dumps({"artifacts": summary, "latency": ratios}, indent=2))
+    for path in timed.values():
+        if path.suffix != ".onnx":
+            parameters = AutoModelForSequenceClassification.from_pretrained(path).num_parameters()
+            summary.setdefault("parameters", {})[path.name] = parameters
+    (out / "bench_device.json").write_text(
+        json.dumps({"artifacts": summary, "latency": ratios, "trimming": costs}, indent=2)
+    )
     print(json.dumps({"artifacts": {k: {kk: vv for kk, vv in v.items() if kk != "vocabulary"}
                                     for k, v in summary.items()}, "latency": ratios}, indent=1))  # fmt: skip
     for name, exports in results.items():

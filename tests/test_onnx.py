@@ -9,7 +9,13 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
 from hf_lottery import export_ticket
 from hf_lottery.commands.cli import main
@@ -151,6 +157,30 @@ def test_masked_lm_exports_with_its_vocabulary_head(tiny_bert, text_files, tmp_p
     assert torch.allclose(got, expected, atol=1e-4, rtol=0)
     rows = {row["name"]: row for row in facts["artifacts"]["rows"]}
     assert facts["artifacts"]["metric"] == "perplexity" and rows["ONNX int8"]["scores"]["validation"] > 1
+
+
+@pytest.mark.slow
+def test_token_classification_exports_a_label_per_token(tiny_bert, tmp_path):
+    words = [line.split("\t")[0].split() for line in SENTENCES[:24]]
+    conllu = "\n".join(
+        "".join(f"{i}\t{w}\t{w}\t{'NOUN' if w in ('film', 'story', 'plot') else 'X'}\t_\t_\t0\t_\t_\t_\n"
+                for i, w in enumerate(sentence, 1))
+        for sentence in words
+    )  # fmt: skip
+    train, dev = tmp_path / "train.conllu", tmp_path / "dev.conllu"
+    train.write_text(conllu)
+    dev.write_text(conllu)
+    run = tmp_path / "run"
+    run_lottery(make_config(tiny_bert, run, levels=1, train_file=str(train), validation_file=str(dev)))
+    out = tmp_path / "pos"
+    facts = export_ticket(run, out, level=1, onnx=True)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForTokenClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        expected = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    got = onnx_logits(out / "onnx" / "model.onnx", tokenizer, TEXTS)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4, rtol=0)
+    assert facts["artifacts"]["rows"][1]["scores"] == pytest.approx(facts["artifacts"]["rows"][0]["scores"])
 
 
 def one_line(capsys, message: str) -> None:
