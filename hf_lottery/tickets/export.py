@@ -175,38 +175,65 @@ def model_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return state
 
 
+@dataclass(frozen=True)
+class ShipOptions:
+    """What of a finished run ships, and in which form: ``export_ticket``, ``push_ticket`` and the ``export`` and
+    ``push`` commands take the same options (as this object, or as keywords).
+
+    ``level`` is an IMP level number, a level's folder as ``results.md`` names it (``"one-shot/level_1_to_90.00"``)
+    or ``"best"``: the sparsest ticket within ``tolerance`` of dense (in metric units). ``compact`` writes a neuron,
+    head or layer ticket as the smaller stock model of its kept units (``hf_lottery.tickets.compact``): its weights,
+    rewind point and masks all cut the same way. ``measure_latency`` times it against the dense masked model, on
+    CPU, batch 1, at the run's ``--max-length`` (``hf_lottery.tickets.compact.compare_latency``); the ratio and its
+    conditions go to ``ticket.json`` and the card, which is then no longer the same on every export.
+
+    ``trim_vocab`` (a list of text files, empty for the run's own training and validation data) keeps only the
+    token ids of that text (``hf_lottery.tickets.vocab``); ``onnx`` adds ``onnx/model.onnx``, checked against
+    PyTorch, and ``int8`` its quantized twin (``hf_lottery.tickets.onnx``). What changed form is scored again
+    (``facts["artifacts"]``), and with ``measure_latency`` and ``onnx`` each artifact is timed against the dense
+    masked model (``hf_lottery.tickets.artifacts``).
+    """
+
+    level: int | str = "best"
+    tolerance: float = DEFAULT_TOLERANCE
+    compact: bool = False
+    measure_latency: bool = False
+    trim_vocab: list[str] | None = None
+    onnx: bool = False
+    int8: bool = False
+
+    def __post_init__(self) -> None:
+        if self.measure_latency and not (self.compact or self.onnx):  # a ratio to the dense model needs a pair
+            raise LotteryError(
+                "--measure-latency times the compact model (or the ONNX files) against the dense one: add --compact or "
+                "--onnx"
+            )
+        refuse_artifacts(self.onnx, self.int8)
+
+    @classmethod
+    def given(cls, options: ShipOptions | None, keywords: dict) -> ShipOptions:
+        """``options`` with ``keywords`` (its fields) in place; the defaults where neither gives one."""
+        return dataclasses.replace(options or cls(), **keywords)
+
+
 def export_ticket(
     run_dir: Path,
     out_dir: Path,
-    level: int | str = "best",
-    tolerance: float = DEFAULT_TOLERANCE,
+    options: ShipOptions | None = None,
+    *,
     repo_id: str | None = None,
     existing_card: str | None = None,
     license: str | None = None,
-    compact: bool = False,
-    measure_latency: bool = False,
-    trim_vocab: list[str] | None = None,
-    onnx: bool = False,
-    int8: bool = False,
+    **ship,
 ) -> dict:
-    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
+    """Write the repository folder of one level (``options``, or their fields as keywords: ``ShipOptions``);
+    return its facts (also saved as ``ticket.json``).
 
     ``repo_id``, the Hub repository the folder is for, names the model in its card and is what the card's examples
     load; without it they load ``out_dir``, and the name says what the ticket is (base model, data, sparsity).
-
-    ``compact`` writes a neuron or head ticket as the smaller stock model of its kept units
-    (``hf_lottery.tickets.compact``): its weights, rewind point and masks all cut the same way. ``measure_latency``
-    times it against the dense masked model, on CPU, batch 1, at the run's ``--max-length``
-    (``hf_lottery.tickets.compact.compare_latency``); the ratio and its conditions go to ``ticket.json`` and the card,
-    which is then no longer the same on every export.
-
-    ``trim_vocab`` (a list, empty for the run's own training and validation data) keeps only the token ids of that
-    text (``hf_lottery.tickets.vocab``); ``onnx`` adds ``onnx/model.onnx``, checked against PyTorch, and ``int8`` its
-    quantized twin (``hf_lottery.tickets.onnx``); what changed form is scored again (``facts["artifacts"]``), and with
-    ``measure_latency`` each artifact is timed against the dense masked model (``hf_lottery.tickets.artifacts``).
     """
-    refuse_latency_without_compact(compact, measure_latency, onnx)
-    refuse_artifacts(onnx, int8)
+    options = ShipOptions.given(options, ship)
+    level, tolerance, compact = options.level, options.tolerance, options.compact
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -231,17 +258,17 @@ def export_ticket(
             "dense_parameters": dense.num_parameters(), "compact_parameters": trained.num_parameters(),
             "dense_bytes": level_paths.weights.stat().st_size,  # the level's weights: the dense model's state
         }  # fmt: skip
-        if measure_latency:
+        if options.measure_latency:
             ids = torch.randint(dense.get_input_embeddings().num_embeddings, (1, run.config.data.max_length),
                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
             facts["compact"]["latency"] = compare_latency(dense, trained, ids)
         del dense
     trim = None
-    if trim_vocab is not None:
-        trim, facts["vocabulary"] = trim_run(run.config, run.paths.model_files, trained.config.vocab_size, trim_vocab)
+    if options.trim_vocab is not None:
+        vocab_size = trained.config.vocab_size
+        trim, facts["vocabulary"] = trim_run(run.config, run.paths.model_files, vocab_size, options.trim_vocab)
         before = trained.num_parameters()
-        cut_names = trim.cut_model(trained)
-        masks = trim.cut(masks, cut_names)
+        masks = trim.cut(masks, trim.cut_model(trained))
         facts["vocabulary"]["parameters_removed"] = before - trained.num_parameters()
     models = [trained]  # handed to write, which drops it before it reads the rewind point: one model at a time
     del trained
@@ -256,9 +283,9 @@ def export_ticket(
                 shutil.copy2(item, folder / item.name)
         if trim is not None:
             trim.write_tokenizer(folder)
-        if trim is not None or onnx:
-            dense = (lambda: run.load_model(level_paths.weights)) if measure_latency and onnx else None
-            facts["artifacts"] = ship_artifacts(model, run.config, folder, onnx, int8, tolerance, dense)
+        if trim is not None or options.onnx:
+            dense = (lambda: run.load_model(level_paths.weights)) if options.measure_latency and options.onnx else None
+            facts["artifacts"] = ship_artifacts(model, run.config, folder, options.onnx, options.int8, tolerance, dense)
         card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
         save_masks(folder / MASKS_FILE, masks)
         save_sparse(folder / SPARSE_FILE, model_state(model), masks)
@@ -281,16 +308,6 @@ def export_ticket(
         with disk_full_line(out_dir, lambda: "nothing was written (the folder is written whole or not at all)"):
             write_folder(out_dir, write)
     return facts
-
-
-def refuse_latency_without_compact(compact: bool, measure_latency: bool, onnx: bool = False) -> None:
-    """Latency is measured as the compact model's (or the ONNX files') over the dense one's: without ``compact`` or
-    ``onnx`` there is no pair."""
-    if measure_latency and not (compact or onnx):
-        raise LotteryError(
-            "--measure-latency times the compact model (or the ONNX files) against the dense one: add --compact or "
-            "--onnx"
-        )
 
 
 def _refuse_non_empty(out_dir: Path) -> None:
