@@ -17,7 +17,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from hf_lottery import export_ticket
+from hf_lottery import export_ticket, load_ticket
 from hf_lottery.commands.cli import main
 from hf_lottery.commands.demo import DEMO_DATA
 from hf_lottery.lottery.paths import RunPaths
@@ -93,6 +93,19 @@ def test_artifacts_are_scored_and_listed_in_output_and_card(run, exported):
     assert (
         "1 thread, batch 1, 64 tokens" in card and "latency against the dense PyTorch model: CPU, 1 thread" in printed
     )
+
+
+@pytest.mark.slow
+def test_push_uploads_the_onnx_folder_and_the_trimmed_ticket_loads(run, hub_server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    assert main(["push", str(run), "alice/small", "--level", "1", "--trim-vocab", "--onnx", "--int8"]) == 0
+    from huggingface_hub import list_repo_files
+
+    files = set(list_repo_files("alice/small"))
+    assert {"onnx/model.onnx", "onnx/model_quantized.onnx", "tokenizer.json", "ticket.json"} <= files
+    model, masks = load_ticket("alice/small")  # unchanged: the PyTorch files, trimmed
+    tokenizer = AutoTokenizer.from_pretrained("alice/small")
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
 
 
 @pytest.fixture(scope="module")
