@@ -47,7 +47,9 @@ def exported(run, tmp_path_factory):
 
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        assert main(["export", str(run), str(folder), "--level", "1", "--onnx", "--int8", "--measure-latency"]) == 0
+        # --tolerance -1: any int8 score, even an equal one, falls short of it, so the warning shows
+        assert main(["export", str(run), str(folder), "--level", "1", "--onnx", "--int8", "--measure-latency",
+                     "--tolerance", "-1"]) == 0  # fmt: skip
     return folder, output.getvalue()
 
 
@@ -86,6 +88,9 @@ def test_artifacts_are_scored_and_listed_in_output_and_card(run, exported):
     card = (folder / "README.md").read_text()
     assert "| ONNX int8 | `onnx/model_quantized.onnx` |" in card and "| ONNX float32 | `onnx/model.onnx` |" in card
     assert "onnxruntime.InferenceSession" in card and "@huggingface/transformers" in card
+    # an int8 drop beyond the tolerance is said, in the output and the card, and not refused
+    warning = "int8 costs more than the tolerance (-1): validation accuracy"
+    assert f"warning: {warning}" in printed and f"**Note:** {warning}" in card
     # --measure-latency: every artifact timed against the dense PyTorch model, with the conditions
     assert all(row["latency"] > 0 for row in rows.values())
     assert artifacts["latency"]["threads"] == 1 and artifacts["latency"]["sequence_length"] == 64  # the positions
