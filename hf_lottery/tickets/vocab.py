@@ -1,8 +1,8 @@
 """Vocabulary trimming: keep the token ids a ticket's data uses, and cut the word embeddings (and a tied output
 head) to them.
 
-Half of a small encoder's parameters can be word embeddings that no pruning unit touches, and a task's text uses
-a third of a BERT vocabulary. What is kept: the special tokens, every id the trimming text tokenises to, and (by
+In a small encoder the word embeddings, which no pruning unit touches, can be most of the parameters, and a
+task's text uses a fraction of a general-purpose vocabulary. What is kept: the special tokens, every id the trimming text tokenises to, and (by
 default) the single-character pieces (``x`` and ``##x``), so that WordPiece can still spell any word it meets
 instead of answering ``[UNK]``. Kept ids stay in their old order; the new id of a token is its rank among them.
 
