@@ -179,8 +179,9 @@ def main_() -> None:
     print(json.dumps({"artifacts": {k: {kk: vv for kk, vv in v.items() if kk != "vocabulary"}
                                     for k, v in summary.items()}, "latency": ratios}, indent=1))  # fmt: skip
     for name, exports in results.items():
-        for form in ("trim_run", "trim_corpus"):
-            print(name, form, json.dumps(exports[form]["vocabulary"]))
+        for form, facts in exports.items():
+            if "vocabulary" in facts:
+                print(name, form, json.dumps(facts["vocabulary"]))
 
 
 if __name__ == "__main__":
