@@ -2,9 +2,10 @@
 head) to them.
 
 In a small encoder the word embeddings, which no pruning unit touches, can be most of the parameters, and a
-task's text uses a fraction of a general-purpose vocabulary. What is kept: the special tokens, every id the trimming text tokenises to, and (by
-default) the single-character pieces (``x`` and ``##x``), so that WordPiece can still spell any word it meets
-instead of answering ``[UNK]``. Kept ids stay in their old order; the new id of a token is its rank among them.
+task's text uses a fraction of a general-purpose vocabulary. What is kept: the special tokens, every id the
+trimming text tokenises to, and (by default) the single-character pieces (``x`` and ``##x``), so that WordPiece
+can still spell any word it meets instead of answering ``[UNK]``. Kept ids stay in their old order; the new id
+of a token is its rank among them.
 
 The tokenizer is rebuilt from its fast ``tokenizer.json`` (vocabulary, added tokens, post-processor and padding
 ids renumbered), so stock ``AutoTokenizer`` loads the trimmed folder and, on text whose tokens were all kept, gives
