@@ -24,6 +24,8 @@ from hf_lottery.lottery.rows import LevelResult
 from hf_lottery.pruning.strategies import STRATEGIES
 from hf_lottery.training.tasks import TEST_PREFIX, Metric, get_task_kind
 
+from .runtimes import runtimes_section
+
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
 SECTION = re.compile(r"<!-- hf-lottery:start.*?<!-- hf-lottery:end -->", re.DOTALL)
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
@@ -143,6 +145,9 @@ def render_card(
         test_sentence=_test_sentence(config, rows, metric),
         replicates_sentence=_replicates_sentence(facts, metric),
         compact_sentence=_compact_sentence(facts.get("compact")),
+        runtimes=runtimes_section(facts, repo_id, folder),
+        onnx="onnx" in facts.get("artifacts", {}),
+        int8=any(row["name"] == "ONNX int8" for row in facts.get("artifacts", {}).get("rows", [])),
     )
     return str(card) if existing is None else merge_cards(existing, card)
 
