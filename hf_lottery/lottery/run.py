@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Protocol
 
@@ -171,6 +171,11 @@ class Run:
     calibration: Calibration | None = None  # none for find_ticket: the user's training function holds the data
     evaluate: Evaluate | None = None  # none for find_ticket: the user's training function scores
     new_head: bool = False  # the task head is new, drawn at random: an untrained level 0 scores chance
+    units: Units = field(init=False)  # what the run's masks keep or remove as one (``--unit``)
+
+    def __post_init__(self) -> None:
+        # now, while the model has its own weight names: a masked adapter renames them while its level trains
+        self.units = run_units(self.model, self.prunable, self.prune, self.densities)
 
     @property
     def prune(self) -> PruneArguments:
@@ -180,11 +185,6 @@ class Run:
     def transposed(self) -> frozenset[str]:
         """The prunable weights stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output rows are columns."""
         return transposed_weights(self.model, self.prunable)
-
-    @cached_property
-    def units(self) -> Units:
-        """What the run's masks keep or remove as one (``--unit``)."""
-        return run_units(self.model, self.prunable, self.prune, self.densities)
 
     def tag(self, name: str) -> str:
         """A tracker tag: the level's folder (``imp/level_3``), under its replicate's for replicates > 0."""

@@ -1,0 +1,69 @@
+"""Faults found by trying the tool from outside: resuming and extending a masked-adapter branch, and the edges of
+bad state (refused pushes, killed exports, newer or corrupt run directories, read-only disks, signals)."""
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file
+
+from hf_lottery.foundations.storage import read_json
+from hf_lottery.lottery.paths import RunPaths
+from hf_lottery.lottery.run import RunEvents
+from hf_lottery.lottery.runner import run_lottery
+from tests.test_post_training import lm_config
+
+ADAPTED = ("recover-adapter", 1, 0.5)
+ADAPTER_RUN = dict(post_training=[0.5], recover=True, recover_adapter=4)
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tiny_gpt2, text_files, tmp_path_factory) -> RunPaths:
+    """A post-training run with both recoveries, uninterrupted."""
+    out = tmp_path_factory.mktemp("faults") / "run"
+    run_lottery(lm_config(tiny_gpt2, text_files, out, **ADAPTER_RUN))
+    return RunPaths(out)
+
+
+def same_weights(a: RunPaths, b: RunPaths, branch: str, level: int, clipped_to: float | None) -> bool:
+    left, right = (load_file(p.level(branch, level, clipped_to=clipped_to).weights) for p in (a, b))
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+# --- 1. a masked-adapter branch resumes and can be added --------------------------------------------------------
+
+
+def test_an_adapter_branch_added_to_a_finished_post_training_run_trains_as_if_asked_at_first(
+    adapter_run, tiny_gpt2, text_files, tmp_path
+):
+    out = tmp_path / "run"
+    run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover=True))
+    run_lottery(lm_config(tiny_gpt2, text_files, out, **ADAPTER_RUN))
+    assert same_weights(RunPaths(out), adapter_run, *ADAPTED)
+
+
+class Killed(Exception):
+    """Stands for kill -9: the run stops where it is raised."""
+
+
+class KillAt(RunEvents):
+    def __init__(self, tag: str, step: int) -> None:
+        self.tag, self.step = tag, step
+
+    def step_ended(self, tag: str, step: int, model) -> None:
+        if tag == self.tag and step == self.step:
+            raise Killed
+
+
+def test_an_adapter_level_killed_after_a_checkpoint_resumes_bit_identically(
+    adapter_run, tiny_gpt2, text_files, tmp_path
+):
+    out = tmp_path / "run"
+    asked = ADAPTER_RUN | dict(save_steps=2)
+    with pytest.raises(Killed):
+        run_lottery(lm_config(tiny_gpt2, text_files, out, **asked), KillAt("recover-adapter/level_1_to_50.00", 3))
+    AcceleratorState._reset_state(reset_partial_state=True)  # a new process
+    GradientState._reset_state()
+    run_lottery(lm_config(tiny_gpt2, text_files, out, **asked))
+    killed = RunPaths(out).level(*ADAPTED[:2], clipped_to=ADAPTED[2])
+    assert read_json(killed.metrics)["resumed_from_step"] == 2
+    assert same_weights(RunPaths(out), adapter_run, *ADAPTED)
