@@ -44,6 +44,7 @@ from hf_lottery.lottery.run import Run
 from hf_lottery.lottery.rundir import FACT_KEYS, check_run_dir, start_run_dir
 from hf_lottery.lottery.runner import train_and_report
 from hf_lottery.pruning.masks import Mask, MaskEnforcer, apply_mask, select_prunable
+from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, kind_of_model
 
 TrainFn = Callable[[PreTrainedModel, Mask, int], "float | Mapping[str, float]"]
@@ -99,9 +100,10 @@ def find_ticket(
             f"--strategy {prune_args.strategy} scores from calibration data, which train_fn keeps to itself: use "
             "`hf-lottery prune`"
         )
-    if prune_args.unit == "layer":
+    if UNIT_TYPES[prune_args.unit].skips_removed:
         raise LotteryError(
-            "--unit layer skips the removed blocks while training, which train_fn cannot know: use `hf-lottery prune`"
+            f"--unit {prune_args.unit} skips the removed units while training, which train_fn cannot know: use "
+            "`hf-lottery prune`"
         )
     if prune_args.replicates > 1:
         raise LotteryError(

@@ -374,15 +374,6 @@ class PruneArguments:
         if self.block_size is not None and self.unit != "block":
             raise LotteryError("--block-size sets the side of --unit block blocks; add --unit block or drop it")
         positive(self, "block_size")
-        if self.unit != "element" and self.scope == "row":
-            raise LotteryError(
-                f"--scope row compares single weights within a row; --unit {self.unit} takes global or layer"
-            )
-        if self.unit == "layer" and self.scope != "global":
-            raise LotteryError(
-                "--unit layer ranks the transformer blocks against each other (--scope global); "
-                f"--scope {self.scope} would keep every block, each being one unit"
-            )
         if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
             raise LotteryError(f"--target-sparsity must be in [0, 1), got {self.target_sparsity}")
         if self.levels is not None and self.levels < 0:

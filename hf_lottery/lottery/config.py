@@ -115,6 +115,9 @@ class RunConfig:
         if self.prune is None:
             return
         STRATEGIES.choose(self.prune.strategy)
+        from hf_lottery.pruning.units import check_scope  # here, not above: it imports torch, which --help must not
+
+        check_scope(self.prune.unit, self.prune.scope)
         bad = [c for c in self.prune.control if c not in CONTROLS]
         if bad:
             raise LotteryError(f"unknown --control {bad[0]!r}; choose from {', '.join(CONTROLS)}")

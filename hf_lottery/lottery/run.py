@@ -29,7 +29,6 @@ from hf_lottery.pruning.calibration import blockwise_masks, input_norms
 from hf_lottery.pruning.masks import (
     Mask,
     apply_mask,
-    default_prunable,
     dense_mask,
     dense_views,
     overlap,
@@ -76,13 +75,7 @@ class TrainLevel(Protocol):
 def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, densities: list[float]) -> Units:
     """The ``--unit`` units of ``model``'s prunable weights; refuses, in one line and before anything is written,
     a model the kind does not fit and a level that would remove no whole unit."""
-    params = dict(model.named_parameters())
-    # a block removed whole must hold only prunable weights, of the kinds a block has (not its biases and norms)
-    spannable = set(default_prunable(model)) if prune.unit == "layer" else set(params)
-    units = find_units(
-        prune.unit, {name: params[name].shape for name in prunable}, config=model.config,
-        transposed=transposed_weights(model, prunable), block_size=prune.block_size, model_names=spannable,
-    )  # fmt: skip
+    units = find_units(prune.unit, model, prunable, block_size=prune.block_size)
     if units.kind == "element":
         return units
     alive = units.alive(dense_views(model, prunable))

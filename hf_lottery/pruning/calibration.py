@@ -19,6 +19,7 @@ from transformers.pytorch_utils import Conv1D
 
 from hf_lottery.foundations.errors import LotteryError
 
+from .architectures import block_list
 from .masks import PackedMask
 
 # Sums a tensor over the processes that share a calibration (``accelerator.reduce(t, "sum")``).
@@ -218,34 +219,20 @@ def _prune_rest(
 
 
 def check_blocks(model: nn.Module, prunable: Sequence[str]) -> tuple[str, nn.ModuleList]:
-    """The model's repeated blocks and their path (``_blocks``); refuses, in one line, a model ``blockwise_masks``
+    """The model's repeated blocks and their path (``block_list``); refuses, in one line, a model ``blockwise_masks``
     cannot calibrate: one without them, or whose blocks are called with different attention masks."""
-    path, blocks = _blocks(model, prunable)
+    found = block_list(model, prunable)
+    if found is None:
+        raise LotteryError(
+            f"blockwise calibration needs the model's repeated blocks (a list of config.num_hidden_layers layers "
+            f"holding prunable weights), and {type(model).__name__} has none"
+        )
+    path, blocks = found
     kinds = getattr(model.config, "layer_types", None) or []
     if len(set(kinds)) > 1:
         raise LotteryError(
             f"blockwise calibration calls every block with the first block's attention mask, and the blocks of "
             f"{type(model).__name__} differ ({', '.join(sorted(set(kinds)))})"
-        )
-    return path, blocks
-
-
-def _blocks(model: nn.Module, prunable: Sequence[str]) -> tuple[str, nn.ModuleList]:
-    """The model's repeated transformer blocks (Llama's ``model.layers``, GPT-2's ``transformer.h``, BERT's
-    ``bert.encoder.layer``): the ``nn.ModuleList`` of ``config.num_hidden_layers`` modules holding the most
-    prunable weights, with its path."""
-    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    wanted = set(prunable)
-    candidates = [
-        (sum(n in wanted for n, _ in module.named_parameters(prefix=name)), name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and layers is not None and len(module) == layers
-    ]
-    held, path, blocks = max(candidates, key=lambda c: c[0], default=(0, "", None))
-    if not held:
-        raise LotteryError(
-            f"blockwise calibration needs the model's repeated blocks (a list of config.num_hidden_layers layers "
-            f"holding prunable weights), and {type(model).__name__} has none"
         )
     return path, blocks
 

@@ -20,13 +20,16 @@ Unit kinds:
   post-LayerNorm block (BERT, RoBERTa, DistilBERT, GPT-2) still adds its biases and applies its LayerNorms, so
   only a model without the block is the ticket (compact export builds that one).
 
-Tensors no unit spans stay dense. Biases are never in a unit: a pruned neuron's bias meets a zero column.
+Where each model type keeps its neurons, heads and blocks is ``hf_lottery.pruning.architectures``; what a kind
+implies for the rest of a run (the scopes that rank it, whether its removed units are skipped while training,
+whether its tickets compact) are class attributes here. Tensors no unit spans stay dense. Biases are never in a
+unit: a pruned neuron's bias meets a zero column.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -35,44 +38,10 @@ from torch import nn
 
 from hf_lottery.foundations.errors import LotteryError
 
-from .masks import Mask
+from .architectures import Architecture, architecture
+from .masks import Mask, default_prunable, transposed_weights
 
 DEFAULT_BLOCK_SIZE = 32
-
-# The FFN's tensors per model type: a pattern whose group 1 is the block's number, and whether a neuron is an
-# output row of the tensor (the up and gate projections) or an input column (the down projection).
-_BERT_FFN = ((r"layer\.(\d+)\.intermediate\.dense\.weight$", "out"), (r"layer\.(\d+)\.output\.dense\.weight$", "in"))
-_GATED_FFN = (
-    (r"layers\.(\d+)\.mlp\.gate_proj\.weight$", "out"),
-    (r"layers\.(\d+)\.mlp\.up_proj\.weight$", "out"),
-    (r"layers\.(\d+)\.mlp\.down_proj\.weight$", "in"),
-)
-NEURON_TENSORS = {
-    "bert": _BERT_FFN,
-    "roberta": _BERT_FFN,
-    "distilbert": ((r"layer\.(\d+)\.ffn\.lin1\.weight$", "out"), (r"layer\.(\d+)\.ffn\.lin2\.weight$", "in")),
-    "gpt2": ((r"h\.(\d+)\.mlp\.c_fc\.weight$", "out"), (r"h\.(\d+)\.mlp\.c_proj\.weight$", "in")),
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), _GATED_FFN),
-}
-# Attention per model type whose config can express fewer heads: (pattern, side, True where the tensor holds
-# every query head of a KV group rather than one KV head).
-HEAD_TENSORS = dict.fromkeys(
-    ("llama", "mistral", "qwen2", "qwen3"),
-    (
-        (r"layers\.(\d+)\.self_attn\.q_proj\.weight$", "out", True),
-        (r"layers\.(\d+)\.self_attn\.k_proj\.weight$", "out", False),
-        (r"layers\.(\d+)\.self_attn\.v_proj\.weight$", "out", False),
-        (r"layers\.(\d+)\.self_attn\.o_proj\.weight$", "in", True),
-    ),
-)
-
-# The transformer blocks per model type: group 1 is the list of blocks' path, group 2 a block's number.
-_LAYERS = {
-    **dict.fromkeys(("bert", "roberta"), r"^((?:.*\.)?encoder\.layer)\.(\d+)\."),
-    "distilbert": r"^((?:.*\.)?transformer\.layer)\.(\d+)\.",
-    "gpt2": r"^((?:.*\.)?h)\.(\d+)\.",
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), r"^((?:.*\.)?layers)\.(\d+)\."),
-}
 LAYERS_GROUP = "layers"  # the one group of layer units: every block ranked together
 
 
@@ -96,6 +65,9 @@ class Units:
     """
 
     kind = "element"
+    scopes: tuple[str, ...] = ("global", "layer", "row")  # the --scope values that rank these units
+    compacts = False  # a ticket of these units is written as a smaller stock model (compact export)
+    skips_removed = False  # removed units are skipped while the run trains: only the compact model is the ticket
 
     @property
     def spanned(self) -> frozenset[str]:
@@ -134,6 +106,7 @@ class Blocks(Units):
     """``size x size`` blocks of every prunable matrix; a group per tensor."""
 
     kind = "block"
+    scopes = ("global", "layer")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -158,6 +131,9 @@ class Blocks(Units):
 
 class Spans(Units):
     """Units that span several tensors (neurons, heads): a group per transformer block."""
+
+    scopes = ("global", "layer")
+    compacts = True
 
     def __init__(self, kind: str, groups: dict[str, tuple[Span, ...]]) -> None:
         self.kind = kind
@@ -207,6 +183,9 @@ class Layers(Units):
     """Whole transformer blocks: unit ``i`` is every prunable weight of block ``i`` of the list at ``path``."""
 
     kind = "layer"
+    scopes = ("global",)
+    compacts = True
+    skips_removed = True
 
     def __init__(self, path: str, blocks: list[tuple[str, ...]]) -> None:
         self.path = path
@@ -261,18 +240,32 @@ def _pass_through(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 ELEMENT = Units()
 
 
-def find_units(
-    kind: str,
-    shapes: Mapping[str, torch.Size],
-    *,
-    config,
-    transposed: frozenset[str] = frozenset(),
-    block_size: int | None = None,
-    model_names: set[str] | None = None,
-) -> Units:
-    """The ``kind`` units over the prunable weights ``shapes`` of a model with ``config``; refuses, in one line,
-    a model or a weight the kind does not fit, and a unit that spans a weight left out of the prunable set
-    (``model_names``: every parameter of the model)."""
+UNIT_TYPES: dict[str, type[Units]] = {
+    "element": Units,
+    "block": Blocks,
+    "neuron": Spans,
+    "head": Spans,
+    "layer": Layers,
+}
+
+
+def check_scope(unit: str, scope: str) -> None:
+    """Refuse, in one line, a ``--scope`` that cannot rank ``--unit`` units."""
+    if scope in UNIT_TYPES[unit].scopes:
+        return
+    if scope == "row":
+        raise LotteryError(f"--scope row compares single weights within a row; --unit {unit} takes global or layer")
+    raise LotteryError(
+        f"--unit {unit} ranks the transformer blocks against each other (--scope global); "
+        f"--scope {scope} would keep every block, each being one unit"
+    )
+
+
+def find_units(kind: str, model: nn.Module, prunable: Sequence[str], *, block_size: int | None = None) -> Units:
+    """The ``kind`` units over the ``prunable`` weights of ``model``; refuses, in one line, a model or a weight the
+    kind does not fit, and a unit that spans a weight left out of the prunable set."""
+    params = dict(model.named_parameters())
+    shapes = {name: params[name].shape for name in prunable}
     if kind == "element":
         return ELEMENT
     if kind == "block":
@@ -284,29 +277,21 @@ def find_units(
                     "choose a size that divides every prunable weight, or --unit element"
                 )
         return Blocks(size)
-    model_type = getattr(config, "model_type", None)
+    entry = architecture(model.config, need=f"--unit {kind}")
     if kind == "layer":
-        return _layers(shapes, model_type, model_names or set(shapes))
+        # a block removed whole must hold only prunable weights, of the kinds a block has (not its biases and norms)
+        return _layers(shapes, entry, set(default_prunable(model)))
     if kind == "neuron":
-        table = NEURON_TENSORS.get(model_type)
-        if table is None:
-            raise LotteryError(
-                f"--unit neuron knows the FFN of {', '.join(sorted(NEURON_TENSORS))}, not of model type "
-                f"{model_type!r}; --unit block or element prune any model"
-            )
-        tensors = [(pattern, side, 1) for pattern, side in table]
+        tensors = [(pattern, side, 1) for pattern, side in entry.ffn_patterns()]
     else:  # head (PruneArguments checks the name)
-        table = HEAD_TENSORS.get(model_type)
-        if table is None:
+        if not entry.attention:
             raise LotteryError(
-                f"--unit head needs a config that can hold fewer heads at the same hidden size "
-                f"({', '.join(sorted(HEAD_TENSORS))}); model type {model_type!r} ties the head size to hidden_size "
-                "/ num_attention_heads"
+                f"--unit head needs a config that can hold fewer heads at the same hidden size; model type "
+                f"{model.config.model_type!r} ties the head size to hidden_size / num_attention_heads"
             )
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        per_group = config.num_attention_heads // config.num_key_value_heads
-        tensors = [(pattern, side, head_dim * (per_group if whole else 1)) for pattern, side, whole in table]
-    return Spans(kind, _span_groups(kind, tensors, shapes, transposed, model_names or set(shapes)))
+        tensors = entry.attention_patterns(model.config)
+    transposed = transposed_weights(model, list(prunable))
+    return Spans(kind, _span_groups(kind, tensors, shapes, transposed, set(params)))
 
 
 def _span_groups(
@@ -339,18 +324,12 @@ def _span_groups(
     return dict(sorted(((g, tuple(s)) for g, s in groups.items()), key=lambda item: int(item[0].split()[1])))
 
 
-def _layers(shapes: Mapping[str, torch.Size], model_type: str | None, model_names: set[str]) -> Layers:
-    """The layer units of a model of ``model_type``: every prunable weight by its block. ``model_names`` are the
-    weights a block may hold that must be prunable with it (the default prunable set): a block skipped whole
-    cannot keep one of them."""
-    pattern = _LAYERS.get(model_type)
-    if pattern is None:
-        raise LotteryError(
-            f"--unit layer knows the blocks of {', '.join(sorted(_LAYERS))}, not of model type {model_type!r}"
-        )
+def _layers(shapes: Mapping[str, torch.Size], entry: Architecture, model_names: set[str]) -> Layers:
+    """The layer units: every prunable weight by its block. ``model_names`` are the weights a block may hold that
+    must be prunable with it (the default prunable set): a block skipped whole cannot keep one of them."""
     paths, blocks = set(), {}
     for name in sorted(model_names | set(shapes)):
-        found = re.search(pattern, name)
+        found = re.search(entry.layers, name)
         if found is None:
             continue
         if name not in shapes:

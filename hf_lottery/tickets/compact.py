@@ -23,21 +23,9 @@ import torch
 from torch import nn
 
 from hf_lottery.foundations.errors import LotteryError
-from hf_lottery.pruning.masks import Mask, transposed_weights
-from hf_lottery.pruning.units import Layers, Spans, find_units
-
-# The config field a layer cut changes, per model type.
-LAYER_FIELDS = {
-    "bert": "num_hidden_layers", "roberta": "num_hidden_layers", "distilbert": "n_layers", "gpt2": "n_layer",
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), "num_hidden_layers"),
-}  # fmt: skip
-PER_LAYER_FIELDS = ("layer_types",)  # config lists with one entry per block (Qwen2's attention kinds)
-# The config field a neuron cut changes, per model type (GPT-2's n_inner None means 4 x n_embd).
-NEURON_FIELDS = {
-    "bert": "intermediate_size", "roberta": "intermediate_size", "distilbert": "hidden_dim", "gpt2": "n_inner",
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), "intermediate_size"),
-}  # fmt: skip
-
+from hf_lottery.pruning.architectures import Architecture, architecture
+from hf_lottery.pruning.masks import Mask
+from hf_lottery.pruning.units import UNIT_TYPES, Layers, Spans, find_units
 
 LATENCY_REPEATS = 10  # timed forward passes of each model; the median of each is compared
 LATENCY_WARMUP = 2  # untimed passes of each first (the first allocates)
@@ -82,23 +70,18 @@ class Compaction:
 
 def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
     """How to cut ``model`` (and any model of its shape) to the stock model of its type that holds only the
-    ``unit``s (neuron or head) that ``mask`` keeps."""
-    if unit not in ("neuron", "head", "layer"):
+    ``unit``s that ``mask`` keeps."""
+    if not UNIT_TYPES[unit].compacts:
         raise LotteryError(
             f"only neuron, head and layer tickets become smaller models; this run prunes {unit}s, which stay in a "
             "model of the dense size (the sparse files hold them compactly)"
         )
-    config = model.config
-    if unit == "layer":
-        return _layer_compaction(model, mask)
-    if unit == "neuron" and config.model_type not in NEURON_FIELDS:
-        raise LotteryError(f"compact export knows {', '.join(sorted(NEURON_FIELDS))}, not {config.model_type!r}")
-    params = dict(model.named_parameters())
-    units = find_units(
-        unit, {name: m.shape for name, m in mask.items()}, config=config,
-        transposed=transposed_weights(model, list(mask)), model_names=set(params),
-    )  # fmt: skip
+    entry = architecture(model.config, need="compact export")
+    units = find_units(unit, model, list(mask))
+    if isinstance(units, Layers):
+        return _layer_compaction(model.config, entry, units, mask)
     assert isinstance(units, Spans)
+    params = dict(model.named_parameters())
     alive = units.alive(mask)
     width = max(1, max(int(kept.sum()) for kept in alive.values()))
     index: dict[str, tuple[int, torch.Tensor]] = {}
@@ -110,33 +93,31 @@ def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
             bias = span.name.removesuffix("weight") + "bias"
             if span.out and bias in params:
                 index[bias] = (0, rows)
-    new_config = copy.deepcopy(config)
-    changes = _change_config(new_config, unit, width, alive)
+    new_config = copy.deepcopy(model.config)
+    if unit == "neuron":
+        changes = {entry.width: (entry.ffn_width(model.config), width)}
+        setattr(new_config, entry.width, width)
+    else:
+        changes = entry.set_heads(new_config, width)
     padded = any(int(kept.sum()) < width for kept in alive.values())
     return Compaction(new_config, changes, padded, index)
 
 
-def _layer_compaction(model: nn.Module, mask: Mask) -> Compaction:
+def _layer_compaction(config, entry: Architecture, units: Layers, mask: Mask) -> Compaction:
     """The cut of a layer ticket: the removed blocks dropped, the kept ones renumbered in order."""
-    config = model.config
-    if config.model_type not in LAYER_FIELDS:
-        raise LotteryError(f"compact export knows {', '.join(sorted(LAYER_FIELDS))}, not {config.model_type!r}")
-    units = find_units("layer", {name: m.shape for name, m in mask.items()}, config=config, model_names=set(mask))
-    assert isinstance(units, Layers)
     removed = set(units.removed(mask))
     kept = [i for i in range(len(units.blocks)) if i not in removed]
     if not kept:
         raise LotteryError("this ticket removes every transformer block: there is no model to write")
     new_config = copy.deepcopy(config)
-    field = LAYER_FIELDS[config.model_type]
-    before = getattr(config, field)
-    setattr(new_config, field, len(kept))
-    for name in PER_LAYER_FIELDS:
+    before = getattr(config, entry.depth)
+    setattr(new_config, entry.depth, len(kept))
+    for name in entry.per_layer:
         values = getattr(config, name, None)
         if isinstance(values, list) and len(values) == before:
             setattr(new_config, name, [values[i] for i in kept])
     numbers = {old: new for new, old in enumerate(kept)}
-    return Compaction(new_config, {field: (before, len(kept))}, False, {}, (units.path, numbers))
+    return Compaction(new_config, {entry.depth: (before, len(kept))}, False, {}, (units.path, numbers))
 
 
 def _padded(kept: torch.Tensor, width: int) -> torch.Tensor:
@@ -148,21 +129,6 @@ def _padded(kept: torch.Tensor, width: int) -> torch.Tensor:
 
 def _take(tensor: torch.Tensor, dim: int, rows: torch.Tensor) -> torch.Tensor:
     return tensor.index_select(dim, rows.to(tensor.device)).contiguous()
-
-
-def _change_config(config, unit: str, width: int, alive: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
-    """Set the fields of ``config`` that the cut changes; return them with their old and new values."""
-    total = len(next(iter(alive.values())))
-    if unit == "neuron":
-        field = NEURON_FIELDS[config.model_type]
-        before = getattr(config, field) or 4 * config.n_embd  # GPT-2: None means 4 x n_embd
-        setattr(config, field, width)
-        return {field: (before, width)}
-    per_group = config.num_attention_heads // config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    changes = {"num_key_value_heads": (total, width), "num_attention_heads": (total * per_group, width * per_group)}
-    config.num_key_value_heads, config.num_attention_heads, config.head_dim = width, width * per_group, head_dim
-    return changes
 
 
 def compare_latency(

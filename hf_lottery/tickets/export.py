@@ -23,6 +23,7 @@ from hf_lottery.lottery.config import RunConfig
 from hf_lottery.lottery.paths import IMP, LevelPaths, RunPaths
 from hf_lottery.lottery.rows import LevelResult, best_scoring, best_ticket, read_results
 from hf_lottery.lottery.rundir import folder_lock
+from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
 from .card import render_card
@@ -199,9 +200,9 @@ def export_ticket(
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
     unit = run.config.prune.unit if run.config.prune else "element"
-    if unit == "layer" and not compact:
+    if UNIT_TYPES[unit].skips_removed and not compact:
         raise LotteryError(
-            "a layer ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
+            f"a {unit} ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
             "apply their LayerNorms: export it with --compact, which writes the model without them"
         )
     chosen, reason = run.choose_level(level, tolerance)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from hf_lottery.foundations.arguments import PruneArguments, TrainArguments
 from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.units import UNIT_TYPES
 
 from .arguments import AdapterRecoverArguments
 from .recover import Recover
@@ -26,9 +27,9 @@ class RecoverAdapter(Recover):
         return self.args.recover_adapter is not None
 
     def check_run(self, prune: PruneArguments, train: TrainArguments) -> None:
-        if prune.unit == "layer":
+        if UNIT_TYPES[prune.unit].skips_removed:
             raise LotteryError(
-                "--recover-adapter adapts the weights of every block, and --unit layer removes whole blocks: "
+                f"--recover-adapter adapts the weights of every block, and --unit {prune.unit} removes whole blocks: "
                 "use --recover"
             )
 
