@@ -4,12 +4,16 @@ bad state (refused pushes, killed exports, newer or corrupt run directories, rea
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from huggingface_hub import HfApi, constants
 from safetensors.torch import load_file
 
+from hf_lottery.commands.cli import main
 from hf_lottery.foundations.storage import read_json
 from hf_lottery.lottery.paths import RunPaths
 from hf_lottery.lottery.run import RunEvents
 from hf_lottery.lottery.runner import run_lottery
+from tests.helpers import make_config
+from tests.test_disk_full import FULL, fill_disk
 from tests.test_post_training import lm_config
 
 ADAPTED = ("recover-adapter", 1, 0.5)
@@ -67,3 +71,42 @@ def test_an_adapter_level_killed_after_a_checkpoint_resumes_bit_identically(
     killed = RunPaths(out).level(*ADAPTED[:2], clipped_to=ADAPTED[2])
     assert read_json(killed.metrics)["resumed_from_step"] == 2
     assert same_weights(RunPaths(out), adapter_run, *ADAPTED)
+
+
+# --- 2. a refused push leaves nothing on the Hub ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def element_run(tiny_bert, tmp_path_factory) -> RunPaths:
+    out = tmp_path_factory.mktemp("faults") / "element"
+    run_lottery(make_config(tiny_bert, out, levels=1, max_steps=2))
+    return RunPaths(out)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("hf-lottery: error: "), err
+    return err
+
+
+def test_an_element_ticket_pushed_compact_is_refused_locally_and_creates_no_repository(
+    element_run, hub_server, monkeypatch, capsys
+):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    assert main(["push", str(element_run.root), "alice/refused", "--level", "1", "--compact"]) == 1
+    assert "only neuron, head and layer tickets become smaller models" in one_error_line(capsys)
+    assert not HfApi(token=hub_server.token).repo_exists("alice/refused")
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # offline: the same local refusal
+    assert main(["push", str(element_run.root), "alice/refused", "--level", "1", "--compact"]) == 1
+    assert "only neuron, head and layer tickets become smaller models" in one_error_line(capsys)
+
+
+def test_a_push_whose_export_fills_the_disk_creates_no_repository_or_branch(
+    element_run, hub_server, monkeypatch, capsys
+):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    fill_disk(monkeypatch, lambda path: path.name.startswith(".ticket.safetensors"), FULL)
+    args = ["push", str(element_run.root), "alice/full", "--level", "1", "--revision", "trial"]
+    assert main(args) == 1
+    assert "nothing was written" in one_error_line(capsys)
+    assert not HfApi(token=hub_server.token).repo_exists("alice/full")

@@ -27,7 +27,7 @@ from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
 from .card import render_card
-from .compact import compaction, compare_latency
+from .compact import compaction, compare_latency, refuse_uncompactable
 from .sparse import save_masks, save_sparse
 
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
@@ -199,12 +199,7 @@ def export_ticket(
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
-    unit = run.config.prune.unit if run.config.prune else "element"
-    if UNIT_TYPES[unit].skips_removed and not compact:
-        raise LotteryError(
-            f"a {unit} ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
-            "apply their LayerNorms: export it with --compact, which writes the model without them"
-        )
+    unit = refuse_unshippable(run, compact)
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
     masks = load_tensors(level_paths.mask)
@@ -255,6 +250,20 @@ def export_ticket(
         with disk_full_line(out_dir, lambda: "nothing was written (the folder is written whole or not at all)"):
             write_folder(out_dir, write)
     return facts
+
+
+def refuse_unshippable(run: FinishedRun, compact: bool) -> str:
+    """Refuse, from the run's config alone (before anything is written or reaches the Hub), a ticket whose units
+    the export asked for cannot ship; return the unit."""
+    unit = run.config.prune.unit if run.config.prune else "element"
+    if compact:
+        refuse_uncompactable(unit)
+    elif UNIT_TYPES[unit].skips_removed:
+        raise LotteryError(
+            f"a {unit} ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
+            "apply their LayerNorms: export it with --compact, which writes the model without them"
+        )
+    return unit
 
 
 def refuse_latency_without_compact(compact: bool, measure_latency: bool) -> None:
