@@ -108,3 +108,22 @@ def test_the_example_script_trains_a_ticket_sparse(ticket, three_labels):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "density of the pruned tensors: 0.2500" in done.stdout
+
+
+def test_prune_and_finetune_resolve_max_length_alike(tiny_bert, ticket, three_labels, tmp_path, capsys):
+    """Both open their runs through one function: a --max-length past the model's 64 positions is refused with
+    the same line, and the default is cut to them, in both."""
+    prune = ["prune", str(tiny_bert), "--train-file", str(three_labels), "--validation-file", str(three_labels),
+             "--levels", "1", "--max-train-samples", "16", "--batch-size", "16"]  # fmt: skip
+    refused = [[*prune, "--output-dir", str(tmp_path / "p")], finetune_args(str(ticket), three_labels, tmp_path / "f")]
+    errors = []
+    for args in refused:
+        assert main([*args, "--max-length", "65"]) == 1
+        errors.append(capsys.readouterr().err.strip())
+    assert errors[0] == f"hf-lottery: error: --max-length 65 is too long: model {str(tiny_bert)!r} has 64 positions"
+    assert errors[1] == f"hf-lottery: error: --max-length 65 is too long: model {str(ticket)!r} has 64 positions"
+    assert not (tmp_path / "p").exists() and not (tmp_path / "f").exists()
+    assert main([*prune, "--output-dir", str(tmp_path / "p")]) == 0
+    assert main(finetune_args(str(ticket), three_labels, tmp_path / "f")) == 0
+    for run in ("p", "f"):
+        assert read_json(RunPaths(tmp_path / run).config)["data"]["max_length"] == 64

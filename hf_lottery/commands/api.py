@@ -40,7 +40,7 @@ from hf_lottery.lottery.imp import describe_schedule
 from hf_lottery.lottery.methods import asked_methods
 from hf_lottery.lottery.paths import RunPaths
 from hf_lottery.lottery.rows import LevelResult
-from hf_lottery.lottery.run import Run
+from hf_lottery.lottery.run import Run, run_units
 from hf_lottery.lottery.rundir import FACT_KEYS, check_run_dir, start_run_dir
 from hf_lottery.lottery.runner import train_and_report
 from hf_lottery.pruning.masks import Mask, MaskEnforcer, apply_mask, select_prunable
@@ -122,6 +122,7 @@ def find_ticket(
     densities = prune_args.level_densities()
     accelerator.print(f"schedule: {describe_schedule(densities, prune_args)}")
     prunable = select_prunable(model, prune_args.include, prune_args.exclude)
+    units = run_units(model, prunable, prune_args, densities)
     set_seed(seed)
     start_run_dir(paths, config, model, tokenizer, accelerator)
     target = Metric(metric, greater_is_better)
@@ -152,7 +153,11 @@ def find_ticket(
             raise LotteryError(f"train_fn returned {sorted(scores)}, without the metric {metric!r}")
         return {k: float(v) for k, v in scores.items()}
 
-    return train_and_report(Run(config, paths, accelerator, model, prunable, densities, target, train_level))
+    run = Run(
+        config=config, paths=paths, accelerator=accelerator, model=model, prunable=prunable, densities=densities,
+        units=units, metric=target, train_level=train_level,
+    )  # fmt: skip
+    return train_and_report(run)
 
 
 def _kind(model: PreTrainedModel) -> str | None:

@@ -11,7 +11,6 @@ seeded one on the ticket's body (a masked-LM ticket transferred to SST-2).
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import ExitStack
 
 from accelerate.utils import set_seed
@@ -20,16 +19,17 @@ from transformers import PreTrainedModel
 from hf_lottery.foundations.errors import NotATicketError
 from hf_lottery.foundations.storage import save_weights
 from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.opening import open_run
 from hf_lottery.lottery.paths import IMP
 from hf_lottery.lottery.report import write_results
 from hf_lottery.lottery.rows import LevelResult
-from hf_lottery.lottery.rundir import lock_run_dir, open_run_dir, resolve_start, save_level, start_run_dir
+from hf_lottery.lottery.rundir import lock_run_dir, save_level, start_run_dir
 from hf_lottery.pruning.masks import Mask, dense_mask, density, select_prunable
 from hf_lottery.tickets.load import load_ticket
-from hf_lottery.training.launch import describe_processes, finish_trackers, make_accelerator
+from hf_lottery.training.launch import finish_trackers
 from hf_lottery.training.loop import train
-from hf_lottery.training.model import load_model_config, load_tokenizer
-from hf_lottery.training.tasks import TASK_KINDS, kind_of_model, resolve_task_kind
+from hf_lottery.training.model import load_tokenizer
+from hf_lottery.training.tasks import kind_of_model
 
 
 def run_finetune(config: RunConfig) -> list[LevelResult]:
@@ -40,21 +40,13 @@ def run_finetune(config: RunConfig) -> list[LevelResult]:
 
 
 def _finetune(config: RunConfig, held: ExitStack) -> list[LevelResult]:
-    resolved = resolve_start(config)
-    accelerator = make_accelerator(resolved.apply(config).train)
+    opened = open_run(config)
+    config, accelerator, kind, paths, data = opened.config, opened.accelerator, opened.kind, opened.paths, opened.data
     name, revision, seed = config.model.model_name_or_path, config.model.revision, config.train.seed
-    kind = resolve_task_kind(config.model, config.data, load_model_config(name, revision), config.plugins)
-    config.check_options(TASK_KINDS, [kind.name])
-    config = dataclasses.replace(resolved, task_kind=kind.name).apply(config)  # what the run reads and records
-    paths = open_run_dir(config)
-    accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
-    for line in describe_processes(accelerator, config.train):
-        accelerator.print(line)
-    data = kind.load_data(config.data)
     base: dict = {}
     if config.finetune.no_mask:
         set_seed(seed)  # the new head of a plain model
-        model = kind.load_model(name, revision=revision, data=data, model_config=load_model_config(name, revision),
+        model = kind.load_model(name, revision=revision, data=data, model_config=opened.model_config,
                                 log=accelerator.print)  # fmt: skip
         rewind, mask = model, dense_mask(model, select_prunable(model))
     else:

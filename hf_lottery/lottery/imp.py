@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel
 
@@ -28,55 +27,52 @@ from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import load_tensors, load_weights, save_weights
 from hf_lottery.pruning.calibration import check_blocks, unreached
 from hf_lottery.pruning.masks import Mask, dense_mask, prunable_weights, select_prunable
-from hf_lottery.training.launch import describe_processes, finish_trackers, make_accelerator
+from hf_lottery.pruning.units import Units
+from hf_lottery.training.launch import finish_trackers
 from hf_lottery.training.loop import total_optimizer_steps, train
-from hf_lottery.training.model import load_model_config, load_tokenizer
-from hf_lottery.training.tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
+from hf_lottery.training.model import load_tokenizer
+from hf_lottery.training.tasks import TaskKind
 
-from .config import Resolved, RunConfig
+from .config import RunConfig
 from .methods import asked_methods
+from .opening import OpenedRun, open_run
 from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
 from .run import Run, RunEvents, observed, run_units
-from .rundir import lock_run_dir, open_run_dir, resolve_model, resolve_start, save_level, start_run_dir
+from .rundir import lock_run_dir, save_level, start_run_dir
 
 
 @dataclass
 class LoadedTask:
-    """A run's task kind, run directory, raw data, model and tokenizer, each checked as it was loaded."""
+    """An opened run with its model (the kind's head on the pretrained body) and tokenizer."""
 
-    config: RunConfig  # resolved: the run directory, the launcher's settings, the task kind and --max-length
-    kind: TaskKind
-    paths: RunPaths
-    data: TaskData
+    opened: OpenedRun
     model: PreTrainedModel
     tokenizer: object
     new_head: bool  # the kind's head is not the checkpoint's: drawn at random, untrained
 
+    @property
+    def config(self) -> RunConfig:
+        return self.opened.config
 
-def load_task(config: RunConfig, resolved: Resolved, accelerator: Accelerator, *, plan: str | None) -> LoadedTask:
-    """The model's config first (a bad model id fails before anything else), the task kind, the run
-    directory (checked, not yet written), the data, and then the model with the kind's head.
+    @property
+    def kind(self) -> TaskKind:
+        return self.opened.kind
 
-    The run's first lines say what it will do (the task kind, its data, ``plan`` and its processes) before any
-    download.
-    """
+    @property
+    def paths(self) -> RunPaths:
+        return self.opened.paths
+
+
+def load_task(config: RunConfig, *, plan: str | None) -> LoadedTask:
+    """The opened run (``open_run``), then the model with the kind's head, seeded, and its tokenizer."""
+    opened = open_run(config, plan=plan)
     name, revision = config.model.model_name_or_path, config.model.revision
-    model_config = load_model_config(name, revision)
-    kind = resolve_task_kind(config.model, config.data, model_config, config.plugins)
-    config.check_options(TASK_KINDS, [kind.name])
-    config = resolve_model(resolved, config, model_config, kind).apply(config)
-    paths = open_run_dir(config)
-    accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
-    if plan:
-        accelerator.print(plan)
-    for line in describe_processes(accelerator, config.train):
-        accelerator.print(line)
-    data = kind.load_data(config.data)
-    set_seed(config.train.seed)  # a new task head's initialisation is part of the rewind point
-    model = kind.load_model(name, revision=revision, data=data, model_config=model_config, log=accelerator.print)
+    set_seed(opened.config.train.seed)  # a new task head's initialisation is part of the rewind point
+    model = opened.kind.load_model(name, revision=revision, data=opened.data, model_config=opened.model_config,
+                                   log=opened.accelerator.print)  # fmt: skip
     tokenizer = load_tokenizer(name, model, revision)
-    return LoadedTask(config, kind, paths, data, model, tokenizer, kind.new_head(model_config))
+    return LoadedTask(opened, model, tokenizer, opened.kind.new_head(opened.model_config))
 
 
 def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitStack | None = None) -> Run:
@@ -85,14 +81,11 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
     The run reads the config as resolved (``Resolved``); ``config.json`` records that. The run directory's lock
     is taken on ``held`` before the first write and kept until the caller closes it; without ``held`` none is
     taken (a replicate runs inside its run directory, under that directory's lock)."""
-    resolved = resolve_start(config)
-    accelerator = make_accelerator(resolved.apply(config).train)
     densities = config.prune.level_densities()
-    plan = f"schedule: {describe_schedule(densities, config.prune)}"
-    task = load_task(resolved.apply(config), resolved, accelerator, plan=plan)
-    config = task.config
+    task = load_task(config, plan=f"schedule: {describe_schedule(densities, config.prune)}")
+    config, accelerator = task.config, task.opened.accelerator
     prunable = select_prunable(task.model, config.prune.include, config.prune.exclude)
-    data = task.kind.prepare(task.data, task.tokenizer, config.data, accelerator)
+    data = task.kind.prepare(task.opened.data, task.tokenizer, config.data, accelerator)
     steps = total_optimizer_steps(config.train, len(data.train), accelerator.num_processes)
     rewind_step = config.prune.rewind_step
     if rewind_step is not None and rewind_step > steps:
@@ -105,7 +98,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.train.seed))
         return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
 
-    _refuse_what_cannot_run(config, task, prunable, densities, len(data.train), calibration)
+    units = _refuse_what_cannot_run(config, task, prunable, densities, len(data.train), calibration)
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -125,7 +118,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         if level == 0 and not config.prune.train_dense:
             steps = 0
         args = config.train if learning_rate is None else replace(config.train, learning_rate=learning_rate)
-        with run.units.skipping(model, mask):  # ``run``, below, exists by the first call
+        with units.skipping(model, mask):
             metrics = train(
                 model, mask, data, args, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
                 checkpoint=checkpoint, steps=steps,
@@ -138,22 +131,23 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         return train_or_score(model, mask, level=1, desc=desc, tag=tag, steps=0)
 
     train_level = train_or_score if events is None else observed(train_or_score, events)
-    run = Run(
-        config, task.paths, accelerator, task.model, prunable, densities, data.metric, train_level, calibration,
-        evaluate, task.new_head,
+    return Run(
+        config=config, paths=task.paths, accelerator=accelerator, model=task.model, prunable=prunable,
+        densities=densities, units=units, metric=data.metric, train_level=train_level, calibration=calibration,
+        evaluate=evaluate, new_head=task.new_head,
     )  # fmt: skip
-    return run
 
 
 def _refuse_what_cannot_run(
     config: RunConfig, task: LoadedTask, prunable: list[str], densities: list[float], examples: int, calibration
-) -> None:
+) -> Units:
     """Refuse, in one line and before anything is written, a run its strategy, units or methods cannot do on this
-    model and data (``examples`` training examples, ``calibration`` the run's calibration examples)."""
+    model and data (``examples`` training examples, ``calibration`` the run's calibration examples); return the
+    run's units, found on the plain model before anything (an adapter) renames its weights."""
     methods = asked_methods(config.plugins)
     strategy = config.strategy()
     strategy.check(examples)
-    run_units(task.model, prunable, config.prune, densities)
+    units = run_units(task.model, prunable, config.prune, densities)
     for method in methods:
         method.check_model(task.model, prunable)
     if strategy.calibrated:
@@ -170,6 +164,7 @@ def _refuse_what_cannot_run(
             f"--train-dense false: the {task.kind.head_name} is new to {config.model.model_name_or_path}, so the "
             "pruned model scores chance until trained: add --recover or --recover-adapter RANK"
         )
+    return units
 
 
 def _tracker_config(config: RunConfig) -> dict:

@@ -159,6 +159,7 @@ class Run:
     model: PreTrainedModel  # the rewind point once it exists; before that, the pretrained weights
     prunable: list[str]
     densities: list[float]
+    units: Units  # what the run's masks keep or remove as one (--unit)
     metric: Metric
     train_level: TrainLevel
     calibration: Calibration | None = None  # none for find_ticket: the user's training function holds the data

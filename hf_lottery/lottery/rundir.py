@@ -8,7 +8,6 @@ meanwhile is cleaned up after, under the lock.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -21,9 +20,8 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 
-from hf_lottery.foundations.arguments import DataArguments
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import (
     disk_full_line,
@@ -36,10 +34,9 @@ from hf_lottery.foundations.storage import (
     write_text,
 )
 from hf_lottery.pruning.masks import Mask, mask_shapes, sparsity_report
-from hf_lottery.training.launch import launcher_settings
-from hf_lottery.training.tasks import TEST_PREFIX, Metric, TaskKind
+from hf_lottery.training.tasks import TEST_PREFIX, Metric
 
-from .config import SEPARATE_TEST_CAP, Resolved, RunConfig
+from .config import RunConfig
 from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths, run_name
@@ -73,47 +70,6 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
             raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
     elif paths.root.exists() and any(not item.name.startswith(LOCK_FILE) for item in paths.root.iterdir()):
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
-
-
-def resolve_start(config: RunConfig) -> Resolved:
-    """What a run resolves before it loads anything: its directory, the launcher's settings and, in a directory
-    written before ``--max-test-samples``, that run's test cap.
-
-    Without ``--output-dir`` the directory is named by the hash of the config as given (before the task kind is
-    inferred and the launcher's settings are filled in), so the same command finds the same directory.
-    """
-    settings = launcher_settings(config.train)
-    output_dir = config.output_dir or str(default_output_dir(config))
-    test_cap = _older_test_cap(config, RunPaths(Path(output_dir)))
-    return Resolved(output_dir=output_dir, max_test_samples=test_cap,
-                    **{name: value for name, (value, _) in settings.items()})  # fmt: skip
-
-
-def _older_test_cap(config: RunConfig, paths: RunPaths) -> int | None:
-    """The test cap of the run in ``paths`` when it predates ``--max-test-samples`` (its ``--max-eval-samples``
-    capped the test split) and this invocation leaves the flag out: rerunning its command keeps its test scores
-    comparable, level to level, instead of refusing the directory as another run's."""
-    data = config.data
-    if data.max_test_samples is not None or (data.test_file is None and data.test_split is None):
-        return None
-    if not paths.config.is_file():
-        return None
-    saved = read_json(paths.config)
-    if saved.get("format_version", 1) >= SEPARATE_TEST_CAP:
-        return None
-    return RunConfig.from_dict(saved).data.max_test_samples
-
-
-def resolve_model(resolved: Resolved, config: RunConfig, model_config: PretrainedConfig, kind: TaskKind) -> Resolved:
-    """``resolved`` with what the model decides: the task kind, and a default ``--max-length`` cut to the
-    model's positions (a ``--max-length`` given beyond them is refused)."""
-    name, max_length = config.model.model_name_or_path, config.data.max_length
-    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if positions and max_length > positions:
-        if max_length != DataArguments.max_length:
-            raise LotteryError(f"--max-length {max_length} is too long: model {name!r} has {positions} positions")
-        max_length = positions  # the default fits every model: as long as it allows
-    return dataclasses.replace(resolved, task_kind=kind.name, max_length=max_length)
 
 
 def open_run_dir(config: RunConfig) -> RunPaths:
