@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Protocol
 
@@ -165,11 +165,6 @@ class Run:
     calibration: Calibration | None = None  # none for find_ticket: the user's training function holds the data
     evaluate: Evaluate | None = None  # none for find_ticket: the user's training function scores
     new_head: bool = False  # the task head is new, drawn at random: an untrained level 0 scores chance
-    units: Units = field(init=False)  # what the run's masks keep or remove as one (``--unit``)
-
-    def __post_init__(self) -> None:
-        # now, while the model has its own weight names: a masked adapter renames them while its level trains
-        self.units = run_units(self.model, self.prunable, self.prune, self.densities)
 
     @property
     def prune(self) -> PruneArguments:
