@@ -7,6 +7,7 @@ from accelerate.state import AcceleratorState, GradientState
 from huggingface_hub import HfApi, constants
 from safetensors.torch import load_file
 
+from hf_lottery import export_ticket
 from hf_lottery.commands.cli import main
 from hf_lottery.foundations.storage import read_json
 from hf_lottery.lottery.paths import RunPaths
@@ -110,3 +111,17 @@ def test_a_push_whose_export_fills_the_disk_creates_no_repository_or_branch(
     assert main(args) == 1
     assert "nothing was written" in one_error_line(capsys)
     assert not HfApi(token=hub_server.token).repo_exists("alice/full")
+
+
+# --- 3. a killed export's temporary folder goes with the next export ---------------------------------------------
+
+
+def test_the_temporary_folder_of_a_killed_export_is_removed_by_the_next_export_to_that_folder(element_run, tmp_path):
+    out = tmp_path / "out"
+    killed = tmp_path / ".out.tmp-k1ll3d"  # what a kill -9 inside the export's write leaves beside it
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"\0" * 1024)
+    other = tmp_path / ".outer.tmp-k1ll3d"  # another folder's: not this export's to remove
+    other.mkdir()
+    export_ticket(element_run.root, out, level=1)
+    assert (out / "ticket.json").exists() and not killed.exists() and other.exists()

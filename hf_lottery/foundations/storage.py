@@ -4,6 +4,7 @@ said in one line."""
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import math
 import os
@@ -53,6 +54,13 @@ def write_folder(path: Path, writer: Callable[[Path], None]) -> None:
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_killed_writes(path: Path) -> None:
+    """Remove the temporary folders ``write_folder(path, ...)`` left behind when killed (hidden, as big as what
+    they held); call it only where no other writer of ``path`` can be running (under its lock)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
 def remove_folder(path: Path) -> None:

@@ -17,7 +17,14 @@ from transformers import AutoConfig, PreTrainedModel
 
 from hf_lottery.foundations.arguments import DEFAULT_TOLERANCE
 from hf_lottery.foundations.errors import LotteryError, NoTicketError
-from hf_lottery.foundations.storage import disk_full_line, load_tensors, read_json, write_folder, write_json
+from hf_lottery.foundations.storage import (
+    disk_full_line,
+    load_tensors,
+    read_json,
+    remove_killed_writes,
+    write_folder,
+    write_json,
+)
 from hf_lottery.foundations.version import __version__
 from hf_lottery.lottery.config import RunConfig
 from hf_lottery.lottery.paths import IMP, LevelPaths, RunPaths
@@ -245,6 +252,7 @@ def export_ticket(
     lock = target.with_name(f".{target.name}.lock")  # beside the folder, never in what is shipped
     with folder_lock(lock, out_dir, "wait for it to end, or export into another folder"):
         _refuse_non_empty(out_dir)  # again: another export may have written it since
+        remove_killed_writes(out_dir)  # no export to it is running: what one left is a killed export's
         if out_dir.exists():
             out_dir.rmdir()  # empty: replaced atomically below
         with disk_full_line(out_dir, lambda: "nothing was written (the folder is written whole or not at all)"):
