@@ -1,6 +1,10 @@
 """Faults found by trying the tool from outside: resuming and extending a masked-adapter branch, and the edges of
 bad state (refused pushes, killed exports, newer or corrupt run directories, read-only disks, signals)."""
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -13,8 +17,7 @@ from hf_lottery.foundations.storage import read_json
 from hf_lottery.lottery.paths import RunPaths
 from hf_lottery.lottery.run import RunEvents
 from hf_lottery.lottery.runner import run_lottery
-from tests.helpers import make_config
-from tests.test_disk_full import FULL, fill_disk
+from tests.test_disk_full import DATA, FULL, fill_disk
 from tests.test_post_training import lm_config
 
 ADAPTED = ("recover-adapter", 1, 0.5)
@@ -77,10 +80,15 @@ def test_an_adapter_level_killed_after_a_checkpoint_resumes_bit_identically(
 # --- 2. a refused push leaves nothing on the Hub ----------------------------------------------------------------
 
 
+def prune_args(tiny_bert, out: Path, *extra: str) -> list[str]:
+    """``hf-lottery prune``'s arguments for a one-level run of the tiny BERT on the demo data, in seconds."""
+    return ["prune", str(tiny_bert), *DATA, *extra, "--output-dir", str(out)]
+
+
 @pytest.fixture(scope="module")
 def element_run(tiny_bert, tmp_path_factory) -> RunPaths:
     out = tmp_path_factory.mktemp("faults") / "element"
-    run_lottery(make_config(tiny_bert, out, levels=1, max_steps=2))
+    assert main(prune_args(tiny_bert, out, "--levels", "1")) == 0
     return RunPaths(out)
 
 
@@ -125,3 +133,46 @@ def test_the_temporary_folder_of_a_killed_export_is_removed_by_the_next_export_t
     other.mkdir()
     export_ticket(element_run.root, out, level=1)
     assert (out / "ticket.json").exists() and not killed.exists() and other.exists()
+
+
+# --- 4, 5. newer and damaged run directories -----------------------------------------------------------------------
+
+
+def test_a_run_directory_of_a_newer_format_is_refused_for_writing_and_left_as_it_is(
+    element_run, tiny_bert, tmp_path, capsys
+):
+    out = tmp_path / "newer"
+    shutil.copytree(element_run.root, out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "format_version": 99, "from_the_future": {"x": 1}}))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(prune_args(tiny_bert, out, "--levels", "2")) == 1
+    line = one_error_line(capsys)
+    assert "written by a newer hf-lottery (run directory format 99;" in line and ", format 4)" in line, line
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    export_ticket(out, tmp_path / "read", level=1)  # reading it is fine
+
+
+def test_a_damaged_config_is_named_in_one_line(element_run, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "damaged"
+    shutil.copytree(element_run.root, out)
+    (out / "config.json").write_text('{"format_version": 4, "prune": {')
+    capsys.readouterr()
+    assert main(prune_args(tiny_bert, out, "--levels", "1")) == 1
+    line = one_error_line(capsys)
+    assert f"{out / 'config.json'} is damaged (not JSON: " in line and "or choose another --output-dir" in line, line
+    assert main(["export", str(out), str(tmp_path / "x"), "--level", "1"]) == 1
+    assert f"{out / 'config.json'} is damaged (not JSON: " in one_error_line(capsys)
+
+
+def test_a_truncated_level_is_named_on_export_with_how_to_train_it_again(element_run, tmp_path, capsys):
+    out = tmp_path / "truncated"
+    shutil.copytree(element_run.root, out)
+    weights = out / "imp" / "level_1" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["export", str(out), str(tmp_path / "x"), "--level", "1"]) == 1
+    line = one_error_line(capsys)
+    assert f"{weights} is damaged (not a whole safetensors file: " in line, line
+    assert f"remove {out / 'imp' / 'level_1'} and run the run's `hf-lottery prune` command again" in line
+    assert not (tmp_path / "x").exists()

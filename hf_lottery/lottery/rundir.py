@@ -33,10 +33,11 @@ from hf_lottery.foundations.storage import (
     write_json,
     write_text,
 )
+from hf_lottery.foundations.version import __version__
 from hf_lottery.pruning.masks import Mask, mask_shapes, sparsity_report
 from hf_lottery.training.tasks import TEST_PREFIX, Metric
 
-from .config import RunConfig
+from .config import FORMAT_VERSION, RunConfig
 from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths, run_name
@@ -62,7 +63,10 @@ def default_output_dir(config: RunConfig) -> Path:
 def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
     """Refuse a directory that holds another run, or anything that is not a run."""
     if paths.config.exists():
-        saved = json.loads(json.dumps(RunConfig.from_dict(read_json(paths.config)).identity()))
+        values = read_json(paths.config, "restore it from a copy (it records the run's settings), or choose another "
+                                         "--output-dir")  # fmt: skip
+        refuse_newer(paths, values)
+        saved = json.loads(json.dumps(RunConfig.from_dict(values).identity()))
         wanted = json.loads(json.dumps(config.identity()))
         changed = [k for k in sorted(wanted) if saved.get(k) != wanted[k]]
         if changed:
@@ -70,6 +74,16 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
             raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
     elif paths.root.exists() and any(not item.name.startswith(LOCK_FILE) for item in paths.root.iterdir()):
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
+
+
+def refuse_newer(paths: RunPaths, values: dict) -> None:
+    """A run directory a newer hf-lottery wrote may hold what this one does not know to keep: read, never written."""
+    version = values.get("format_version", 1)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise LotteryError(
+            f"{paths.root} was written by a newer hf-lottery (run directory format {version}; this is hf-lottery "
+            f"{__version__}, format {FORMAT_VERSION}): upgrade hf-lottery to add to it, or choose another --output-dir"
+        )
 
 
 def open_run_dir(config: RunConfig) -> RunPaths:

@@ -22,6 +22,7 @@ from hf_lottery.foundations.storage import (
     load_tensors,
     read_json,
     remove_killed_writes,
+    safetensors_read,
     write_folder,
     write_json,
 )
@@ -55,7 +56,8 @@ class FinishedRun:
             raise LotteryError(f"{run_dir} is not an hf-lottery run directory (no config.json)")
         if not paths.results_json.exists():
             raise LotteryError(f"{run_dir} is not finished: run the same `hf-lottery prune` command again")
-        return cls(paths, RunConfig.from_dict(read_json(paths.config)), read_results(paths))
+        values = read_json(paths.config, "restore it from a copy (it records the run's settings)")
+        return cls(paths, RunConfig.from_dict(values), read_results(paths))
 
     @property
     def kind(self) -> TaskKind:
@@ -141,10 +143,12 @@ class FinishedRun:
         """The folder of a result row in this run directory."""
         return LevelPaths(self.paths.root / row.path)
 
-    def load_model(self, weights: Path) -> PreTrainedModel:
+    def load_model(self, weights: Path, hint: str | None = None) -> PreTrainedModel:
+        """The run's model holding ``weights``; ``hint`` says what to do if the file is damaged."""
         config = AutoConfig.from_pretrained(self.paths.model_files)
         model = self.kind.auto_model.from_config(config)
-        load_weights_into(model, str(weights))
+        with safetensors_read(weights, hint):
+            load_weights_into(model, str(weights))
         return model
 
     def facts(self, row: LevelResult, reason: str) -> dict:
@@ -209,8 +213,9 @@ def export_ticket(
     unit = refuse_unshippable(run, compact)
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
-    masks = load_tensors(level_paths.mask)
-    trained = run.load_model(level_paths.weights)
+    rerun = f"remove {level_paths.root} and run the run's `hf-lottery prune` command again, which retrains that level"
+    masks = load_tensors(level_paths.mask, rerun)
+    trained = run.load_model(level_paths.weights, rerun)
     facts = run.facts(chosen, reason)
     cut = None
     if compact:
