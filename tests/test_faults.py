@@ -176,3 +176,32 @@ def test_a_truncated_level_is_named_on_export_with_how_to_train_it_again(element
     assert f"{weights} is damaged (not a whole safetensors file: " in line, line
     assert f"remove {out / 'imp' / 'level_1'} and run the run's `hf-lottery prune` command again" in line
     assert not (tmp_path / "x").exists()
+
+
+# --- 6. lines that say what is wrong ------------------------------------------------------------------------------
+
+
+def test_a_model_folder_given_as_a_run_directory_is_called_a_model(tiny_bert, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    assert main(prune_args(tiny_bert, model, "--levels", "1")) == 1
+    assert f"{model} is not an hf-lottery run directory: its config.json is a model's" in one_error_line(capsys)
+    assert main(["export", str(model), str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys)
+    assert "its config.json is a model's, not a run's; give the run directory that `hf-lottery prune` wrote" in line
+    assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in tiny_bert.iterdir())
+
+
+def test_an_export_where_a_file_is_in_the_way_names_the_file(element_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", str(element_run.root), str(blocker / "out"), "--level", "1"]) == 1
+    assert one_error_line(capsys).endswith(f"cannot write {blocker / 'out'}: {blocker} is a file, not a folder")
+    assert main(["export", str(element_run.root), str(blocker), "--level", "1"]) == 1
+    assert one_error_line(capsys).endswith(f"{blocker} is a file, not a folder")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")
+def test_an_output_dir_that_cannot_be_made_is_one_line_naming_it(tiny_bert, capsys):
+    assert main(prune_args(tiny_bert, Path("/proc/forbidden"), "--levels", "1")) == 1
+    assert "hf-lottery: error: cannot write /proc/forbidden: " in capsys.readouterr().err.splitlines()[-1]

@@ -14,14 +14,13 @@ from transformers import PretrainedConfig
 
 from hf_lottery.foundations.arguments import DataArguments
 from hf_lottery.foundations.errors import LotteryError
-from hf_lottery.foundations.storage import read_json
 from hf_lottery.training.launch import describe_processes, launcher_settings, make_accelerator
 from hf_lottery.training.model import load_model_config
 from hf_lottery.training.tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 
 from .config import SEPARATE_TEST_CAP, Resolved, RunConfig
 from .paths import RunPaths
-from .rundir import default_output_dir, open_run_dir
+from .rundir import default_output_dir, open_run_dir, read_run_config
 
 
 @dataclass
@@ -80,7 +79,7 @@ def _older_test_cap(config: RunConfig, paths: RunPaths) -> int | None:
         return None
     if not paths.config.is_file():
         return None
-    saved = read_json(paths.config)
+    saved = read_run_config(paths, "choose another --output-dir")
     if saved.get("format_version", 1) >= SEPARATE_TEST_CAP:
         return None
     return RunConfig.from_dict(saved).data.max_test_samples

@@ -63,8 +63,7 @@ def default_output_dir(config: RunConfig) -> Path:
 def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
     """Refuse a directory that holds another run, or anything that is not a run."""
     if paths.config.exists():
-        values = read_json(paths.config, "restore it from a copy (it records the run's settings), or choose another "
-                                         "--output-dir")  # fmt: skip
+        values = read_run_config(paths, "choose another --output-dir")
         refuse_newer(paths, values)
         saved = json.loads(json.dumps(RunConfig.from_dict(values).identity()))
         wanted = json.loads(json.dumps(config.identity()))
@@ -74,6 +73,18 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
             raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
     elif paths.root.exists() and any(not item.name.startswith(LOCK_FILE) for item in paths.root.iterdir()):
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
+
+
+def read_run_config(paths: RunPaths, hint: str) -> dict:
+    """The run's saved ``config.json`` as it is, refused in one line (ending with ``hint``, what to do) where it is
+    damaged or is not a run's: a model's folder has a ``config.json`` too."""
+    values = read_json(paths.config, f"restore it from a copy (it records the run's settings), or {hint}")
+    if not isinstance(values, dict) or not ("format_version" in values or "model_name_or_path" in values):
+        what = "a model" if isinstance(values, dict) and "model_type" in values else "something else"
+        raise LotteryError(
+            f"{paths.root} is not an hf-lottery run directory: its config.json is {what}'s, not a run's; {hint}"
+        )
+    return values
 
 
 def refuse_newer(paths: RunPaths, values: dict) -> None:
@@ -100,8 +111,12 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
 
     An OS file lock: one whose holder died (kill -9 included) is free again, so a stale lock file never blocks.
     """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock, pid_file = FileLock(str(lock_file)), lock_file.with_name(lock_file.name + PID_SUFFIX)
+    try:  # the lock is the first thing written: a folder that cannot be written is said here, not as a lock's fault
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock_file.touch()
+    except OSError as err:
+        raise LotteryError(f"cannot write {folder}: {_why_unwritable(lock_file.parent, err)}") from None
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -123,6 +138,14 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
     finally:
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _why_unwritable(folder: Path, err: OSError) -> str:
+    """Why ``folder`` could not be made or written, in words: a file in its way, else the system's reason."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    return (err.strerror or type(err).__name__).lower()
 
 
 @contextmanager
@@ -203,8 +226,8 @@ def start_run_dir(
     folder may be gone, or another, where the ticket is exported.
     """
     if accelerator.is_main_process:
-        if paths.config.exists() and read_json(paths.config).get("format_version", 1) == 1:
-            _migrate_version_1(paths, RunConfig.from_dict(read_json(paths.config)))
+        if paths.config.exists() and (saved := read_json(paths.config)).get("format_version", 1) == 1:
+            _migrate_version_1(paths, RunConfig.from_dict(saved))
         if not paths.config.exists():
             write_text(paths.config, config.to_json())
         if config.prune is not None:  # each invocation's reach: how far it went and how

@@ -30,7 +30,7 @@ from hf_lottery.foundations.version import __version__
 from hf_lottery.lottery.config import RunConfig
 from hf_lottery.lottery.paths import IMP, LevelPaths, RunPaths
 from hf_lottery.lottery.rows import LevelResult, best_scoring, best_ticket, read_results
-from hf_lottery.lottery.rundir import folder_lock
+from hf_lottery.lottery.rundir import folder_lock, read_run_config
 from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
@@ -54,9 +54,9 @@ class FinishedRun:
         paths = RunPaths(Path(run_dir))
         if not paths.config.exists():
             raise LotteryError(f"{run_dir} is not an hf-lottery run directory (no config.json)")
+        values = read_run_config(paths, "give the run directory that `hf-lottery prune` wrote")
         if not paths.results_json.exists():
             raise LotteryError(f"{run_dir} is not finished: run the same `hf-lottery prune` command again")
-        values = read_json(paths.config, "restore it from a copy (it records the run's settings)")
         return cls(paths, RunConfig.from_dict(values), read_results(paths))
 
     @property
@@ -286,5 +286,7 @@ def refuse_latency_without_compact(compact: bool, measure_latency: bool) -> None
 
 
 def _refuse_non_empty(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LotteryError(f"{out_dir} is a file, not a folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise LotteryError(f"{out_dir} exists and is not empty")
