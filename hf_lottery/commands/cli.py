@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
@@ -84,8 +85,8 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--compact",
         action="store_true",
-        help="write a neuron or head ticket (--unit) as a smaller stock model of its kept units, which loads and "
-        "runs at that size in plain transformers",
+        help="write a neuron, head or layer ticket (--unit) as a smaller stock model of its kept units, which loads "
+        "and runs at that size in plain transformers",
     )
     parser.add_argument(
         "--measure-latency",
@@ -96,14 +97,19 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _ship_options(ns: argparse.Namespace):
+    """The shipping options ``_ship_parser`` parsed, as ``export_ticket`` and ``push_ticket`` take them."""
+    from hf_lottery.tickets.export import ShipOptions
+
+    return ShipOptions(**{field.name: getattr(ns, field.name) for field in dataclasses.fields(ShipOptions)})
+
+
 def _export(args: list[str]) -> None:
     ns = _ship_parser("hf-lottery export", "out_dir", "folder to write (must not exist or be empty)").parse_args(args)
     _quiet_libraries()
     from hf_lottery.tickets.export import export_ticket
 
-    facts = export_ticket(
-        ns.run_dir, ns.out_dir, ns.level, ns.tolerance, compact=ns.compact, measure_latency=ns.measure_latency
-    )
+    facts = export_ticket(ns.run_dir, ns.out_dir, _ship_options(ns))
     print(f"level {facts['level']} ({facts['sparsity']:.1%} sparse, {facts['metric']} {facts['metric_value']:.4f}) "
           f"written to {ns.out_dir}")  # fmt: skip
     if ns.compact:
@@ -130,10 +136,8 @@ def _push(args: list[str]) -> None:
     _quiet_libraries()
     from hf_lottery.tickets.push import push_ticket
 
-    url = push_ticket(
-        ns.run_dir, ns.repo_id, ns.level, ns.private, ns.revision, ns.commit_message, ns.tolerance,
-        compact=ns.compact, measure_latency=ns.measure_latency,
-    )  # fmt: skip
+    url = push_ticket(ns.run_dir, ns.repo_id, _ship_options(ns), private=ns.private, revision=ns.revision,
+                      commit_message=ns.commit_message)  # fmt: skip
     print(f"pushed: {url}")
 
 

@@ -3,7 +3,7 @@
 Each part is a dataclass whose fields carry ``metadata={"help": ...}``, so one parser (``hf_lottery.commands.flags``)
 builds the CLI from all of them; each ``__post_init__`` validates its own values, so a bad value fails before
 anything is loaded or written. The parts sit below the plug-ins (task kinds read ``DataArguments``); what
-needs the registries (the names ``--scope`` and ``--control`` may take) is checked by ``hf_lottery.lottery.config``.
+needs the registries (the names ``--strategy`` and ``--control`` may take) is checked by ``hf_lottery.lottery.config``.
 """
 
 from __future__ import annotations

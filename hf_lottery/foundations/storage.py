@@ -1,5 +1,5 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the complete new one; and a full disk
-said in one line."""
+"""Atomic file writes: a kill at any moment leaves either the old file or the complete new one, with the mode the
+umask gives, as any file a user writes has; and a full disk said in one line."""
 
 from __future__ import annotations
 
@@ -23,15 +23,32 @@ from safetensors.torch import load_file, save_file, save_model
 from .errors import DamagedFileError, LotteryError
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def follow_umask(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the mode a plain ``open`` or ``mkdir`` would: safetensors
+    and ``tempfile`` create theirs 0600 and 0700, which would keep a shared ticket folder from the rest of a team."""
+    umask = _umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` (with the umask's mode) only if the block
+    succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        follow_umask(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -46,11 +63,9 @@ def write_folder(path: Path, writer: Callable[[Path], None]) -> None:
     """Fill a temporary sibling folder, then rename it to ``path`` (which must not exist yet)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
     try:
         writer(tmp)
+        follow_umask(tmp)  # mkdtemp's 0700 and the writers' 0600 files would outlive the rename
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

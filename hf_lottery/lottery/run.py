@@ -1,9 +1,9 @@
 """A run as every branch sees it, and what every branch does with a level: draw its mask once, from files on
 disk, and train it from the rewind point.
 
-IMP's trunk, its controls and the cheaper ticket methods (``hf_lottery.lottery.methods``, through the ``RunContext``
-they are given) share these steps, so a mask is computed the same way, on the main process only and broadcast,
-and a level is saved the same way.
+IMP's trunk, its controls and the cheaper ticket methods (``hf_lottery.lottery.methods``, through the protocols of
+``RunContext`` they are given) share these steps, so a mask is computed the same way, on the main process only and
+broadcast, and a level is saved the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from hf_lottery.training.tasks import Metric
 
 from .config import RunConfig
 from .methods import Method, asked_methods
+from .methods.base import RunContext, TrainLevel
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
 from .rundir import save_level
 
@@ -54,22 +55,6 @@ UNTRAINED_OVERLAP = 0.98  # a method's mask sharing more of its weights with the
 
 # Calibration examples: ``samples`` examples of the run's training data, one per batch (see ``calibration``).
 Calibration = Callable[[int], Iterable[Mapping[str, torch.Tensor]]]
-
-
-class TrainLevel(Protocol):
-    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them),
-    and its held-out ones prefixed ``test_`` when the run has a test split.
-
-    ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
-    optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
-    checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
-    the steps after it). ``learning_rate`` replaces the run's peak learning rate for this training (a recovery's).
-    """
-
-    def __call__(
-        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
-        learning_rate: float | None = None,
-    ) -> dict: ...  # fmt: skip
 
 
 def run_units(model: nn.Module, prunable: list[str], prune: PruneArguments, densities: list[float]) -> Units:
@@ -146,7 +131,7 @@ def observed(train_level: TrainLevel, events: RunEvents) -> TrainLevel:
 
 
 @dataclass
-class Run:
+class Run(RunContext):
     """Everything a level needs, loaded and checked once before anything is written.
 
     The CLI and the Python API (``find_ticket``) differ only in ``train_level``: hf-lottery's own loop on a

@@ -114,7 +114,7 @@ def render_card(
         model_name=name,
         summary=summary,
         base_model_ref=f"[{base}](https://huggingface.co/{base})" if on_hub else f"the local model `{Path(base).name}`",
-        method=_method(facts),
+        method=_method(facts, config.prune),
         noun=_noun(facts),
         prune_description=_prune_description(config, facts),
         level=facts["level"],
@@ -287,17 +287,19 @@ def _prune_description(config: RunConfig, facts: dict) -> str:
     if facts.get("branch") not in METHODS:
         return imp
     return (
-        f"Its mask was drawn with {_strategy(prune)}. The table's total steps count every "
+        f"Its mask was drawn {_strategy(prune)}. The table's total steps count every "
         f"optimizer step a row cost, level 0 and the search for its mask included. The run's IMP levels: "
         f"{imp[0].lower()}{imp[1:]}"
     )
 
 
-def _method(facts: dict) -> str:
-    """How the shipped ticket was found, in the words of its method (IMP unless a cheaper method found it)."""
+def _method(facts: dict, prune: PruneArguments | None) -> str:
+    """How the shipped ticket was found, in the words of its method (IMP unless a cheaper method found it), named
+    by the run's strategy (the card says how it scores in ``prune_description``)."""
     method = METHODS.get(facts.get("branch", ""))
     if method is None:
-        return "iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Chen et al. 2020)"
+        strategy = prune.strategy if prune is not None else "magnitude"
+        return f"iterative {strategy} pruning with rewinding (Frankle & Carbin 2019; Chen et al. 2020)"
     return f"{method.description} ({method.citation})"
 
 

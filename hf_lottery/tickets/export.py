@@ -184,29 +184,52 @@ def model_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return state
 
 
+@dataclass(frozen=True)
+class ShipOptions:
+    """What of a finished run ships, and in which form: ``export_ticket``, ``push_ticket`` and the ``export`` and
+    ``push`` commands take the same options (as this object, or as keywords).
+
+    ``level`` is an IMP level number, a level's folder as ``results.md`` names it (``"one-shot/level_1_to_90.00"``)
+    or ``"best"``: the sparsest ticket within ``tolerance`` of dense (in metric units). ``compact`` writes a neuron,
+    head or layer ticket as the smaller stock model of its kept units (``hf_lottery.tickets.compact``): its weights,
+    rewind point and masks all cut the same way. ``measure_latency`` times it against the dense masked model, on
+    CPU, batch 1, at the run's ``--max-length`` (``hf_lottery.tickets.compact.compare_latency``); the ratio and its
+    conditions go to ``ticket.json`` and the card, which is then no longer the same on every export.
+    """
+
+    level: int | str = "best"
+    tolerance: float = DEFAULT_TOLERANCE
+    compact: bool = False
+    measure_latency: bool = False
+
+    def __post_init__(self) -> None:
+        if self.measure_latency and not self.compact:  # latency is the compact model's over the dense one's
+            raise LotteryError("--measure-latency times the compact model against the dense one: add --compact")
+
+    @classmethod
+    def given(cls, options: ShipOptions | None, keywords: dict) -> ShipOptions:
+        """``options`` with ``keywords`` (its fields) in place; the defaults where neither gives one."""
+        return dataclasses.replace(options or cls(), **keywords)
+
+
 def export_ticket(
     run_dir: Path,
     out_dir: Path,
-    level: int | str = "best",
-    tolerance: float = DEFAULT_TOLERANCE,
+    options: ShipOptions | None = None,
+    *,
     repo_id: str | None = None,
     existing_card: str | None = None,
     license: str | None = None,
-    compact: bool = False,
-    measure_latency: bool = False,
+    **ship,
 ) -> dict:
-    """Write the repository folder of one level; return its facts (also saved as ``ticket.json``).
+    """Write the repository folder of one level (``options``, or their fields as keywords: ``ShipOptions``);
+    return its facts (also saved as ``ticket.json``).
 
     ``repo_id``, the Hub repository the folder is for, names the model in its card and is what the card's examples
     load; without it they load ``out_dir``, and the name says what the ticket is (base model, data, sparsity).
-
-    ``compact`` writes a neuron or head ticket as the smaller stock model of its kept units
-    (``hf_lottery.tickets.compact``): its weights, rewind point and masks all cut the same way. ``measure_latency``
-    times it against the dense masked model, on CPU, batch 1, at the run's ``--max-length``
-    (``hf_lottery.tickets.compact.compare_latency``); the ratio and its conditions go to ``ticket.json`` and the card,
-    which is then no longer the same on every export.
     """
-    refuse_latency_without_compact(compact, measure_latency)
+    options = ShipOptions.given(options, ship)
+    level, tolerance, compact = options.level, options.tolerance, options.compact
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
@@ -227,7 +250,7 @@ def export_ticket(
             "dense_parameters": dense.num_parameters(), "compact_parameters": trained.num_parameters(),
             "dense_bytes": level_paths.weights.stat().st_size,  # the level's weights: the dense model's state
         }  # fmt: skip
-        if measure_latency:
+        if options.measure_latency:
             ids = torch.randint(dense.get_input_embeddings().num_embeddings, (1, run.config.data.max_length),
                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
             facts["compact"]["latency"] = compare_latency(dense, trained, ids)
@@ -277,12 +300,6 @@ def refuse_unshippable(run: FinishedRun, compact: bool) -> str:
             "apply their LayerNorms: export it with --compact, which writes the model without them"
         )
     return unit
-
-
-def refuse_latency_without_compact(compact: bool, measure_latency: bool) -> None:
-    """Latency is measured as the compact model's over the dense one's: without ``compact`` there is no pair."""
-    if measure_latency and not compact:
-        raise LotteryError("--measure-latency times the compact model against the dense one: add --compact")
 
 
 def _refuse_non_empty(out_dir: Path) -> None:

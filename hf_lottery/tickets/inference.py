@@ -8,51 +8,19 @@ that runs torch's own CSR kernel (MKL's sparse ``mm``), and leaves every other l
     with torch.inference_mode():
         out = model(**inputs)
 
-This docstring says why it is built this way; the measurements behind each choice (one layer against dense
-``F.linear`` by shape, tokens, threads and sparsity; a whole BERT-base forward; the machines) are in
-docs/benchmarks.md, produced by ``scripts/bench_inference.py``.
+CSR beats the dense matmul only above a break-even sparsity that rises with threads and tokens, hence the
+threshold; ``torch.addmm(b, W_csr, x.T).T`` is the one fast order of the product, so the output is computed as
+``(out, tokens)`` and transposed back into a contiguous tensor, and weights wider than ``K_TILE`` inputs are split
+into column blocks. The measurements behind each choice, and what threads and a loaded machine do to them, are in
+docs/benchmarks.md ("Sparse inference", from ``scripts/bench_inference.py``).
 
-Why a threshold, and why this one: CSR beats the dense matmul only above a break-even sparsity, and the
-dense matmul gains more from a second thread than MKL's CSR kernel does, so the break-even moves up with
-threads and with tokens. ``DEFAULT_MIN_SPARSITY`` is the lowest sparsity at which CSR was faster for every
-BERT shape for a sequence at a time with 1 or 2 threads, and for batches of 16 sequences with 1 thread. A
-ticket pruned to 90% globally therefore keeps most layers dense by default; ``min_sparsity=0.9`` is the
-right choice for single-thread, one-sequence serving. A loaded machine slows the dense kernel more than the
-sparse one and moves the break-even down, so measure on the machine you serve from
-(``python scripts/bench_inference.py --kernels``).
-
-Why this formulation: ``torch.addmm(b, W_csr, x.T).T`` is the only fast order. ``F.linear(x, W_csr)`` and
-``x @ W.T`` as CSR convert the transposed weight on every call; COO is slower; BSR with 2×2 blocks keeps
-every block that holds a survivor, far more than the survivors at unstructured sparsity, and is slower too
-(MKL refuses non-square blocks); asking for the output in ``(tokens, out)`` layout takes MKL's slower
-column-major path. So the output is computed as ``(out, tokens)`` and transposed back into a contiguous
-tensor, like ``nn.Linear``'s (returning the transposed view saved nothing measurable in the whole model and
-would break code that ``.view()``s it). Weights wider than ``K_TILE`` inputs are split into column blocks
-that accumulate into one output (faster for the 3072-wide FFN output layer). Indices are int32, which
-torch's MKL takes without a conversion per call. Tiling the tokens helped for long inputs with 1 thread but
-was far slower with 2 threads on a busy machine, so it is not done.
-
-A whole model gains less than its Linear layers: attention, GELU, LayerNorm and the two layout copies per
-layer stay as they are.
-
-Threads: with OpenMP's default (spinning) wait, a thread spins at each barrier while its partner is
-descheduled, so on a machine shared with other work 2 threads can be slower than 1 for dense and sparse
-alike, and ratios drift towards 1. ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or
-``torch.set_num_threads(1)`` on a loaded host, helps dense and sparse models alike; measure with your own
-setting.
-
-Where it cannot help, and does not pretend to:
-
-- **GPU**: not measured (no GPU here). The break-even holds for MKL on CPU only; CUDA's CSR path is
-  another kernel (cuSPARSE) with its own, unmeasured break-even, so layers not on the CPU stay dense (logged).
-- **Low sparsity**: below the break-even CSR is slower, so such layers stay dense (``min_sparsity`` overrides).
-- **float16/bfloat16**: torch has no CPU CSR matmul for them; such layers stay dense (logged). float32 and
-  float64 are supported.
-- **Training**: inference only. Weights are buffers, the model is put in ``eval()`` with ``requires_grad``
-  off, and a ``SparseLinear`` given an input that requires grad, with grad enabled, raises ``LotteryError``.
-- **Everything else in the model** (embeddings, attention scores, LayerNorm, activations) is unchanged.
-- **Saving**: ``save_pretrained`` fails on the CSR buffers (safetensors cannot store them); keep the dense
-  checkpoint or the ticket (``hf_lottery.load_ticket``) and call ``sparsify_for_inference`` after loading.
+What it leaves alone: layers under the threshold, layers not on the CPU (CUDA's sparse kernels have their own
+break-even, unmeasured here) and float16/bfloat16 layers (torch has no CPU CSR matmul for them) stay dense, and
+are logged; embeddings, attention scores, LayerNorm and activations are unchanged. It is for inference only:
+weights are buffers, the model is put in ``eval()`` with ``requires_grad`` off, and a ``SparseLinear`` given an
+input that requires grad, with grad enabled, raises ``LotteryError``. ``save_pretrained`` fails on the CSR buffers
+(safetensors cannot store them): keep the dense checkpoint or the ticket and call ``sparsify_for_inference`` after
+loading.
 """
 
 from __future__ import annotations

@@ -13,10 +13,9 @@ from pathlib import Path
 from huggingface_hub import HfApi, ModelCard, get_token, hf_hub_download, model_info
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from hf_lottery.foundations.arguments import DEFAULT_TOLERANCE
 from hf_lottery.foundations.errors import LotteryError
 
-from .export import FinishedRun, export_ticket, refuse_latency_without_compact, refuse_unshippable
+from .export import FinishedRun, ShipOptions, export_ticket, refuse_unshippable
 from .load import hub_errors
 
 
@@ -42,21 +41,20 @@ def base_model_license(name: str, token: str | None = None) -> str | None:
 def push_ticket(
     run_dir: Path,
     repo_id: str,
-    level: int | str = "best",
+    options: ShipOptions | None = None,
+    *,
     private: bool = False,
     revision: str | None = None,
     commit_message: str | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
     token: str | None = None,
-    compact: bool = False,
-    measure_latency: bool = False,
+    **ship,
 ) -> str:
-    """Export one level of ``run_dir`` (smaller, with ``compact``, and timed against the dense model with
-    ``measure_latency``: see ``export_ticket``) and upload it to ``repo_id`` in one commit; return the commit URL."""
-    refuse_latency_without_compact(compact, measure_latency)
+    """Export one level of ``run_dir`` as ``export_ticket`` does (``options``, or their fields as keywords:
+    ``ShipOptions``) and upload it to ``repo_id`` in one commit; return the commit URL."""
+    options = ShipOptions.given(options, ship)
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
-    run.choose_level(level, tolerance)  # then a level it cannot ship: both before anything reaches the Hub
-    refuse_unshippable(run, compact)
+    run.choose_level(options.level, options.tolerance)  # then a level it cannot ship: before anything reaches the Hub
+    refuse_unshippable(run, options.compact)
     token = require_token(token)
     api = HfApi(token=token)
     with hub_errors(repo_id, revision):
@@ -65,9 +63,8 @@ def push_ticket(
         folder = Path(tmp) / "repo"
         # written whole before the repository is created: an export refused or failed leaves nothing on the Hub
         facts = export_ticket(
-            run_dir, folder, level, tolerance, repo_id, existing,
-            base_model_license(run.config.model.model_name_or_path, token), compact=compact,
-            measure_latency=measure_latency,
+            run_dir, folder, options, repo_id=repo_id, existing_card=existing,
+            license=base_model_license(run.config.model.model_name_or_path, token),
         )  # fmt: skip
         message = commit_message or (
             f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 
 from hf_lottery.foundations.errors import LotteryError
-from hf_lottery.foundations.storage import load_tensors, read_json, save_tensors, write_json
+from hf_lottery.foundations.storage import follow_umask, load_tensors, read_json, save_tensors, write_json
 
 # The best evaluation so far: the metric's value, all the metrics, and the weights (on CPU).
 Best = tuple[float, dict[str, float], dict[str, torch.Tensor]]
@@ -100,6 +100,7 @@ class LevelCheckpoints:
             })  # fmt: skip
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            follow_umask(tmp)  # Accelerate's safetensors files are 0600
             publish(tmp, self.folder / f"step_{step}")
 
     def _generator_states(self) -> dict[str, torch.Tensor]:

@@ -12,7 +12,11 @@ format), ``description`` and ``citation`` (the card's words), and implements:
   written, what the run directory cannot take; ``check_run(prune, train)``: refuse
   run settings it cannot work with; ``check_model(model, prunable)``: a model it cannot prune;
 - ``train(run)``: train its levels that are not finished, each saved with ``run.train_from_rewind`` into
-  ``run.paths.level(name, n, clipped_to=sparsity)``; ``run`` is a ``RunContext``, all a method sees of the run;
+  ``run.paths.level(name, n, clipped_to=sparsity)``. ``run`` is a ``RunContext``, all a method may call of the
+  run, in three small protocols: ``Shares`` (``paths``, ``accelerator``, ``tag``, ``shared_mask``,
+  ``shared_flag``, ``warn``), ``Draws`` (``model``, the rewind point; ``prunable``, ``new_head``, ``prune``,
+  ``trained_model``, ``borrowed_model``, ``draw_mask``, ``draw_by_block``, ``warn_if_untrained``) and ``Trains``
+  (``train_level``, ``train_from_rewind``, ``train_and_save``, ``evaluate_and_save``);
 - ``search_steps(paths, level)``: the optimizer steps spent, beyond level 0 and the level's own training,
   to find the mask of its level ``level`` (the results' total steps column);
 - ``results_section(paths)``: optionally, Markdown (and figures) for ``results.md`` about how it searched;
@@ -44,11 +48,40 @@ PlanRow = tuple[int | str, float, int, str]
 SETTINGS = "settings.json"  # in a method's folder: the settings its levels were found with (``Method.settings``)
 
 
-class RunContext(Protocol):
-    """What a method sees of the run it is a branch of (the run implements it; a method imports no run module)."""
+class TrainLevel(Protocol):
+    """Train ``model`` in place with ``mask`` fixed and return its validation metrics (the run's metric among them),
+    and its held-out ones prefixed ``test_`` when the run has a test split.
+
+    ``on_step(step, model)``, when given, must be called before the first step (step 0) and after every
+    optimizer step: level 0 saves the rewind point through it. ``checkpoint`` is the level's folder for
+    checkpoints inside it, where the training keeps any (a level resumed from one calls ``on_step`` only for
+    the steps after it). ``learning_rate`` replaces the run's peak learning rate for this training (a recovery's).
+    """
+
+    def __call__(
+        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None,
+        learning_rate: float | None = None,
+    ) -> dict: ...  # fmt: skip
+
+
+class Shares(Protocol):
+    """Where the run lives and what its processes share: every rank holds the same masks and decisions."""
 
     paths: RunPaths
     accelerator: Accelerator
+
+    def tag(self, name: str) -> str: ...
+
+    def shared_mask(self, compute: Callable[[], Mask]) -> Mask: ...
+
+    def shared_flag(self, flag: bool | None) -> bool: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+class Draws(Protocol):
+    """The rewind point, the weights of finished levels, and masks drawn from them by the run's strategy."""
+
     model: PreTrainedModel  # the rewind point
     prunable: list[str]
     new_head: bool  # the task head is new: before training, the model scores chance
@@ -56,26 +89,9 @@ class RunContext(Protocol):
     @property
     def prune(self) -> PruneArguments: ...
 
-    def tag(self, name: str) -> str:
-        """The tracker tag of a folder of the run (``early-bird/search_2``)."""
+    def trained_model(self, level: LevelPaths) -> PreTrainedModel: ...
 
-    def train_level(
-        self, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, tag: str, on_step=None, checkpoint=None
-    ) -> dict:
-        """Train ``model`` in place with ``mask`` fixed; ``on_step(step, model)`` returning True stops it there."""
-
-    def shared_mask(self, compute: Callable[[], Mask]) -> Mask:
-        """``compute()`` on the main process, the same mask on every rank."""
-
-    def shared_flag(self, flag: bool | None) -> bool:
-        """The main process's ``flag`` on every rank."""
-
-    def trained_model(self, level: LevelPaths) -> PreTrainedModel:
-        """A copy of the model holding the weights a finished level trained."""
-
-    def borrowed_model(self, level: LevelPaths) -> AbstractContextManager[PreTrainedModel]:
-        """The run's own model holding the weights ``level`` trained, to prune or train in place (no copy); it
-        holds the rewind point again after."""
+    def borrowed_model(self, level: LevelPaths) -> AbstractContextManager[PreTrainedModel]: ...
 
     def draw_mask(
         self,
@@ -86,45 +102,43 @@ class RunContext(Protocol):
         *,
         what: str | None,
         pattern: tuple[int, int] | None = None,
-    ) -> Mask:
-        """The run's strategy applied to ``weights`` (parameters of ``model``) inside ``previous``, keeping
-        ``density`` (in an N:M ``pattern`` if given); ``what`` names the draw in warnings (None: a draw that only
-        looks)."""
+    ) -> Mask: ...
 
-    def draw_by_block(self, model: nn.Module, density: float, *, what: str, pattern: tuple[int, int] | None) -> Mask:
-        """The run's strategy applied to ``model``'s dense weights, pruning them in place: block by block from
-        calibration statistics for a calibrated strategy (one block on the accelerator at a time, every process
-        drawing the same mask), at once from the weights otherwise."""
+    def draw_by_block(
+        self, model: nn.Module, density: float, *, what: str, pattern: tuple[int, int] | None
+    ) -> Mask: ...
 
-    def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None:
-        """Score ``model`` with ``mask`` applied, untrained, and save it as the level ``paths``."""
+    def warn_if_untrained(self, mask: Mask, density: float, *, what: str) -> None: ...
+
+
+class Trains(Protocol):
+    """Training (or scoring) a level and saving it, as every branch of the run does."""
+
+    train_level: TrainLevel
+
+    def train_from_rewind(
+        self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
+    ) -> None: ...
 
     def train_and_save(
         self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, level: int, desc: str, adapter_rank=None,
         learning_rate: float | None = None,
-    ) -> None:  # fmt: skip
-        """Train ``model`` in place with ``mask`` applied and fixed (or, with ``adapter_rank``, only through masked
-        low-rank adapters merged in after), at ``learning_rate`` (None: the run's); save it as the level
-        ``paths``."""
+    ) -> None: ...  # fmt: skip
 
-    def train_from_rewind(
-        self, paths: LevelPaths, mask: Mask, *, level: int, desc: str, start: Callable[[nn.Module], None] | None = None
-    ) -> None:
-        """Train ``mask`` from the rewind point and save the level to ``paths``."""
+    def evaluate_and_save(self, paths: LevelPaths, model: PreTrainedModel, mask: Mask, *, desc: str) -> None: ...
 
-    def warn_if_untrained(self, mask: Mask, density: float, *, what: str) -> None:
-        """Warn, naming the mask ``what``, when it keeps more than 98% of the weights the run's strategy keeps
-        when it draws ``density`` from the rewind weights (a mask that training did not choose)."""
 
-    def warn(self, message: str) -> None:
-        """Print one warning line (on the main process)."""
+class RunContext(Shares, Draws, Trains, Protocol):
+    """All a method sees of the run it is a branch of: ``lottery.run.Run`` implements it (and declares so, and a
+    test holds their signatures equal); a method imports no run module. What each member does is said once, on
+    ``Run``."""
 
 
 class Method(Plugin):
     name: ClassVar[str]
     label: ClassVar[str]
     style: ClassVar[str]
-    description: ClassVar[str]  # for the card: "one-shot magnitude pruning of the dense fine-tuned weights"
+    description: ClassVar[str]  # for the card: "one-shot pruning of the dense fine-tuned weights"
     citation: ClassVar[str]  # for the card: where the method comes from
     noun: ClassVar[str] = "winning lottery ticket"  # for the card: "A <noun> of bert-base-uncased"
     stops_levels: ClassVar[bool] = False  # stops a level mid-training (hf-lottery's loop can; a user's train_fn not)

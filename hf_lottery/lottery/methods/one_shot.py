@@ -27,7 +27,7 @@ class OneShot(Method):
     label = "one-shot (OMP)"
     style = "D-."
     citation = "Chen et al. 2020 report it beside IMP"
-    description = "one-shot magnitude pruning of the dense fine-tuned weights to the target, then rewound and trained"
+    description = "one-shot pruning of the dense fine-tuned weights to the target, then rewound and trained"
 
     arguments = OneShotArguments
 

@@ -9,6 +9,7 @@ the sorted tag set of the training split (a Hub ``ClassLabel``'s own ids are kep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,32 +67,21 @@ def read_conllu(
     if key not in CONLLU_TAG_COLUMNS:
         raise LotteryError(f"{path}: --label-column of a CoNLL-U file is upos or xpos, got {label_column!r}")
     column = CONLLU_TAG_COLUMNS[key]
-    sentences: list[tuple[list[str], list[str]]] = []
-    words: list[str] = []
-    tags: list[str] = []
-    for number, line in _lines(path):
-        if limit is not None and len(sentences) >= limit:
-            break
-        if not line.strip():
-            if words:
-                sentences.append((words, tags))
-                words, tags = [], []
-            continue
+
+    def token(number: int, line: str) -> tuple[str, str] | None:
         if line.startswith("#"):
-            continue
+            return None
         fields = line.split("\t")
         if len(fields) != 10:
             raise LotteryError(f"{path}: line {number} has {len(fields)} tab-separated columns; CoNLL-U has 10")
         word_id = fields[0]
         if "-" in word_id or "." in word_id:
-            continue  # a multiword token or an empty node: not a word of its own
+            return None  # a multiword token or an empty node: not a word of its own
         if not word_id.isdigit():
             raise LotteryError(f"{path}: line {number} has ID {word_id!r}, not a number")
-        words.append(fields[1])
-        tags.append(_check_tag(fields[column], known, path, number))
-    if words and (limit is None or len(sentences) < limit):
-        sentences.append((words, tags))
-    return _unzip(sentences, path)
+        return fields[1], _check_tag(fields[column], known, path, number)
+
+    return _sentences(path, limit, breaks=lambda line: not line.strip(), token=token)
 
 
 def read_conll(
@@ -109,17 +99,9 @@ def read_conll(
             )
         column = int(label_column) - 1
     width: int | None = None
-    sentences: list[tuple[list[str], list[str]]] = []
-    words: list[str] = []
-    tags: list[str] = []
-    for number, line in _lines(path):
-        if limit is not None and len(sentences) >= limit:
-            break
-        if not line.strip() or line.startswith("-DOCSTART-"):
-            if words:
-                sentences.append((words, tags))
-                words, tags = [], []
-            continue
+
+    def token(number: int, line: str) -> tuple[str, str]:
+        nonlocal width
         fields = line.split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields]
         if len(fields) < 2:
@@ -129,8 +111,35 @@ def read_conll(
             raise LotteryError(f"{path}: line {number} has {len(fields)} columns, the first token line {width}")
         if column >= width:
             raise LotteryError(f"{path}: --label-column {label_column} but the file has {width} columns")
-        words.append(fields[0])
-        tags.append(_check_tag(fields[column], known, path, number))
+        return fields[0], _check_tag(fields[column], known, path, number)
+
+    def breaks(line: str) -> bool:
+        return not line.strip() or line.startswith("-DOCSTART-")
+
+    return _sentences(path, limit, breaks=breaks, token=token)
+
+
+def _sentences(
+    path: Path, limit: int | None, *, breaks: Callable[[str], bool], token: Callable[[int, str], tuple[str, str] | None]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The words and tags of the first ``limit`` sentences of ``path`` (all without one), for every line format: a
+    line that ``breaks`` ends a sentence, and ``token`` reads any other line as a word and its tag (None: a line
+    that is not a word, such as a comment)."""
+    sentences: list[tuple[list[str], list[str]]] = []
+    words: list[str] = []
+    tags: list[str] = []
+    for number, line in _lines(path):
+        if limit is not None and len(sentences) >= limit:
+            break
+        if breaks(line):
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+            continue
+        found = token(number, line)
+        if found is not None:
+            words.append(found[0])
+            tags.append(found[1])
     if words and (limit is None or len(sentences) < limit):
         sentences.append((words, tags))
     return _unzip(sentences, path)
