@@ -3,6 +3,7 @@ bad state (refused pushes, killed exports, newer or corrupt run directories, rea
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from huggingface_hub import HfApi, constants
 from safetensors.torch import load_file
+from transformers import LlamaConfig
 
-from hf_lottery import export_ticket
+from hf_lottery import export_ticket, load_ticket
 from hf_lottery.commands.cli import main
+from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import read_json
 from hf_lottery.lottery.paths import RunPaths
 from hf_lottery.lottery.run import RunEvents
@@ -205,3 +208,37 @@ def test_an_export_where_a_file_is_in_the_way_names_the_file(element_run, tmp_pa
 def test_an_output_dir_that_cannot_be_made_is_one_line_naming_it(tiny_bert, capsys):
     assert main(prune_args(tiny_bert, Path("/proc/forbidden"), "--levels", "1")) == 1
     assert "hf-lottery: error: cannot write /proc/forbidden: " in capsys.readouterr().err.splitlines()[-1]
+
+
+# --- 8. hostile compact tickets -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ticket(element_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "ticket"
+    export_ticket(element_run.root, out, level=1)
+    return out
+
+
+def test_a_config_its_own_validator_refuses_is_one_line_with_the_reason(ticket, tmp_path):
+    hostile = tmp_path / "hostile"
+    shutil.copytree(ticket, hostile)
+    llama = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4).to_dict()
+    (hostile / "config.json").write_text(json.dumps({**llama, "num_attention_heads": 64, "num_key_value_heads": 64}))
+    with pytest.raises(LotteryError) as err:
+        load_ticket(hostile)
+    assert str(err.value) == (
+        f"{hostile}: config.json does not describe a model: The hidden size (32) is not a multiple of the number of "
+        "attention heads (64)."
+    )
+
+
+def test_a_config_of_zero_sized_layers_is_refused_without_warnings(ticket, tmp_path):
+    hostile = tmp_path / "hostile"
+    shutil.copytree(ticket, hostile)
+    config = json.loads((hostile / "config.json").read_text())
+    (hostile / "config.json").write_text(json.dumps({**config, "intermediate_size": 0}))
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(LotteryError, match="config.json says"):
+        warnings.simplefilter("always")
+        load_ticket(hostile)
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]

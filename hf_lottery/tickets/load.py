@@ -10,6 +10,7 @@ import copy
 import functools
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -24,6 +25,7 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+    StrictDataclassError,
 )
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
@@ -95,22 +97,19 @@ def load_ticket(
     kind = get_task_kind(ticket_task_kind(folder))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise LotteryError(
-            f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
-        ) from None
+    except (OSError, ValueError, StrictDataclassError) as err:
+        raise _not_a_model(repo_or_path, err) from None
     if not trust_remote_code and getattr(config, "auto_map", None):
         _note_ignored_code(str(repo_or_path), config.model_type)
     header, header_masks = read_sparse_header(folder / filename)
     _check_layer_count(config, header, filename)
     file_dtype = config.dtype or _floating_dtype(header)
-    try:
-        with torch.device("meta"), _meta_safe_creation_ops():
+    try:  # a check only: what torch warns of while building it (zero-sized layers) is said by the refusal, if any
+        with torch.device("meta"), _meta_safe_creation_ops(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             skeleton = _from_config(kind.auto_model, copy.deepcopy(config), file_dtype, trust_remote_code)
-    except (OSError, ValueError, TypeError, RuntimeError) as err:
-        raise LotteryError(
-            f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
-        ) from None
+    except (OSError, ValueError, TypeError, RuntimeError, StrictDataclassError) as err:
+        raise _not_a_model(repo_or_path, err) from None
     _check_state(skeleton, header, filename)
     check_mask(header_masks, skeleton, filename)
     del skeleton
@@ -125,6 +124,14 @@ def load_ticket(
 
         sparsify_for_inference(model, masks=masks)
     return model, masks
+
+
+def _not_a_model(repo_or_path: str | Path, err: Exception) -> LotteryError:
+    """The refusal of a config.json that no model can be built from, with the reason: a validator's error is
+    worded as its cause, on the lines after its own."""
+    reason = err.__cause__ if isinstance(err, StrictDataclassError) and err.__cause__ is not None else err
+    first = next((line.strip() for line in str(reason).splitlines() if line.strip()), type(reason).__name__)
+    return LotteryError(f"{repo_or_path}: config.json does not describe a model: {first}")
 
 
 @functools.cache  # once per ticket and process, as transformers' warning_once: finetune loads a ticket twice
