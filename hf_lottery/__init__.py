@@ -12,16 +12,20 @@ from .foundations.version import __version__
 
 # Each public name and the module that defines it.
 _PUBLIC = {
+    "MaskEnforcer": "pruning.masks",
     "MaskedTrainingCallback": "training.callback",
     "export_ticket": "tickets.export",
     "find_ticket": "commands.api",
     "load_ticket": "tickets.load",
     "push_ticket": "tickets.push",
+    "run_lottery": "lottery.runner",
     "sparsify_for_inference": "tickets.inference",
 }
 
 if TYPE_CHECKING:
     from .commands.api import find_ticket
+    from .lottery.runner import run_lottery
+    from .pruning.masks import MaskEnforcer
     from .tickets.export import export_ticket
     from .tickets.inference import sparsify_for_inference
     from .tickets.load import load_ticket
@@ -43,11 +47,13 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "MaskEnforcer",
     "MaskedTrainingCallback",
     "__version__",
     "export_ticket",
     "find_ticket",
     "load_ticket",
     "push_ticket",
+    "run_lottery",
     "sparsify_for_inference",
 ]

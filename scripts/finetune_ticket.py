@@ -23,7 +23,6 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 import hf_lottery
 from hf_lottery.lottery.config import DataArguments
-from hf_lottery.pruning.masks import MaskEnforcer
 from hf_lottery.training.tasks import get_task_kind
 
 
@@ -51,7 +50,8 @@ def training_function(args: argparse.Namespace) -> None:
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
-    enforcer = MaskEnforcer(accelerator.unwrap_model(model), masks)  # its masks follow the parameters' devices
+    # its masks follow the parameters' devices
+    enforcer = hf_lottery.MaskEnforcer(accelerator.unwrap_model(model), masks)
 
     for epoch in range(args.epochs):
         model.train()
