@@ -2,7 +2,9 @@
 bad state (refused pushes, killed exports, newer or corrupt run directories, read-only disks, signals)."""
 
 import json
+import os
 import shutil
+import signal
 import warnings
 from pathlib import Path
 
@@ -242,3 +244,33 @@ def test_a_config_of_zero_sized_layers_is_refused_without_warnings(ticket, tmp_p
         warnings.simplefilter("always")
         load_ticket(hostile)
     assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
+
+
+# --- 9. SIGTERM: a checkpoint and one line ------------------------------------------------------------------------
+
+
+class SigtermAt(RunEvents):
+    """Sends this process SIGTERM, as a batch system at its time limit does, after a step of one training."""
+
+    def __init__(self, tag: str, step: int) -> None:
+        self.tag, self.step = tag, step
+
+    def step_ended(self, tag: str, step: int, model) -> None:
+        if tag == self.tag and step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_saves_the_level_and_prints_the_command_that_resumes_it(element_run, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = prune_args(tiny_bert, out, "--levels", "1")
+    assert main(args, SigtermAt("imp/level_1", 1)) == 143
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hf-lottery: stopped by SIGTERM after step 1 of 2 of level 1 (imp, sparsity 20.0%): its "
+                          "checkpoint is saved; resume with: hf-lottery prune "), err  # fmt: skip
+    assert f"--output-dir {out}" in err and "error" not in err
+    assert [p.name for p in (out / "imp" / "level_1" / "checkpoint").iterdir()] == ["step_1"]
+    AcceleratorState._reset_state(reset_partial_state=True)  # a new process
+    GradientState._reset_state()
+    assert main(args) == 0
+    assert read_json(RunPaths(out).level("imp", 1).metrics)["resumed_from_step"] == 1
+    assert same_weights(RunPaths(out), element_run, "imp", 1, None)

@@ -26,3 +26,8 @@ class DamagedFileError(LotteryError):
     def __init__(self, path: object, reason: str, hint: str = "restore it, or remove it") -> None:
         super().__init__(f"{path} is damaged ({reason}): {hint}")
         self.path, self.reason = path, reason
+
+
+class Terminated(LotteryError):
+    """The run stopped on SIGTERM (``hf_lottery.training.stopping``); the message says where, and whether the level's
+    checkpoint was saved. The command line exits 143, as a process killed by SIGTERM does."""
