@@ -1,6 +1,7 @@
 """Faults found by trying the tool from outside: resuming and extending a masked-adapter branch, and the edges of
 bad state (refused pushes, killed exports, newer or corrupt run directories, read-only disks, signals)."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi, constants, hf_hub_download
 from safetensors.torch import load_file
 from transformers import LlamaConfig
 
 from hf_lottery import export_ticket, load_ticket
 from hf_lottery.commands.cli import main
+from hf_lottery.commands.demo import DEMO_DATA
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import read_json
 from hf_lottery.lottery.paths import RunPaths
@@ -274,3 +276,21 @@ def test_sigterm_saves_the_level_and_prints_the_command_that_resumes_it(element_
     assert main(args) == 0
     assert read_json(RunPaths(out).level("imp", 1).metrics)["resumed_from_step"] == 1
     assert same_weights(RunPaths(out), element_run, "imp", 1, None)
+
+
+# --- 12. no local path reaches the Hub ----------------------------------------------------------------------------
+
+
+def test_a_pushed_ticket_names_local_files_by_name_and_sha256_and_holds_no_local_path(
+    element_run, tiny_bert, hub_server, monkeypatch
+):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    assert main(["push", str(element_run.root), "alice/no-paths", "--level", "1"]) == 0
+    card, facts = (Path(hf_hub_download("alice/no-paths", name)).read_text() for name in ("README.md", "ticket.json"))
+    for local in (str(tiny_bert), str(DEMO_DATA), str(element_run.root), str(Path.home())):
+        assert local not in card and local not in facts, local
+    assert f"hf-lottery prune {tiny_bert.name} \\" in card and "--train-file train.tsv" in card
+    train = json.loads(facts)["data_files"]["train_file"]
+    assert train == {"name": "train.tsv", "sha256": hashlib.sha256((DEMO_DATA / "train.tsv").read_bytes()).hexdigest()}
+    assert json.loads(facts)["base_model"] == tiny_bert.name
+    assert str(tiny_bert) in read_json(element_run.level("imp", 1).metrics)["command"]  # the run keeps it whole

@@ -36,6 +36,7 @@ from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
 from .card import render_card
 from .compact import compaction, compare_latency, refuse_uncompactable
+from .provenance import shareable_facts, shareable_rows
 from .sparse import save_masks, save_sparse
 
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
@@ -239,7 +240,7 @@ def export_ticket(
     rerun = f"remove {level_paths.root} and run the run's `hf-lottery prune` command again, which retrains that level"
     masks = load_tensors(level_paths.mask, rerun)
     trained = run.load_model(level_paths.weights, rerun)
-    facts = run.facts(chosen, reason)
+    facts = shareable_facts(run.facts(chosen, reason), run.config)  # published: names, not local paths
     cut = None
     if compact:
         cut = compaction(trained, masks, unit)
@@ -263,7 +264,7 @@ def export_ticket(
         model.save_pretrained(folder)
         if cut is not None:  # what save_pretrained wrote (shards too), before any other weights file is there
             facts["compact"]["compact_bytes"] = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-        card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
+        card = render_card(facts, run.config, shareable_rows(run.rows), repo_id, license, existing_card, str(out_dir))
         for item in run.paths.model_files.iterdir():
             if item.name not in ("config.json", "base_model.json"):
                 shutil.copy2(item, folder / item.name)
