@@ -24,6 +24,7 @@ from hf_lottery.foundations.storage import read_json
 from hf_lottery.lottery.paths import RunPaths
 from hf_lottery.lottery.run import RunEvents
 from hf_lottery.lottery.runner import run_lottery
+from tests.helpers import fails_cleanly
 from tests.test_disk_full import DATA, FULL, fill_disk
 from tests.test_post_training import lm_config
 
@@ -294,3 +295,18 @@ def test_a_pushed_ticket_names_local_files_by_name_and_sha256_and_holds_no_local
     assert train == {"name": "train.tsv", "sha256": hashlib.sha256((DEMO_DATA / "train.tsv").read_bytes()).hexdigest()}
     assert json.loads(facts)["base_model"] == tiny_bert.name
     assert str(tiny_bert) in read_json(element_run.level("imp", 1).metrics)["command"]  # the run keeps it whole
+
+
+# --- 15. smaller ones ---------------------------------------------------------------------------------------------
+
+
+def test_a_sparsity_given_twice_is_refused_in_one_line(tiny_bert, tmp_path, capsys):
+    args = [str(tiny_bert), *DATA, "--train-dense", "false", "--post-training", "0.5", "0.5", "--recover"]
+    fails_cleanly(capsys, args, "--post-training 0.5 is given twice: give each sparsity once", tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_adapter_rank_above_a_weights_smaller_dimension_is_warned_of(tiny_gpt2, text_files, tmp_path, capsys):
+    run_lottery(lm_config(tiny_gpt2, text_files, tmp_path / "run", post_training=[0.5], recover_adapter=40))
+    warned = "warning: --recover-adapter 40 is above the smaller dimension of transformer.h.0.attn.c_attn.weight (32)"
+    assert warned in capsys.readouterr().out
