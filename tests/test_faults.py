@@ -14,7 +14,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from huggingface_hub import HfApi, constants, hf_hub_download
 from safetensors.torch import load_file
-from transformers import LlamaConfig
+from transformers import AutoModelForSequenceClassification, LlamaConfig
 
 from hf_lottery import export_ticket, load_ticket
 from hf_lottery.commands.cli import main
@@ -29,7 +29,7 @@ from tests.test_disk_full import DATA, FULL, fill_disk
 from tests.test_post_training import lm_config
 
 ADAPTED = ("recover-adapter", 1, 0.5)
-ADAPTER_RUN = dict(post_training=[0.5], recover=True, recover_adapter=4)
+ADAPTER_RUN = dict(post_training=[0.5], recover=True, recover_adapter=4, max_steps=4)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,12 @@ def same_weights(a: RunPaths, b: RunPaths, branch: str, level: int, clipped_to: 
 # --- 1. a masked-adapter branch resumes and can be added --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_adapter_branch_added_to_a_finished_post_training_run_trains_as_if_asked_at_first(
     adapter_run, tiny_gpt2, text_files, tmp_path
 ):
     out = tmp_path / "run"
-    run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover=True))
+    run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover=True, max_steps=4))
     run_lottery(lm_config(tiny_gpt2, text_files, out, **ADAPTER_RUN))
     assert same_weights(RunPaths(out), adapter_run, *ADAPTED)
 
@@ -70,6 +71,7 @@ class KillAt(RunEvents):
             raise Killed
 
 
+@pytest.mark.slow
 def test_an_adapter_level_killed_after_a_checkpoint_resumes_bit_identically(
     adapter_run, tiny_gpt2, text_files, tmp_path
 ):
@@ -263,6 +265,7 @@ class SigtermAt(RunEvents):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_level_and_prints_the_command_that_resumes_it(element_run, tiny_bert, tmp_path, capsys):
     out = tmp_path / "run"
     args = prune_args(tiny_bert, out, "--levels", "1")
@@ -306,7 +309,52 @@ def test_a_sparsity_given_twice_is_refused_in_one_line(tiny_bert, tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_adapter_rank_above_a_weights_smaller_dimension_is_warned_of(tiny_gpt2, text_files, tmp_path, capsys):
-    run_lottery(lm_config(tiny_gpt2, text_files, tmp_path / "run", post_training=[0.5], recover_adapter=40))
+    asked = dict(post_training=[0.5], recover_adapter=40, max_steps=1)
+    run_lottery(lm_config(tiny_gpt2, text_files, tmp_path / "run", **asked))
     warned = "warning: --recover-adapter 40 is above the smaller dimension of transformer.h.0.attn.c_attn.weight (32)"
     assert warned in capsys.readouterr().out
+
+
+# --- 11, 13. a structured ticket's card says what was pruned; no sparse copy that is not smaller ------------------
+
+
+@pytest.fixture(scope="module")
+def neuron_run(tiny_bert, tmp_path_factory) -> RunPaths:
+    out = tmp_path_factory.mktemp("faults") / "neurons"
+    unit = ["--unit", "neuron", "--scope", "layer"]
+    assert main(prune_args(tiny_bert, out, "--levels", "2", "--prune-fraction", "0.5", *unit)) == 0
+    return RunPaths(out)
+
+
+def test_a_compact_neuron_ticket_chosen_by_hand_says_what_it_is_and_ships_no_larger_sparse_copy(
+    neuron_run, tmp_path, capsys
+):
+    out = tmp_path / "ticket"
+    assert main(["export", str(neuron_run.root), str(out), "--compact", "--level", "2"]) == 0
+    card = (out / "README.md").read_text()
+    facts = json.loads((out / "ticket.json").read_text())
+    assert facts["unit"] == "neuron" and facts["unit_sparsity"] == pytest.approx(0.75) and facts["chosen_by_hand"]
+    removed = f"75% of the FFN neurons ({facts['sparsity']:.0%} of encoder weights) removed"
+    assert removed in card and "-75-neuron-sparse\n" in card
+    assert "Each level removed 50% of the surviving FFN neurons (" in card and "the same fraction in each block" in card
+    assert "per tensor" not in card and "zeros in place" not in card and "winning lottery ticket" not in card
+    gap = 100 * (facts["metric_value"] - facts["dense_metric_value"])
+    side = "below" if gap < 0 else "above"
+    distance = f"{abs(gap):.1f} points {side} the dense model's validation accuracy"
+    assert f"A pruned level, chosen by hand ({distance}), of the local model" in card
+    assert "what a deployment needs" in card and "to train the ticket again from its rewind point" in card
+    assert not (out / "model.sparse.safetensors").exists() and not facts["sparse_copy"]
+    assert "model.sparse.safetensors" not in card
+    model, masks = load_ticket(out)  # from the stock model file and the masks
+    stock = AutoModelForSequenceClassification.from_pretrained(out)
+    assert all(torch.equal(p, stock.state_dict()[k]) for k, p in model.state_dict().items())
+    assert set(masks) == set(load_file(out / "masks.safetensors"))
+
+
+def test_an_element_ticket_keeps_its_smaller_sparse_copy(ticket):
+    facts = json.loads((ticket / "ticket.json").read_text())
+    assert facts["sparse_copy"] and facts["unit"] == "element" and facts["unit_sparsity"] is None
+    assert (ticket / "model.sparse.safetensors").stat().st_size < (ticket / "model.safetensors").stat().st_size
+    assert facts["chosen_by_hand"] and "winning lottery ticket" not in (ticket / "README.md").read_text()

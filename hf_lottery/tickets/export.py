@@ -163,6 +163,7 @@ class FinishedRun:
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
             "level": row.level, "branch": row.branch, "level_reason": reason, "sparsity": row.sparsity,
+            "unit": row.unit or "element", "unit_sparsity": row.unit_sparsity,
             "metric_value": row.value, "dense_metric_value": dense.value, "levels": [r.to_dict() for r in self.rows],
             "test_file": c.data.test_file, "test_split": c.data.test_split,
             "test_metric_value": row.test_value, "dense_test_metric_value": dense.test_value,
@@ -241,6 +242,7 @@ def export_ticket(
     masks = load_tensors(level_paths.mask, rerun)
     trained = run.load_model(level_paths.weights, rerun)
     facts = shareable_facts(run.facts(chosen, reason), run.config)  # published: names, not local paths
+    facts["chosen_by_hand"] = level != "best"
     cut = None
     if compact:
         cut = compaction(trained, masks, unit)
@@ -262,15 +264,20 @@ def export_ticket(
     def write(folder: Path) -> None:
         model = models.pop()
         model.save_pretrained(folder)
-        if cut is not None:  # what save_pretrained wrote (shards too), before any other weights file is there
-            facts["compact"]["compact_bytes"] = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        # what save_pretrained wrote (shards too), before any other weights file is there
+        model_bytes = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        if cut is not None:
+            facts["compact"]["compact_bytes"] = model_bytes
+        save_sparse(folder / SPARSE_FILE, model_state(model), masks)
+        del model
+        if (folder / SPARSE_FILE).stat().st_size >= model_bytes:  # a compact ticket's: a third copy, none smaller
+            (folder / SPARSE_FILE).unlink()
+        facts["sparse_copy"] = (folder / SPARSE_FILE).exists()
         card = render_card(facts, run.config, shareable_rows(run.rows), repo_id, license, existing_card, str(out_dir))
         for item in run.paths.model_files.iterdir():
             if item.name not in ("config.json", "base_model.json"):
                 shutil.copy2(item, folder / item.name)
         save_masks(folder / MASKS_FILE, masks)
-        save_sparse(folder / SPARSE_FILE, model_state(model), masks)
-        del model
         rewind = run.load_model(run.paths.rewind_point)
         save_sparse(folder / TICKET_FILE, model_state(rewind if cut is None else cut.cut_model(rewind)), masks)
         write_json(folder / FACTS_FILE, facts)
