@@ -4,6 +4,7 @@ bad state (refused pushes, killed exports, newer or corrupt run directories, rea
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import warnings
@@ -14,7 +15,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from huggingface_hub import HfApi, constants, hf_hub_download
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig
 
 from hf_lottery import export_ticket, load_ticket
 from hf_lottery.commands.cli import main
@@ -358,3 +359,39 @@ def test_an_element_ticket_keeps_its_smaller_sparse_copy(ticket):
     assert facts["sparse_copy"] and facts["unit"] == "element" and facts["unit_sparsity"] is None
     assert (ticket / "model.sparse.safetensors").stat().st_size < (ticket / "model.safetensors").stat().st_size
     assert facts["chosen_by_hand"] and "winning lottery ticket" not in (ticket / "README.md").read_text()
+
+
+# --- 10. post-training runs write no copy of what the rewind point holds ------------------------------------------
+
+
+def test_levels_scored_untrained_write_no_weights_and_read_back_as_the_rewind_point_under_their_mask(
+    adapter_run, tiny_gpt2, tmp_path
+):
+    dense, pruned = adapter_run.level("imp", 0), adapter_run.level("post-training", 1, clipped_to=0.5)
+    assert not dense.weights.exists() and not pruned.weights.exists()
+    assert read_json(pruned.metrics)["weights"] == "the rewind point under the mask"
+    rewind, mask = load_file(adapter_run.rewind_point), load_file(pruned.mask)
+    pretrained = load_file(tiny_gpt2 / "model.safetensors")
+    assert all(torch.equal(rewind[k], v) for k, v in pretrained.items() if k in rewind)
+    export_ticket(adapter_run.root, tmp_path / "out", level="post-training/level_1_to_50.00")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    for name, value in model.state_dict().items():
+        if name in rewind:
+            expected = rewind[name] * mask[name] if name in mask else rewind[name]
+            assert torch.equal(value, expected), name
+    files = [p for p in adapter_run.root.rglob("*.safetensors")]
+    full = [p for p in files if p.stat().st_size >= adapter_run.rewind_point.stat().st_size]
+    # the rewind point and the two recoveries' trained weights: no copy of the pretrained model besides
+    assert sorted(p.relative_to(adapter_run.root).as_posix() for p in full) == [
+        "recover-adapter/level_1_to_50.00/weights.safetensors", "recover/level_1_to_50.00/weights.safetensors",
+        "rewind_point.safetensors",
+    ]  # fmt: skip
+
+
+def test_the_dry_runs_disk_estimate_is_what_the_run_writes(adapter_run, tiny_gpt2, text_files, tmp_path, capsys):
+    capsys.readouterr()
+    run_lottery(lm_config(tiny_gpt2, text_files, tmp_path / "plan", **ADAPTER_RUN, dry_run=True))
+    estimate = re.search(r"about ([\d.]+) (kB|MB|GB) of weights and masks on disk", capsys.readouterr().out)
+    estimated = float(estimate.group(1)) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[estimate.group(2)]
+    written = sum(p.stat().st_size for p in adapter_run.root.rglob("*.safetensors"))
+    assert abs(estimated - written) < 0.001 * written, (estimated, written)

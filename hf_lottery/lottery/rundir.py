@@ -17,14 +17,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
+from safetensors import safe_open
 from transformers import PreTrainedModel
 
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import (
     disk_full_line,
+    load_tensors,
+    load_weights,
     read_json,
     remove_folder,
     save_bool_tensors,
@@ -34,7 +38,7 @@ from hf_lottery.foundations.storage import (
     write_text,
 )
 from hf_lottery.foundations.version import __version__
-from hf_lottery.pruning.masks import Mask, mask_shapes, sparsity_report
+from hf_lottery.pruning.masks import Mask, apply_mask, mask_shapes, sparsity_report
 from hf_lottery.training.tasks import TEST_PREFIX, Metric
 
 from .config import FORMAT_VERSION, RunConfig
@@ -291,7 +295,42 @@ def level_facts(
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
                        "command", "path", "total_steps", "replicates", "mean", "std", "unit",
                        "unit_sparsity", "processes", "untrained_head", "parameters",
-                       "kept_parameters"})  # fmt: skip
+                       "kept_parameters", "weights"})  # fmt: skip
+
+# A level's ``metrics.json`` says ``"weights": AT_REWIND`` when it wrote no weights file, because its weights are the
+# rewind point's under its mask (a level scored untrained: the pretrained model with --train-dense false, and the
+# post-training masks of it): a large model is not written again for nothing.
+AT_REWIND = "the rewind point under the mask"
+
+
+def weights_kept(level: LevelPaths) -> bool:
+    """Whether a finished level's trained weights can be had: its own file, or the rewind point under its mask."""
+    return level.weights.exists() or read_json(level.metrics).get("weights") == AT_REWIND
+
+
+def load_level_weights(model: torch.nn.Module, level: LevelPaths) -> None:
+    """Load the weights a finished level holds into ``model`` in place (``weights_kept`` says whether it can)."""
+    if level.weights.exists():
+        load_weights(model, level.weights)
+        return
+    load_weights(model, level.rewind_point)
+    apply_mask(model, load_tensors(level.mask))
+
+
+@torch.no_grad()
+def _at_rewind(paths: LevelPaths, model: PreTrainedModel, mask: Mask) -> bool:
+    """Whether ``model`` holds exactly the rewind point under ``mask``, compared one tensor at a time."""
+    if not paths.rewind_point.exists():
+        return False
+    state = model.state_dict()
+    with safe_open(str(paths.rewind_point), framework="pt") as rewind:
+        for name in rewind.keys():
+            expected = rewind.get_tensor(name)
+            if name in mask:
+                expected = expected * mask[name]
+            if name not in state or not torch.equal(state[name].cpu(), expected):
+                return False
+    return True
 
 
 def save_level(
@@ -303,7 +342,10 @@ def save_level(
     if accelerator.is_main_process:
         report = sparsity_report(mask)
         save_bool_tensors(paths.mask, mask, mask_shapes(mask))
-        save_weights(paths.weights, model)
+        if metrics.get("steps") == 0 and _at_rewind(paths, model, mask):  # scored untrained: nothing new to write
+            metrics = {**metrics, "weights": AT_REWIND}
+        else:
+            save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
         info = level_facts(paths, model, report, metric, accelerator.num_processes, dead)

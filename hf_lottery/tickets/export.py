@@ -30,7 +30,8 @@ from hf_lottery.foundations.version import __version__
 from hf_lottery.lottery.config import RunConfig
 from hf_lottery.lottery.paths import IMP, LevelPaths, RunPaths
 from hf_lottery.lottery.rows import LevelResult, best_scoring, best_ticket, read_results
-from hf_lottery.lottery.rundir import folder_lock, read_run_config
+from hf_lottery.lottery.rundir import folder_lock, read_run_config, weights_kept
+from hf_lottery.pruning.masks import apply_mask
 from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
@@ -84,7 +85,7 @@ class FinishedRun:
         (dense's too), so one lucky seed does not choose the level; the weights shipped are replicate 0's.
         """
         row, reason = self._find_level(level, tolerance)
-        if not self.level_paths(row).weights.exists():
+        if not weights_kept(self.level_paths(row)):
             raise LotteryError(
                 f"the trained weights of {row.path} were not kept (--keep-weights needed): export the best "
                 "level, or rerun that level with --keep-weights all in another run directory"
@@ -240,7 +241,10 @@ def export_ticket(
     level_paths = run.level_paths(chosen)
     rerun = f"remove {level_paths.root} and run the run's `hf-lottery prune` command again, which retrains that level"
     masks = load_tensors(level_paths.mask, rerun)
-    trained = run.load_model(level_paths.weights, rerun)
+    at_rewind = not level_paths.weights.exists()  # the rewind point under the mask (``rundir.AT_REWIND``)
+    trained = run.load_model(run.paths.rewind_point if at_rewind else level_paths.weights, rerun)
+    if at_rewind:
+        apply_mask(trained, masks)
     facts = shareable_facts(run.facts(chosen, reason), run.config)  # published: names, not local paths
     facts["chosen_by_hand"] = level != "best"
     cut = None
@@ -251,7 +255,8 @@ def export_ticket(
         facts["compact"] = {
             "config_changes": {field: list(change) for field, change in cut.changes.items()}, "padded": cut.padded,
             "dense_parameters": dense.num_parameters(), "compact_parameters": trained.num_parameters(),
-            "dense_bytes": level_paths.weights.stat().st_size,  # the level's weights: the dense model's state
+            # the level's weights, the dense model's state (the rewind point's file when it wrote none)
+            "dense_bytes": (run.paths.rewind_point if at_rewind else level_paths.weights).stat().st_size,
         }  # fmt: skip
         if options.measure_latency:
             ids = torch.randint(dense.get_input_embeddings().num_embeddings, (1, run.config.data.max_length),
