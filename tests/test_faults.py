@@ -395,3 +395,15 @@ def test_the_dry_runs_disk_estimate_is_what_the_run_writes(adapter_run, tiny_gpt
     estimated = float(estimate.group(1)) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[estimate.group(2)]
     written = sum(p.stat().st_size for p in adapter_run.root.rglob("*.safetensors"))
     assert abs(estimated - written) < 0.001 * written, (estimated, written)
+
+
+# --- the header lines: after the checks that need no model ----------------------------------------------------------
+
+
+def test_a_missing_data_file_is_the_only_line_printed(tiny_bert, tmp_path, capsys):
+    args = ["prune", str(tiny_bert), "--train-file", str(tmp_path / "nope.tsv"), "--validation-file",
+            str(DEMO_DATA / "dev.tsv"), "--levels", "1", "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"hf-lottery: error: {tmp_path / 'nope.tsv'}: no such file\n"
+    assert not (tmp_path / "run").exists()
