@@ -407,3 +407,25 @@ def test_a_missing_data_file_is_the_only_line_printed(tiny_bert, tmp_path, capsy
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == f"hf-lottery: error: {tmp_path / 'nope.tsv'}: no such file\n"
     assert not (tmp_path / "run").exists()
+
+
+# --- 7. a finished run in a folder that cannot be written shows its results ----------------------------------------
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="file modes bind every user but root")
+def test_a_finished_run_that_cannot_be_written_shows_its_results(element_run, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "finished"
+    shutil.copytree(element_run.root, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    for path in [out, *out.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        capsys.readouterr()
+        assert main(prune_args(tiny_bert, out, "--levels", "1")) == 0
+        assert "| 1 | imp | 20.0% |" in capsys.readouterr().out
+        assert main(prune_args(tiny_bert, out, "--levels", "2")) == 1  # something left to do: one line
+        assert one_error_line(capsys).endswith(f"cannot write {out}: permission denied")
+    finally:
+        for path in [out, *out.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before

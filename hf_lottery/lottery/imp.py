@@ -36,6 +36,7 @@ from hf_lottery.training.model import load_tokenizer
 from hf_lottery.training.tasks import TaskKind
 
 from .config import RunConfig
+from .finished import refuse_writes_if_finished
 from .methods import asked_methods
 from .opening import OpenedRun, open_run
 from .paths import IMP, RunPaths
@@ -105,6 +106,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
     if held is not None:
+        refuse_writes_if_finished(config, task.paths)
         held.enter_context(lock_run_dir(task.paths, config, accelerator))
     for method in asked_methods(config.plugins):
         method.check(task.paths)

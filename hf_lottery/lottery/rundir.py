@@ -118,7 +118,8 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
     lock, pid_file = FileLock(str(lock_file)), lock_file.with_name(lock_file.name + PID_SUFFIX)
     try:  # the lock is the first thing written: a folder that cannot be written is said here, not as a lock's fault
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        lock_file.touch()
+        if not lock_file.exists():  # one that exists is left as it is: a finished run's may not be ours to touch
+            lock_file.touch()
     except OSError as err:
         raise LotteryError(f"cannot write {folder}: {_why_unwritable(lock_file.parent, err)}") from None
     try:
@@ -131,6 +132,8 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
         raise LotteryError(f"{folder} is in use by another hf-lottery process ({holder}); {hint}") from None
     except NotImplementedError:  # a file system without flock, where older filelocks have no fallback
         lock = None
+    except OSError as err:  # after Timeout, which is one: a lock file this process may not open for writing
+        raise LotteryError(f"cannot write {folder}: {_why_unwritable(lock_file.parent, err)}") from None
     if lock is None:
         print(f"note: {folder} cannot be locked on its file system; use it from one hf-lottery at a time",
               file=sys.stderr)  # fmt: skip
