@@ -319,7 +319,7 @@ def _noun(facts: dict, metric: Metric) -> str:
     method = METHODS.get(facts.get("branch", ""))
     if method is not None:
         return method.noun
-    if not facts.get("chosen_by_hand"):
+    if not facts.get("chosen_by_hand") or facts.get("finetuned_from"):  # a fine-tuned ticket has its one level
         return "winning lottery ticket"
     value, dense = facts["metric_value"], facts["dense_metric_value"]
     if metric.greater_is_better:
