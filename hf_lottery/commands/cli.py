@@ -93,7 +93,28 @@ def _ship_parser(prog: str, target: str, help_: str) -> argparse.ArgumentParser:
         "--measure-latency",
         action="store_true",
         help="with --compact: time the compact model against the dense one on this machine's CPU (batch 1, the "
-        "run's --max-length, interleaved in one process) and give the ratio in the card",
+        "run's --max-length, interleaved in one process) and give the ratio in the card; with --onnx: time each "
+        "artifact against the dense model (1 thread, batch 1, 128 tokens)",
+    )
+    parser.add_argument(
+        "--trim-vocab",
+        nargs="*",
+        metavar="FILE",
+        help="keep only the token ids of these plain-text files (one text per line; none: the run's training and "
+        "validation data), the special tokens and the single-character pieces; cut the word embeddings (and a tied "
+        "head) to them and rebuild the fast tokenizer. WordPiece (BERT-family) tokenizers only",
+    )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write onnx/model.onnx (dynamic batch and sequence, head included), refused unless onnxruntime "
+        'matches PyTorch within 1e-4 on validation batches; needs pip install "hf-lottery[onnx]"',
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --onnx: also write onnx/model_quantized.onnx (dynamic int8, embeddings included), scored on the "
+        "validation (and test) data; a drop beyond --tolerance is said",
     )
     return parser  # fmt: skip
 
@@ -115,6 +136,28 @@ def _export(args: list[str]) -> None:
           f"written to {ns.out_dir}")  # fmt: skip
     if ns.compact:
         print(_compact_line(facts["compact"]))
+    _artifact_lines(facts)
+
+
+def _artifact_lines(facts: dict) -> None:
+    """What trimming kept and cost, and each shipped artifact's size and scores (and latency, when timed)."""
+    from hf_lottery.tickets.vocab import describe_trim
+
+    if "vocabulary" in facts:
+        print(describe_trim(facts["vocabulary"]))
+    artifacts = facts.get("artifacts")
+    if artifacts is None:
+        return
+    for row in artifacts["rows"]:
+        scores = ", ".join(f"{split} {value:.4f}" for split, value in row["scores"].items())
+        latency = f", latency {row['latency']:.2f}x dense" if "latency" in row else ""
+        print(f"{row['file']}: {row['name']}, {row['bytes'] / 1e6:.2f} MB, {artifacts['metric']} {scores}{latency}")
+    if "latency" in artifacts:
+        timed = artifacts["latency"]
+        print(f"latency against the dense PyTorch model: CPU, {timed['threads']} thread, batch {timed['batch']}, "
+              f"{timed['sequence_length']} tokens")  # fmt: skip
+    if artifacts["int8_warning"]:
+        print(f"warning: {artifacts['int8_warning']}")
 
 
 def _compact_line(compact: dict) -> str:

@@ -24,6 +24,8 @@ from hf_lottery.lottery.rows import LevelResult
 from hf_lottery.pruning.strategies import STRATEGIES
 from hf_lottery.training.tasks import TEST_PREFIX, Metric, get_task_kind
 
+from .runtimes import runtimes_section
+
 TEMPLATE = resources.files("hf_lottery.model_cards") / "ticket_card.md"
 SECTION = re.compile(r"<!-- hf-lottery:start.*?<!-- hf-lottery:end -->", re.DOTALL)
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
@@ -142,6 +144,9 @@ def render_card(
         files_table=_files_table(facts, rewind),
         stock_note="a smaller stock model" if facts.get("compact") else "dense storage, zeros in place",
         load_note="only the sparse file" if facts.get("sparse_copy", True) else "the model file and the masks",
+        runtimes=runtimes_section(facts, repo_id, folder),
+        onnx="onnx" in facts.get("artifacts", {}),
+        int8=any(row["name"] == "ONNX int8" for row in facts.get("artifacts", {}).get("rows", [])),
     )
     return str(card) if existing is None else merge_cards(existing, card)
 

@@ -35,10 +35,12 @@ from hf_lottery.pruning.masks import apply_mask
 from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
+from .artifacts import refuse_artifacts, ship_artifacts
 from .card import render_card
 from .compact import compaction, compare_latency, refuse_uncompactable
 from .provenance import shareable_facts, shareable_rows
 from .sparse import save_masks, save_sparse
+from .vocab import trim_run
 
 MODEL_FILE, SPARSE_FILE, MASKS_FILE, TICKET_FILE, FACTS_FILE = (
     "model.safetensors", "model.sparse.safetensors", "masks.safetensors", "ticket.safetensors", "ticket.json",
@@ -198,16 +200,29 @@ class ShipOptions:
     rewind point and masks all cut the same way. ``measure_latency`` times it against the dense masked model, on
     CPU, batch 1, at the run's ``--max-length`` (``hf_lottery.tickets.compact.compare_latency``); the ratio and its
     conditions go to ``ticket.json`` and the card, which is then no longer the same on every export.
+
+    ``trim_vocab`` (a list of text files, empty for the run's own training and validation data) keeps only the
+    token ids of that text (``hf_lottery.tickets.vocab``); ``onnx`` adds ``onnx/model.onnx``, checked against
+    PyTorch, and ``int8`` its quantized twin (``hf_lottery.tickets.onnx``). What changed form is scored again
+    (``facts["artifacts"]``), and with ``measure_latency`` and ``onnx`` each artifact is timed against the dense
+    masked model (``hf_lottery.tickets.artifacts``).
     """
 
     level: int | str = "best"
     tolerance: float = DEFAULT_TOLERANCE
     compact: bool = False
     measure_latency: bool = False
+    trim_vocab: list[str] | None = None
+    onnx: bool = False
+    int8: bool = False
 
     def __post_init__(self) -> None:
-        if self.measure_latency and not self.compact:  # latency is the compact model's over the dense one's
-            raise LotteryError("--measure-latency times the compact model against the dense one: add --compact")
+        if self.measure_latency and not (self.compact or self.onnx):  # a ratio to the dense model needs a pair
+            raise LotteryError(
+                "--measure-latency times the compact model (or the ONNX files) against the dense one: add --compact or "
+                "--onnx"
+            )
+        refuse_artifacts(self.onnx, self.int8)
 
     @classmethod
     def given(cls, options: ShipOptions | None, keywords: dict) -> ShipOptions:
@@ -242,9 +257,16 @@ def export_ticket(
     rerun = f"remove {level_paths.root} and run the run's `hf-lottery prune` command again, which retrains that level"
     masks = load_tensors(level_paths.mask, rerun)
     at_rewind = not level_paths.weights.exists()  # the rewind point under the mask (``rundir.AT_REWIND``)
-    trained = run.load_model(run.paths.rewind_point if at_rewind else level_paths.weights, rerun)
-    if at_rewind:
-        apply_mask(trained, masks)
+    level_masks = masks
+
+    def load_trained() -> PreTrainedModel:
+        """The level's trained model, dense, from its own weights or the rewind point under its mask."""
+        model = run.load_model(run.paths.rewind_point if at_rewind else level_paths.weights, rerun)
+        if at_rewind:
+            apply_mask(model, level_masks)
+        return model
+
+    trained = load_trained()
     facts = shareable_facts(run.facts(chosen, reason), run.config)  # published: names, not local paths
     facts["chosen_by_hand"] = level != "best"
     cut = None
@@ -263,6 +285,13 @@ def export_ticket(
                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
             facts["compact"]["latency"] = compare_latency(dense, trained, ids)
         del dense
+    trim = None
+    if options.trim_vocab is not None:
+        vocab_size = trained.config.vocab_size
+        trim, facts["vocabulary"] = trim_run(run.config, run.paths.model_files, vocab_size, options.trim_vocab)
+        before = trained.num_parameters()
+        masks = trim.cut(masks, trim.cut_model(trained))
+        facts["vocabulary"]["parameters_removed"] = before - trained.num_parameters()
     models = [trained]  # handed to write, which drops it before it reads the rewind point: one model at a time
     del trained
 
@@ -273,18 +302,26 @@ def export_ticket(
         model_bytes = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
         if cut is not None:
             facts["compact"]["compact_bytes"] = model_bytes
+        for item in run.paths.model_files.iterdir():
+            if item.name not in ("config.json", "base_model.json"):
+                shutil.copy2(item, folder / item.name)
+        if trim is not None:
+            trim.write_tokenizer(folder)
+        if trim is not None or options.onnx:
+            dense = load_trained if options.measure_latency and options.onnx else None
+            facts["artifacts"] = ship_artifacts(model, run.config, folder, options.onnx, options.int8, tolerance, dense)
         save_sparse(folder / SPARSE_FILE, model_state(model), masks)
         del model
         if (folder / SPARSE_FILE).stat().st_size >= model_bytes:  # a compact ticket's: a third copy, none smaller
             (folder / SPARSE_FILE).unlink()
         facts["sparse_copy"] = (folder / SPARSE_FILE).exists()
         card = render_card(facts, run.config, shareable_rows(run.rows), repo_id, license, existing_card, str(out_dir))
-        for item in run.paths.model_files.iterdir():
-            if item.name not in ("config.json", "base_model.json"):
-                shutil.copy2(item, folder / item.name)
         save_masks(folder / MASKS_FILE, masks)
         rewind = run.load_model(run.paths.rewind_point)
-        save_sparse(folder / TICKET_FILE, model_state(rewind if cut is None else cut.cut_model(rewind)), masks)
+        rewind = rewind if cut is None else cut.cut_model(rewind)
+        if trim is not None:
+            trim.cut_model(rewind)
+        save_sparse(folder / TICKET_FILE, model_state(rewind), masks)
         write_json(folder / FACTS_FILE, facts)
         shutil.copy2(run.paths.plot, folder / run.paths.plot.name)
         (folder / "README.md").write_text(card, encoding="utf-8")
