@@ -76,3 +76,14 @@ def rescore(level: LevelPaths, value: float) -> None:
     there: how a test gets a run whose pruned levels all fall short of dense, which a tiny run gives by chance only."""
     metrics = read_json(level.metrics)
     write_json(level.metrics, {**metrics, metrics["metric"]: value})
+
+
+def saved_weights(level: LevelPaths) -> dict:
+    """A finished level's weights by name: its own file, or, for a level that wrote none (scored untrained), the
+    rewind point under its mask, as hf-lottery reads it back."""
+    from safetensors.torch import load_file
+
+    if level.weights.exists():
+        return load_file(level.weights)
+    mask, rewind = load_file(level.mask), load_file(level.rewind_point)
+    return {name: value * mask[name] if name in mask else value for name, value in rewind.items()}

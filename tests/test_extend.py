@@ -121,7 +121,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_bert, tmp_path, capsys)
     assert main(["prune", str(tiny_bert), *args, "--dry-run", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| 0 | 0.0% | dense | 3 |" in printed and "| 2 | 75.0% | imp, reinit | 6 |" in printed
-    assert "5 trainings, 15 optimizer steps in all" in printed and "GB of weights and masks on disk" in printed
+    assert "5 trainings, 15 optimizer steps in all" in printed and "B of weights and masks on disk" in printed
     assert not out.exists()
 
 

@@ -16,7 +16,7 @@ from hf_lottery.lottery.paths import IMP, RunPaths
 from hf_lottery.lottery.rows import read_results
 from hf_lottery.lottery.runner import run_lottery
 from hf_lottery.pruning.selection import check_nm, nm_prune
-from tests.helpers import fails_cleanly, make_config
+from tests.helpers import fails_cleanly, make_config, saved_weights
 
 # --- N:M masks -------------------------------------------------------------------------------------------------
 
@@ -71,9 +71,9 @@ def test_the_pretrained_model_is_pruned_and_scored_without_training(wanda_run, t
     pretrained = load_file(tiny_gpt2 / "model.safetensors")
     dense = wanda_run.level(IMP, 0)
     assert read_json(dense.metrics)["steps"] == 0
-    assert all(torch.equal(t, pretrained[k]) for k, t in load_file(dense.weights).items() if k in pretrained)
+    assert all(torch.equal(t, pretrained[k]) for k, t in saved_weights(dense).items() if k in pretrained)
     pruned = wanda_run.level("post-training", 1, clipped_to=0.5)
-    weights, mask = load_file(pruned.weights), load_file(pruned.mask)
+    weights, mask = saved_weights(pruned), load_file(pruned.mask)
     assert read_json(pruned.metrics)["steps"] == 0
     for name, m in mask.items():  # Conv1D (in, out): Wanda keeps half of each output's inputs
         assert m.sum(0).eq(m.shape[0] // 2).all(), name
@@ -91,7 +91,7 @@ def test_recovery_trains_the_post_training_mask_and_keeps_it(wanda_run, branch):
     recovered = wanda_run.level(branch, 1, clipped_to=0.5)
     mask = load_file(pruned.mask)
     assert all(torch.equal(m, load_file(recovered.mask)[k]) for k, m in mask.items())
-    before, after = load_file(pruned.weights), load_file(recovered.weights)
+    before, after = saved_weights(pruned), saved_weights(recovered)
     assert all(after[k][~m].eq(0).all() for k, m in mask.items())
     assert any(not torch.equal(after[k][m], before[k][m]) for k, m in mask.items())  # trained
     assert set(after) == set(before)  # the adapters merged: stock names only
@@ -102,10 +102,10 @@ def test_recovery_trains_at_its_own_learning_rate(wanda_run, tiny_gpt2, text_fil
     run_lottery(lm_config(tiny_gpt2, text_files, out, post_training=[0.5], recover_adapter=4,
                           recover_adapter_learning_rate=0.05))  # fmt: skip
     mine, shared = RunPaths(out), wanda_run  # the same run but for the adapter's learning rate
-    for name, value in load_file(shared.level("post-training", 1, clipped_to=0.5).weights).items():
-        assert torch.equal(value, load_file(mine.level("post-training", 1, clipped_to=0.5).weights)[name])
+    for name, value in saved_weights(shared.level("post-training", 1, clipped_to=0.5)).items():
+        assert torch.equal(value, saved_weights(mine.level("post-training", 1, clipped_to=0.5))[name])
     fast, slow = (load_file(p.level("recover-adapter", 1, clipped_to=0.5).weights) for p in (mine, shared))
-    pruned = load_file(shared.level("post-training", 1, clipped_to=0.5).weights)
+    pruned = saved_weights(shared.level("post-training", 1, clipped_to=0.5))
     name = "transformer.h.0.mlp.c_fc.weight"
     assert (fast[name] - pruned[name]).abs().sum() > 5 * (slow[name] - pruned[name]).abs().sum()
     assert read_json(out / "recover-adapter" / "settings.json") == {"recover_adapter_learning_rate": 0.05}

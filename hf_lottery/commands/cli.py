@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hf_lottery.foundations.arguments import DEFAULT_TOLERANCE
-from hf_lottery.foundations.errors import LotteryError, NoTicketError
+from hf_lottery.foundations.errors import LotteryError, NoTicketError, Terminated
 from hf_lottery.foundations.version import __version__
 from hf_lottery.lottery.config import RunConfig, sections
 
@@ -253,6 +254,7 @@ def _run(config: RunConfig, events: RunEvents | None) -> None:
     from hf_lottery.lottery.report import format_table
     from hf_lottery.lottery.rundir import default_output_dir
     from hf_lottery.lottery.runner import run_lottery
+    from hf_lottery.training.stopping import stop_on_sigterm
 
     from .finetune import run_finetune
 
@@ -261,7 +263,11 @@ def _run(config: RunConfig, events: RunEvents | None) -> None:
         from hf_lottery.tickets.push import push_ticket, require_token
 
         require_token()  # before hours of training, not after
-    rows = run_finetune(config) if config.command == "finetune" else run_lottery(config, events)
+    try:
+        with stop_on_sigterm():
+            rows = run_finetune(config) if config.command == "finetune" else run_lottery(config, events)
+    except Terminated as err:
+        raise Terminated(f"{err}; resume with: {config.to_command(outputs=True)}") from None
     run_dir = config.output_dir or str(default_output_dir(config))
     if rows:
         print(format_table(rows, rows[0].metric), end="")
@@ -301,6 +307,9 @@ def main(argv: Sequence[str] | None = None, events: RunEvents | None = None) -> 
     except LotteryError as err:
         if debug:
             raise
+        if isinstance(err, Terminated):  # asked for, not an error; the status of a process SIGTERM ended
+            _error_line(f"hf-lottery: {err}")
+            return 128 + signal.SIGTERM
         _error_line(f"hf-lottery: error: {err}")
         return 1
     except SystemExit as exit_:  # argparse: --help, or a usage error it has already printed

@@ -46,12 +46,15 @@ def role(f: dataclasses.Field) -> str:
 
 
 def sparsities(owner: object, name: str) -> None:
-    """Check that the sparsities of the field ``name`` lie in (0, 1), and keep them sorted and each once: the same
-    run has one name."""
+    """Check that the sparsities of the field ``name`` lie in (0, 1), each given once, and keep them sorted: the
+    same run has one name."""
     values = getattr(owner, name)
     bad = [s for s in values if not 0.0 < s < 1.0]
     if bad:
         raise LotteryError(f"--{name.replace('_', '-')} sparsities must be in (0, 1), got {bad[0]}")
+    twice = next((s for s in values if values.count(s) > 1), None)
+    if twice is not None:  # a typo, most likely (0.5 0.5 for 0.5 0.6): not to be run as one level without a word
+        raise LotteryError(f"--{name.replace('_', '-')} {twice} is given twice: give each sparsity once")
     object.__setattr__(owner, name, sorted(set(values)))  # the argument dataclasses are frozen
 
 

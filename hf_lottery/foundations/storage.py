@@ -4,6 +4,7 @@ umask gives, as any file a user writes has; and a full disk said in one line."""
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import math
 import os
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file, save_model
 
-from .errors import LotteryError
+from .errors import DamagedFileError, LotteryError
 
 
 def _umask() -> int:
@@ -70,6 +71,13 @@ def write_folder(path: Path, writer: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_killed_writes(path: Path) -> None:
+    """Remove the temporary folders ``write_folder(path, ...)`` left behind when killed (hidden, as big as what
+    they held); call it only where no other writer of ``path`` can be running (under its lock)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
 def remove_folder(path: Path) -> None:
     """Rename ``path`` to a temporary sibling, then delete that: a kill midway never leaves a half-deleted ``path``
     (the next run removes the temporary folder)."""
@@ -87,8 +95,13 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_json(path: Path, hint: str | None = None) -> Any:
+    """The JSON in ``path``; one line naming it, and ``hint`` (what to do), where it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        reason = f"not JSON: {err.msg if isinstance(err, json.JSONDecodeError) else err.reason}"
+        raise DamagedFileError(path, reason, *([hint] if hint else [])) from None
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -121,8 +134,20 @@ def save_bool_tensors(path: Path, tensors: Mapping[str, torch.Tensor], shapes: M
     _write(path, write)
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+@contextmanager
+def safetensors_read(path: Path, hint: str | None = None) -> Iterator[None]:
+    """Reading the safetensors file ``path`` in the block: a file cut short or not safetensors is one line naming it,
+    and ``hint`` (what to do)."""
+    try:
+        yield
+    except SafetensorError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedFileError(path, f"not a whole safetensors file: {reason}", *([hint] if hint else [])) from None
+
+
+def load_tensors(path: Path, hint: str | None = None) -> dict[str, torch.Tensor]:
+    with safetensors_read(path, hint):
+        return load_file(str(path))
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
@@ -136,7 +161,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     takes another level's weights with no second copy (safetensors' ``load_model`` reads the whole file first).
     A tied duplicate that ``save_weights`` dropped shares its storage with the one loaded."""
     state = model.state_dict()
-    with safe_open(str(path), framework="pt") as f:
+    with safetensors_read(path), safe_open(str(path), framework="pt") as f:
         for name in f.keys():
             if name not in state:
                 raise LotteryError(f"{path}: holds {name!r}, which the model has not")

@@ -15,6 +15,8 @@ body plus the head's seeded random initialisation, exactly what level 0 started 
 from __future__ import annotations
 
 import copy
+import json
+import math
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
@@ -34,6 +36,7 @@ from hf_lottery.training.model import load_tokenizer
 from hf_lottery.training.tasks import TaskKind
 
 from .config import RunConfig
+from .finished import refuse_writes_if_finished
 from .methods import asked_methods
 from .opening import OpenedRun, open_run
 from .paths import IMP, RunPaths
@@ -109,6 +112,7 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
     if held is not None:
+        refuse_writes_if_finished(config, task.paths)
         held.enter_context(lock_run_dir(task.paths, config, accelerator))
     for method in asked_methods(config.plugins):
         method.check(task.paths)
@@ -187,8 +191,11 @@ def plan_table(densities: list[float], config: RunConfig, steps: int, model: Pre
     """The levels a run will train, their optimizer steps and the bytes it will write (weights and masks)."""
     prune = config.prune
     params = dict(model.named_parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    mask_bytes = sum(params[name].numel() for name in prunable)  # a bool per prunable weight
+    saved: dict[tuple[int, int], tuple[str, torch.Tensor]] = {}
+    for name, tensor in model.state_dict().items():  # a tied tensor is saved once
+        saved.setdefault((tensor.data_ptr(), tensor.numel()), (name, tensor))
+    weight_bytes = safetensors_size([(n, t.dtype, t.shape) for n, t in saved.values()], {"format": "pt"})
+    mask_bytes = safetensors_size([(name, torch.bool, params[name].shape) for name in prunable])  # a byte a weight
     branches = 1 + len(prune.control)
     dense_steps = steps if prune.train_dense else 0
     dense_run = "dense" if prune.train_dense else "pretrained, scored untrained"
@@ -208,7 +215,10 @@ def plan_table(densities: list[float], config: RunConfig, steps: int, model: Pre
         planned.append(method_steps)
     written = len(planned) * prune.replicates  # levels, trained or scored untrained
     trainings = sum(1 for n in planned if n) * prune.replicates
-    kept = written if prune.keep_weights == "all" else min(written, 3 * prune.replicates)  # level 0, trunk, best
+    # a level scored untrained from the rewind point writes no weights (``rundir.AT_REWIND``): with --train-dense
+    # false, level 0 and the post-training masks of it
+    weighted = written if prune.train_dense else trainings
+    kept = weighted if prune.keep_weights == "all" else min(weighted, 3 * prune.replicates)  # level 0, trunk, best
     disk = kept * weight_bytes + written * mask_bytes + prune.replicates * weight_bytes  # levels, rewind points
     search = ""
     levels = sum(method.search_levels(prune) for method in methods) * prune.replicates
@@ -219,9 +229,36 @@ def plan_table(densities: list[float], config: RunConfig, steps: int, model: Pre
     total = sum(planned) * prune.replicates
     lines.append(
         f"{trainings} trainings{untrained}{replicates}, {total} optimizer steps in all{search}; about "
-        f"{disk / 1e9:.2f} GB of weights and masks on disk"
+        f"{_size(disk)} of weights and masks on disk"
     )
     return "\n".join(lines)
+
+
+def safetensors_size(tensors: list[tuple[str, torch.dtype, torch.Size]], metadata: dict | None = None) -> int:
+    """The bytes of a safetensors file of ``tensors`` (name, dtype, shape): its JSON header, padded to 8 bytes
+    after its 8-byte length, then the data."""
+    header, offset = {}, 0
+    for name, dtype, shape in tensors:
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES.get(dtype, "F32"), "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}  # fmt: skip
+        offset += size
+    if metadata:
+        header["__metadata__"] = metadata
+    length = len(json.dumps(header, separators=(",", ":")))
+    return 8 + length + (-length % 8) + offset
+
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                       torch.bool: "BOOL", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}  # fmt: skip
+
+
+def _size(count: float) -> str:
+    """A number of bytes as people read it (decimal units, as disks are sold): 412.3 kB, 87.6 MB, 1.34 GB."""
+    for unit, suffix, digits in ((1e9, "GB", 2), (1e6, "MB", 1), (1e3, "kB", 1)):
+        if count >= unit:
+            return f"{count / unit:.{digits}f} {suffix}"
+    return f"{count:.0f} B"
 
 
 def describe_schedule(densities: list[float], prune: PruneArguments) -> str:

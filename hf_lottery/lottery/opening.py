@@ -14,14 +14,13 @@ from transformers import PretrainedConfig
 
 from hf_lottery.foundations.arguments import DataArguments
 from hf_lottery.foundations.errors import LotteryError
-from hf_lottery.foundations.storage import read_json
 from hf_lottery.training.launch import describe_processes, launcher_settings, make_accelerator
 from hf_lottery.training.model import load_model_config
 from hf_lottery.training.tasks import TASK_KINDS, TaskData, TaskKind, resolve_task_kind
 
 from .config import SEPARATE_TEST_CAP, Resolved, RunConfig
 from .paths import RunPaths
-from .rundir import default_output_dir, open_run_dir
+from .rundir import default_output_dir, open_run_dir, read_run_config
 
 
 @dataclass
@@ -40,7 +39,7 @@ class OpenedRun:
 def open_run(config: RunConfig, *, plan: str | None = None) -> OpenedRun:
     """Resolve ``config`` and open its run: the model's config first (a bad model id fails before anything else),
     the task kind, the run directory, then the data. The run's first lines say what it will do (the task kind, its
-    data, ``plan`` and its processes) before any download."""
+    data, ``plan`` and its processes) before any download, after the local data files are checked."""
     resolved = resolve_start(config)
     accelerator = make_accelerator(resolved.apply(config).train)
     model_config = load_model_config(config.model.model_name_or_path, config.model.revision)
@@ -48,12 +47,17 @@ def open_run(config: RunConfig, *, plan: str | None = None) -> OpenedRun:
     config.check_options(TASK_KINDS, [kind.name])
     config = resolve_model(resolved, config, model_config, kind).apply(config)
     paths = open_run_dir(config)
+    # local files are read and checked before the plan is said, so that a bad one is the only line; data to
+    # download is read after it, so that the plan shows while it downloads
+    local = config.data.train_file is not None and config.data.task is None and config.data.dataset_name is None
+    data = kind.load_data(config.data) if local else None
     accelerator.print(f"task: {kind.name} on {kind.describe_data(config.data)}")
     if plan:
         accelerator.print(plan)
     for line in describe_processes(accelerator, config.train):
         accelerator.print(line)
-    data = kind.load_data(config.data)
+    if data is None:
+        data = kind.load_data(config.data)
     return OpenedRun(config, accelerator, kind, paths, data, model_config)
 
 
@@ -80,7 +84,7 @@ def _older_test_cap(config: RunConfig, paths: RunPaths) -> int | None:
         return None
     if not paths.config.is_file():
         return None
-    saved = read_json(paths.config)
+    saved = read_run_config(paths, "choose another --output-dir")
     if saved.get("format_version", 1) >= SEPARATE_TEST_CAP:
         return None
     return RunConfig.from_dict(saved).data.max_test_samples

@@ -86,6 +86,11 @@ class LevelPaths:
         return self.root / "mask.safetensors"
 
     @property
+    def rewind_point(self) -> Path:
+        """The rewind point of the run directory (or replicate) the level is in."""
+        return self.root.parent.parent / "rewind_point.safetensors"
+
+    @property
     def weights(self) -> Path:
         return self.root / "weights.safetensors"
 

@@ -57,6 +57,7 @@ class LevelResult:
     untrained_head: bool | None = None  # level 0 scored untrained (--train-dense false) under a new, random head
     parameters: int | None = None  # every parameter of the model (a tied one once); levels of earlier versions lack it
     kept_parameters: int | None = None  # and those its mask keeps: ``parameters`` less the pruned weights
+    weights: str | None = None  # where its weights are when it wrote none (``rundir.AT_REWIND``)
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> LevelResult:

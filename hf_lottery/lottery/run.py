@@ -18,7 +18,6 @@ from typing import Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
-from safetensors.torch import load_model as load_weights_into
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -48,7 +47,7 @@ from .config import RunConfig
 from .methods import Method, asked_methods
 from .methods.base import RunContext, TrainLevel
 from .paths import IMP, REPLICATE_PREFIX, LevelPaths, RunPaths
-from .rundir import save_level
+from .rundir import load_level_weights, save_level
 
 THIN_TENSOR = 0.01  # a tensor left under this density (and under half the draw's) is warned of
 UNTRAINED_OVERLAP = 0.98  # a method's mask sharing more of its weights with the rewind weights' own is warned of
@@ -200,14 +199,14 @@ class Run(RunContext):
     def trained_model(self, level: LevelPaths) -> PreTrainedModel:
         """A copy of the model holding the weights a finished level trained."""
         trained = copy.deepcopy(self.model)
-        load_weights_into(trained, str(level.weights))
+        load_level_weights(trained, level)
         return trained
 
     @contextmanager
     def borrowed_model(self, level: LevelPaths) -> Iterator[PreTrainedModel]:
         """The run's own model holding the weights ``level`` trained, to prune or train in place; it holds the
         rewind point again after. A model too big to copy is never copied this way (``trained_model`` copies)."""
-        load_weights(self.model, level.weights)
+        load_level_weights(self.model, level)
         try:
             yield self.model
         finally:

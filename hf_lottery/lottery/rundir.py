@@ -17,14 +17,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
+from safetensors import safe_open
 from transformers import PreTrainedModel
 
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.storage import (
     disk_full_line,
+    load_tensors,
+    load_weights,
     read_json,
     remove_folder,
     save_bool_tensors,
@@ -33,10 +37,11 @@ from hf_lottery.foundations.storage import (
     write_json,
     write_text,
 )
-from hf_lottery.pruning.masks import Mask, mask_shapes, sparsity_report
+from hf_lottery.foundations.version import __version__
+from hf_lottery.pruning.masks import Mask, apply_mask, mask_shapes, sparsity_report
 from hf_lottery.training.tasks import TEST_PREFIX, Metric
 
-from .config import RunConfig
+from .config import FORMAT_VERSION, RunConfig
 from .controls import CONTROLS
 from .methods import METHODS
 from .paths import IMP, LevelPaths, RunPaths, run_name
@@ -62,7 +67,9 @@ def default_output_dir(config: RunConfig) -> Path:
 def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
     """Refuse a directory that holds another run, or anything that is not a run."""
     if paths.config.exists():
-        saved = json.loads(json.dumps(RunConfig.from_dict(read_json(paths.config)).identity()))
+        values = read_run_config(paths, "choose another --output-dir")
+        refuse_newer(paths, values)
+        saved = json.loads(json.dumps(RunConfig.from_dict(values).identity()))
         wanted = json.loads(json.dumps(config.identity()))
         changed = [k for k in sorted(wanted) if saved.get(k) != wanted[k]]
         if changed:
@@ -70,6 +77,28 @@ def check_run_dir(paths: RunPaths, config: RunConfig) -> None:
             raise LotteryError(f"{paths.root} holds a different run ({diff}); choose another --output-dir or remove it")
     elif paths.root.exists() and any(not item.name.startswith(LOCK_FILE) for item in paths.root.iterdir()):
         raise LotteryError(f"{paths.root} is not empty and holds no hf-lottery run (no config.json)")
+
+
+def read_run_config(paths: RunPaths, hint: str) -> dict:
+    """The run's saved ``config.json`` as it is, refused in one line (ending with ``hint``, what to do) where it is
+    damaged or is not a run's: a model's folder has a ``config.json`` too."""
+    values = read_json(paths.config, f"restore it from a copy (it records the run's settings), or {hint}")
+    if not isinstance(values, dict) or not ("format_version" in values or "model_name_or_path" in values):
+        what = "a model" if isinstance(values, dict) and "model_type" in values else "something else"
+        raise LotteryError(
+            f"{paths.root} is not an hf-lottery run directory: its config.json is {what}'s, not a run's; {hint}"
+        )
+    return values
+
+
+def refuse_newer(paths: RunPaths, values: dict) -> None:
+    """A run directory a newer hf-lottery wrote may hold what this one does not know to keep: read, never written."""
+    version = values.get("format_version", 1)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise LotteryError(
+            f"{paths.root} was written by a newer hf-lottery (run directory format {version}; this is hf-lottery "
+            f"{__version__}, format {FORMAT_VERSION}): upgrade hf-lottery to add to it, or choose another --output-dir"
+        )
 
 
 def open_run_dir(config: RunConfig) -> RunPaths:
@@ -86,8 +115,13 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
 
     An OS file lock: one whose holder died (kill -9 included) is free again, so a stale lock file never blocks.
     """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock, pid_file = FileLock(str(lock_file)), lock_file.with_name(lock_file.name + PID_SUFFIX)
+    try:  # the lock is the first thing written: a folder that cannot be written is said here, not as a lock's fault
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        if not lock_file.exists():  # one that exists is left as it is: a finished run's may not be ours to touch
+            lock_file.touch()
+    except OSError as err:
+        raise LotteryError(f"cannot write {folder}: {_why_unwritable(lock_file.parent, err)}") from None
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -98,6 +132,8 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
         raise LotteryError(f"{folder} is in use by another hf-lottery process ({holder}); {hint}") from None
     except NotImplementedError:  # a file system without flock, where older filelocks have no fallback
         lock = None
+    except OSError as err:  # after Timeout, which is one: a lock file this process may not open for writing
+        raise LotteryError(f"cannot write {folder}: {_why_unwritable(lock_file.parent, err)}") from None
     if lock is None:
         print(f"note: {folder} cannot be locked on its file system; use it from one hf-lottery at a time",
               file=sys.stderr)  # fmt: skip
@@ -109,6 +145,14 @@ def folder_lock(lock_file: Path, folder: Path, hint: str) -> Iterator[None]:
     finally:
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _why_unwritable(folder: Path, err: OSError) -> str:
+    """Why ``folder`` could not be made or written, in words: a file in its way, else the system's reason."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    return (err.strerror or type(err).__name__).lower()
 
 
 @contextmanager
@@ -189,8 +233,8 @@ def start_run_dir(
     folder may be gone, or another, where the ticket is exported.
     """
     if accelerator.is_main_process:
-        if paths.config.exists() and read_json(paths.config).get("format_version", 1) == 1:
-            _migrate_version_1(paths, RunConfig.from_dict(read_json(paths.config)))
+        if paths.config.exists() and (saved := read_json(paths.config)).get("format_version", 1) == 1:
+            _migrate_version_1(paths, RunConfig.from_dict(saved))
         if not paths.config.exists():
             write_text(paths.config, config.to_json())
         if config.prune is not None:  # each invocation's reach: how far it went and how
@@ -254,7 +298,42 @@ def level_facts(
 FACT_KEYS = frozenset({"sparsity", "branch", "level", "metric", "greater_is_better", "steps", "resumed_from_step",
                        "command", "path", "total_steps", "replicates", "mean", "std", "unit",
                        "unit_sparsity", "processes", "untrained_head", "parameters",
-                       "kept_parameters"})  # fmt: skip
+                       "kept_parameters", "weights"})  # fmt: skip
+
+# A level's ``metrics.json`` says ``"weights": AT_REWIND`` when it wrote no weights file, because its weights are the
+# rewind point's under its mask (a level scored untrained: the pretrained model with --train-dense false, and the
+# post-training masks of it): a large model is not written again for nothing.
+AT_REWIND = "the rewind point under the mask"
+
+
+def weights_kept(level: LevelPaths) -> bool:
+    """Whether a finished level's trained weights can be had: its own file, or the rewind point under its mask."""
+    return level.weights.exists() or read_json(level.metrics).get("weights") == AT_REWIND
+
+
+def load_level_weights(model: torch.nn.Module, level: LevelPaths) -> None:
+    """Load the weights a finished level holds into ``model`` in place (``weights_kept`` says whether it can)."""
+    if level.weights.exists():
+        load_weights(model, level.weights)
+        return
+    load_weights(model, level.rewind_point)
+    apply_mask(model, load_tensors(level.mask))
+
+
+@torch.no_grad()
+def _at_rewind(paths: LevelPaths, model: PreTrainedModel, mask: Mask) -> bool:
+    """Whether ``model`` holds exactly the rewind point under ``mask``, compared one tensor at a time."""
+    if not paths.rewind_point.exists():
+        return False
+    state = model.state_dict()
+    with safe_open(str(paths.rewind_point), framework="pt") as rewind:
+        for name in rewind.keys():
+            expected = rewind.get_tensor(name)
+            if name in mask:
+                expected = expected * mask[name]
+            if name not in state or not torch.equal(state[name].cpu(), expected):
+                return False
+    return True
 
 
 def save_level(
@@ -266,7 +345,10 @@ def save_level(
     if accelerator.is_main_process:
         report = sparsity_report(mask)
         save_bool_tensors(paths.mask, mask, mask_shapes(mask))
-        save_weights(paths.weights, model)
+        if metrics.get("steps") == 0 and _at_rewind(paths, model, mask):  # scored untrained: nothing new to write
+            metrics = {**metrics, "weights": AT_REWIND}
+        else:
+            save_weights(paths.weights, model)
         write_json(paths.sparsity, report)
         sparsity = report["total"]["sparsity"]
         info = level_facts(paths, model, report, metric, accelerator.num_processes, dead)

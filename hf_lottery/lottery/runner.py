@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from .config import RunConfig
+from .finished import Finished
 from .imp import DryRun, prepare_run, run_levels
 from .replicates import replicate_config
 from .report import write_results
@@ -33,6 +34,8 @@ def _run_lottery(config: RunConfig, events: RunEvents | None, held: ExitStack) -
         run = prepare_run(config, events, held)
     except DryRun:
         return []
+    except Finished as finished:  # nothing left to do where nothing can be written: its results as they are
+        return finished.rows
     rows = train_and_report(run)
     replicates = config.prune.replicates
     for replicate in range(1, replicates):

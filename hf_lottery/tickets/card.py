@@ -14,7 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_lottery.foundations.arguments import SCOPES, PruneArguments
+from hf_lottery.foundations.arguments import SCOPES, UNITS, PruneArguments
 from hf_lottery.foundations.version import __version__
 from hf_lottery.lottery.config import RunConfig
 from hf_lottery.lottery.controls import CONTROLS
@@ -86,12 +86,15 @@ def render_card(
         what = "the body's Linear weights"
     dense_row = LevelResult.from_dict(facts["levels"][0])
     reference = "dense" if dense_row.steps != 0 else "for the pretrained model as it is"
-    summary = f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)}"
+    removed = f"{sparsity:.0%} of {what}"
+    if facts.get("unit_sparsity") is not None:  # the unit pruned first; the weights it took with it after
+        removed = f"{facts['unit_sparsity']:.0%} of the {UNITS[facts['unit']]} ({sparsity:.0%} of {what})"
+    summary = f"{removed} removed, {data_name} {metric.name} {_show(metric, value)}"
     if dense_row.is_reference:
         summary += f" vs {_show(metric, dense)} {reference}"
     if facts.get("metric_mean") is not None:
         summary = (
-            f"{sparsity:.0%} of {what} removed, {data_name} {metric.name} {_show(metric, value)} (mean "
+            f"{removed} removed, {data_name} {metric.name} {_show(metric, value)} (mean "
             f"{_show(metric, facts['metric_mean'])} ± {_show(metric, facts['metric_std'])} over "
             f"{len(facts['metric_replicates'])} replicates) vs {_show(metric, dense)} dense (mean "
             f"{_show(metric, facts['dense_metric_mean'])} ± {_show(metric, facts['dense_metric_std'])})"
@@ -123,7 +126,7 @@ def render_card(
         summary=summary,
         base_model_ref=f"[{base}](https://huggingface.co/{base})" if on_hub else f"the local model `{Path(base).name}`",
         method=_method(facts, config.prune),
-        noun=_noun(facts),
+        noun=_noun(facts, metric),
         prune_description=_prune_description(config, facts),
         level=facts["level"],
         sparsity_pct=f"{sparsity:.1%}",
@@ -145,6 +148,9 @@ def render_card(
         test_sentence=_test_sentence(config, rows, metric),
         replicates_sentence=_replicates_sentence(facts, metric),
         compact_sentence=_compact_sentence(facts.get("compact")),
+        files_table=_files_table(facts, rewind),
+        stock_note="a smaller stock model" if facts.get("compact") else "dense storage, zeros in place",
+        load_note="only the sparse file" if facts.get("sparse_copy", True) else "the model file and the masks",
         runtimes=runtimes_section(facts, repo_id, folder),
         onnx="onnx" in facts.get("artifacts", {}),
         int8=any(row["name"] == "ONNX int8" for row in facts.get("artifacts", {}).get("rows", [])),
@@ -158,7 +164,11 @@ def _ticket_name(facts: dict, config: RunConfig, dataset_id: str | None) -> str:
     ``bert-base-uncased-sst2-90-sparse``."""
     data = config.data
     source = data.task or (Path(data.train_file).stem if data.train_file else dataset_id and Path(dataset_id).name)
-    return "-".join(filter(None, [Path(facts["base_model"]).name, source, f"{100 * facts['sparsity']:.0f}-sparse"]))
+    if facts.get("unit_sparsity") is not None:  # named by the units removed, as the run's lines count them
+        amount = f"{100 * facts['unit_sparsity']:.0f}-{facts['unit']}-sparse"
+    else:
+        amount = f"{100 * facts['sparsity']:.0f}-sparse"
+    return "-".join(filter(None, [Path(facts["base_model"]).name, source, amount]))
 
 
 def _on_hub(facts: dict) -> bool:
@@ -293,7 +303,7 @@ def _prune_description(config: RunConfig, facts: dict) -> str:
         return text
     prune = config.prune
     imp = (
-        f"Each level removed {prune.prune_fraction:.0%} of the surviving weights "
+        f"Each level removed {prune.prune_fraction:.0%} of the surviving {_units(prune)} "
         f"({_strategy(prune)}), rewound the survivors and trained again."
     )
     if facts.get("branch") not in METHODS:
@@ -315,12 +325,55 @@ def _method(facts: dict, prune: PruneArguments | None) -> str:
     return f"{method.description} ({method.citation})"
 
 
-def _noun(facts: dict) -> str:
-    """What the shipped level is: a winning ticket, unless a method that is not a ticket search drew it."""
+def _noun(facts: dict, metric: Metric) -> str:
+    """What the shipped level is: in its method's words when a method drew it; for IMP, a winning ticket, unless it
+    was chosen by hand (``--level``), which makes it a pruned level at its distance from dense, winning or not."""
     method = METHODS.get(facts.get("branch", ""))
-    return "winning lottery ticket" if method is None else method.noun
+    if method is not None:
+        return method.noun
+    if not facts.get("chosen_by_hand") or facts.get("finetuned_from"):  # a fine-tuned ticket has its one level
+        return "winning lottery ticket"
+    value, dense = facts["metric_value"], facts["dense_metric_value"]
+    if metric.greater_is_better:
+        gap = 100 * (value - dense)
+        distance = f"{abs(gap):.1f} points {'below' if gap < 0 else 'above'}"
+    else:
+        share = (value - dense) / dense
+        distance = f"{abs(share):.1%} {'above' if share >= 0 else 'below'}"
+    return f"pruned level, chosen by hand ({distance} the dense model's validation {metric.name}),"
+
+
+def _files_table(facts: dict, rewind: str) -> str:
+    """Each file of the repository and what it is for: which one a deployment needs, which the rewind point is for."""
+    model = (
+        "the trained ticket as a smaller stock model of the kept units"
+        if facts.get("compact")
+        else "the trained sparse model as a plain dense state dict, zeros in place"
+    )
+    rows = [
+        ("`model.safetensors`, `config.json`, tokenizer files",
+         f"{model}: what a deployment needs, and all it needs (stock `transformers` loads it)"),
+    ]  # fmt: skip
+    if facts.get("sparse_copy", True):
+        sparse = "the same weights, sparse: survivors and a 1-bit-per-weight mask for each pruned tensor (a smaller "
+        rows.append(("`model.sparse.safetensors`", sparse + "download for `load_ticket`)"))
+    rows += [
+        ("`masks.safetensors`", "the masks alone, bit-packed, keyed by parameter name"),
+        ("`ticket.safetensors`", f"the ticket itself: the mask and the rewind-point weights ({rewind}), sparse: to "
+                                 "train the ticket again from its rewind point, not to deploy"),
+        ("`ticket.json`", "the facts: base model, task, every level's sparsity and metric, prune settings"),
+    ]  # fmt: skip
+    return "\n".join(["| file | what it is |", "|---|---|", *(f"| {name} | {what} |" for name, what in rows)])
 
 
 def _strategy(prune: PruneArguments) -> str:
     """How the masks were drawn, in the registry's words: "by magnitude, one global threshold over all ..."."""
-    return f"{STRATEGIES[prune.strategy].description}, {SCOPES[prune.scope]}"
+    scope = SCOPES[prune.scope]
+    if prune.unit != "element":  # units are ranked within their block or all together, never per tensor
+        scope = "the same fraction in each block" if prune.scope == "layer" else f"one ranking of all {_units(prune)}"
+    return f"{STRATEGIES[prune.strategy].description}, {scope}"
+
+
+def _units(prune: PruneArguments) -> str:
+    """What the run's masks removed, in the card's words: weights, or the units that held them."""
+    return "weights" if prune.unit == "element" else UNITS[prune.unit]

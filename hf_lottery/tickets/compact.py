@@ -68,14 +68,19 @@ class Compaction:
         return small
 
 
-def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
-    """How to cut ``model`` (and any model of its shape) to the stock model of its type that holds only the
-    ``unit``s that ``mask`` keeps."""
+def refuse_uncompactable(unit: str) -> None:
+    """A ticket of ``unit``s that no smaller model can hold is refused in one line."""
     if not UNIT_TYPES[unit].compacts:
         raise LotteryError(
             f"only neuron, head and layer tickets become smaller models; this run prunes {unit}s, which stay in a "
             "model of the dense size (the sparse files hold them compactly)"
         )
+
+
+def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
+    """How to cut ``model`` (and any model of its shape) to the stock model of its type that holds only the
+    ``unit``s that ``mask`` keeps."""
+    refuse_uncompactable(unit)
     entry = architecture(model.config, need="compact export")
     units = find_units(unit, model, list(mask))
     if isinstance(units, Layers):

@@ -17,18 +17,28 @@ from transformers import AutoConfig, PreTrainedModel
 
 from hf_lottery.foundations.arguments import DEFAULT_TOLERANCE
 from hf_lottery.foundations.errors import LotteryError, NoTicketError
-from hf_lottery.foundations.storage import disk_full_line, load_tensors, read_json, write_folder, write_json
+from hf_lottery.foundations.storage import (
+    disk_full_line,
+    load_tensors,
+    read_json,
+    remove_killed_writes,
+    safetensors_read,
+    write_folder,
+    write_json,
+)
 from hf_lottery.foundations.version import __version__
 from hf_lottery.lottery.config import RunConfig
 from hf_lottery.lottery.paths import IMP, LevelPaths, RunPaths
 from hf_lottery.lottery.rows import LevelResult, best_scoring, best_ticket, read_results
-from hf_lottery.lottery.rundir import folder_lock
+from hf_lottery.lottery.rundir import folder_lock, read_run_config, weights_kept
+from hf_lottery.pruning.masks import apply_mask
 from hf_lottery.pruning.units import UNIT_TYPES
 from hf_lottery.training.tasks import Metric, TaskKind, get_task_kind
 
 from .artifacts import refuse_artifacts, ship_artifacts
 from .card import render_card
-from .compact import compaction, compare_latency
+from .compact import compaction, compare_latency, refuse_uncompactable
+from .provenance import shareable_facts, shareable_rows
 from .sparse import save_masks, save_sparse
 from .vocab import trim_run
 
@@ -48,9 +58,10 @@ class FinishedRun:
         paths = RunPaths(Path(run_dir))
         if not paths.config.exists():
             raise LotteryError(f"{run_dir} is not an hf-lottery run directory (no config.json)")
+        values = read_run_config(paths, "give the run directory that `hf-lottery prune` wrote")
         if not paths.results_json.exists():
             raise LotteryError(f"{run_dir} is not finished: run the same `hf-lottery prune` command again")
-        return cls(paths, RunConfig.from_dict(read_json(paths.config)), read_results(paths))
+        return cls(paths, RunConfig.from_dict(values), read_results(paths))
 
     @property
     def kind(self) -> TaskKind:
@@ -76,7 +87,7 @@ class FinishedRun:
         (dense's too), so one lucky seed does not choose the level; the weights shipped are replicate 0's.
         """
         row, reason = self._find_level(level, tolerance)
-        if not self.level_paths(row).weights.exists():
+        if not weights_kept(self.level_paths(row)):
             raise LotteryError(
                 f"the trained weights of {row.path} were not kept (--keep-weights needed): export the best "
                 "level, or rerun that level with --keep-weights all in another run directory"
@@ -136,10 +147,12 @@ class FinishedRun:
         """The folder of a result row in this run directory."""
         return LevelPaths(self.paths.root / row.path)
 
-    def load_model(self, weights: Path) -> PreTrainedModel:
+    def load_model(self, weights: Path, hint: str | None = None) -> PreTrainedModel:
+        """The run's model holding ``weights``; ``hint`` says what to do if the file is damaged."""
         config = AutoConfig.from_pretrained(self.paths.model_files)
         model = self.kind.auto_model.from_config(config)
-        load_weights_into(model, str(weights))
+        with safetensors_read(weights, hint):
+            load_weights_into(model, str(weights))
         return model
 
     def facts(self, row: LevelResult, reason: str) -> dict:
@@ -153,6 +166,7 @@ class FinishedRun:
             "dataset_name": c.data.dataset_name, "train_file": c.data.train_file,
             "metric": metric.name, "greater_is_better": metric.greater_is_better,
             "level": row.level, "branch": row.branch, "level_reason": reason, "sparsity": row.sparsity,
+            "unit": row.unit or "element", "unit_sparsity": row.unit_sparsity,
             "metric_value": row.value, "dense_metric_value": dense.value, "levels": [r.to_dict() for r in self.rows],
             "test_file": c.data.test_file, "test_split": c.data.test_split,
             "test_metric_value": row.test_value, "dense_test_metric_value": dense.test_value,
@@ -237,17 +251,24 @@ def export_ticket(
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
-    unit = run.config.prune.unit if run.config.prune else "element"
-    if UNIT_TYPES[unit].skips_removed and not compact:
-        raise LotteryError(
-            f"a {unit} ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
-            "apply their LayerNorms: export it with --compact, which writes the model without them"
-        )
+    unit = refuse_unshippable(run, compact)
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
-    masks = load_tensors(level_paths.mask)
-    trained = run.load_model(level_paths.weights)
-    facts = run.facts(chosen, reason)
+    rerun = f"remove {level_paths.root} and run the run's `hf-lottery prune` command again, which retrains that level"
+    masks = load_tensors(level_paths.mask, rerun)
+    at_rewind = not level_paths.weights.exists()  # the rewind point under the mask (``rundir.AT_REWIND``)
+    level_masks = masks
+
+    def load_trained() -> PreTrainedModel:
+        """The level's trained model, dense, from its own weights or the rewind point under its mask."""
+        model = run.load_model(run.paths.rewind_point if at_rewind else level_paths.weights, rerun)
+        if at_rewind:
+            apply_mask(model, level_masks)
+        return model
+
+    trained = load_trained()
+    facts = shareable_facts(run.facts(chosen, reason), run.config)  # published: names, not local paths
+    facts["chosen_by_hand"] = level != "best"
     cut = None
     if compact:
         cut = compaction(trained, masks, unit)
@@ -256,7 +277,8 @@ def export_ticket(
         facts["compact"] = {
             "config_changes": {field: list(change) for field, change in cut.changes.items()}, "padded": cut.padded,
             "dense_parameters": dense.num_parameters(), "compact_parameters": trained.num_parameters(),
-            "dense_bytes": level_paths.weights.stat().st_size,  # the level's weights: the dense model's state
+            # the level's weights, the dense model's state (the rewind point's file when it wrote none)
+            "dense_bytes": (run.paths.rewind_point if at_rewind else level_paths.weights).stat().st_size,
         }  # fmt: skip
         if options.measure_latency:
             ids = torch.randint(dense.get_input_embeddings().num_embeddings, (1, run.config.data.max_length),
@@ -276,20 +298,25 @@ def export_ticket(
     def write(folder: Path) -> None:
         model = models.pop()
         model.save_pretrained(folder)
-        if cut is not None:  # what save_pretrained wrote (shards too), before any other weights file is there
-            facts["compact"]["compact_bytes"] = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        # what save_pretrained wrote (shards too), before any other weights file is there
+        model_bytes = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        if cut is not None:
+            facts["compact"]["compact_bytes"] = model_bytes
         for item in run.paths.model_files.iterdir():
             if item.name not in ("config.json", "base_model.json"):
                 shutil.copy2(item, folder / item.name)
         if trim is not None:
             trim.write_tokenizer(folder)
         if trim is not None or options.onnx:
-            dense = (lambda: run.load_model(level_paths.weights)) if options.measure_latency and options.onnx else None
+            dense = load_trained if options.measure_latency and options.onnx else None
             facts["artifacts"] = ship_artifacts(model, run.config, folder, options.onnx, options.int8, tolerance, dense)
-        card = render_card(facts, run.config, run.rows, repo_id, license, existing_card, str(out_dir))
-        save_masks(folder / MASKS_FILE, masks)
         save_sparse(folder / SPARSE_FILE, model_state(model), masks)
         del model
+        if (folder / SPARSE_FILE).stat().st_size >= model_bytes:  # a compact ticket's: a third copy, none smaller
+            (folder / SPARSE_FILE).unlink()
+        facts["sparse_copy"] = (folder / SPARSE_FILE).exists()
+        card = render_card(facts, run.config, shareable_rows(run.rows), repo_id, license, existing_card, str(out_dir))
+        save_masks(folder / MASKS_FILE, masks)
         rewind = run.load_model(run.paths.rewind_point)
         rewind = rewind if cut is None else cut.cut_model(rewind)
         if trim is not None:
@@ -303,6 +330,7 @@ def export_ticket(
     lock = target.with_name(f".{target.name}.lock")  # beside the folder, never in what is shipped
     with folder_lock(lock, out_dir, "wait for it to end, or export into another folder"):
         _refuse_non_empty(out_dir)  # again: another export may have written it since
+        remove_killed_writes(out_dir)  # no export to it is running: what one left is a killed export's
         if out_dir.exists():
             out_dir.rmdir()  # empty: replaced atomically below
         with disk_full_line(out_dir, lambda: "nothing was written (the folder is written whole or not at all)"):
@@ -310,6 +338,22 @@ def export_ticket(
     return facts
 
 
+def refuse_unshippable(run: FinishedRun, compact: bool) -> str:
+    """Refuse, from the run's config alone (before anything is written or reaches the Hub), a ticket whose units
+    the export asked for cannot ship; return the unit."""
+    unit = run.config.prune.unit if run.config.prune else "element"
+    if compact:
+        refuse_uncompactable(unit)
+    elif UNIT_TYPES[unit].skips_removed:
+        raise LotteryError(
+            f"a {unit} ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
+            "apply their LayerNorms: export it with --compact, which writes the model without them"
+        )
+    return unit
+
+
 def _refuse_non_empty(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LotteryError(f"{out_dir} is a file, not a folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise LotteryError(f"{out_dir} exists and is not empty")

@@ -10,6 +10,7 @@ import copy
 import functools
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -24,15 +25,18 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+    StrictDataclassError,
 )
+from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from hf_lottery.foundations.errors import LotteryError, NotATicketError
+from hf_lottery.foundations.storage import safetensors_read
 from hf_lottery.pruning.masks import Mask, check_mask
 from hf_lottery.training.tasks import get_task_kind
 
-from .export import FACTS_FILE, SPARSE_FILE, TICKET_FILE, model_state
-from .sparse import load_sparse, read_sparse_header
+from .export import FACTS_FILE, MASKS_FILE, MODEL_FILE, SPARSE_FILE, TICKET_FILE, model_state
+from .sparse import load_masks, load_sparse, read_plain_header, read_sparse_header
 
 logger = logging.getLogger(__name__)
 
@@ -90,31 +94,39 @@ def load_ticket(
     target_dtype, target_device = _target_dtype(dtype), _target_device(device)
     filename = SPARSE_FILE if weights == "trained" else TICKET_FILE
     folder = _fetch(str(repo_or_path), ["config.json", filename, FACTS_FILE], revision, token)
+    plain = weights == "trained" and not (folder / filename).is_file() and _facts(folder).get("sparse_copy") is False
+    if plain:  # a ticket whose sparse copy would be no smaller than its model (a compact one) ships none
+        filename = MODEL_FILE
+        folder = _fetch(str(repo_or_path), ["config.json", MODEL_FILE, MASKS_FILE, FACTS_FILE], revision, token)
     if not (folder / filename).is_file():
         raise NotATicketError(f"{repo_or_path} is not an hf-lottery ticket: it has no {filename}")
     kind = get_task_kind(ticket_task_kind(folder))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise LotteryError(
-            f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
-        ) from None
+    except (OSError, ValueError, StrictDataclassError) as err:
+        raise _not_a_model(repo_or_path, err) from None
     if not trust_remote_code and getattr(config, "auto_map", None):
         _note_ignored_code(str(repo_or_path), config.model_type)
-    header, header_masks = read_sparse_header(folder / filename)
+    if plain:  # the masks are a bit per weight, read whole; the weights are checked from the header first
+        header, header_masks = read_plain_header(folder / filename), load_masks(folder / MASKS_FILE)
+    else:
+        header, header_masks = read_sparse_header(folder / filename)
     _check_layer_count(config, header, filename)
     file_dtype = config.dtype or _floating_dtype(header)
-    try:
-        with torch.device("meta"), _meta_safe_creation_ops():
+    try:  # a check only: what torch warns of while building it (zero-sized layers) is said by the refusal, if any
+        with torch.device("meta"), _meta_safe_creation_ops(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             skeleton = _from_config(kind.auto_model, copy.deepcopy(config), file_dtype, trust_remote_code)
-    except (OSError, ValueError, TypeError, RuntimeError) as err:
-        raise LotteryError(
-            f"{repo_or_path}: config.json does not describe a model: {str(err).splitlines()[0]}"
-        ) from None
+    except (OSError, ValueError, TypeError, RuntimeError, StrictDataclassError) as err:
+        raise _not_a_model(repo_or_path, err) from None
     _check_state(skeleton, header, filename)
     check_mask(header_masks, skeleton, filename)
     del skeleton
-    state, masks = load_sparse(folder / filename)  # config and file agree: this is the file's own dense size
+    if plain:  # config and file agree: this is the file's own size
+        with safetensors_read(folder / filename):
+            state, masks = load_file(folder / filename), header_masks
+    else:
+        state, masks = load_sparse(folder / filename)  # config and file agree: this is the file's own dense size
     model = _from_config(kind.auto_model, config, target_dtype or file_dtype, trust_remote_code)
     model.load_state_dict(state, strict=False)  # tied aliases are filled by the tie, checked above
     del state
@@ -125,6 +137,14 @@ def load_ticket(
 
         sparsify_for_inference(model, masks=masks)
     return model, masks
+
+
+def _not_a_model(repo_or_path: str | Path, err: Exception) -> LotteryError:
+    """The refusal of a config.json that no model can be built from, with the reason: a validator's error is
+    worded as its cause, on the lines after its own."""
+    reason = err.__cause__ if isinstance(err, StrictDataclassError) and err.__cause__ is not None else err
+    first = next((line.strip() for line in str(reason).splitlines() if line.strip()), type(reason).__name__)
+    return LotteryError(f"{repo_or_path}: config.json does not describe a model: {first}")
 
 
 @functools.cache  # once per ticket and process, as transformers' warning_once: finetune loads a ticket twice
@@ -188,9 +208,14 @@ def _target_device(device: str | torch.device | None) -> torch.device:
 
 def ticket_task_kind(folder: Path) -> str:
     """The task kind a ticket was found for (tickets of hf-lottery 0.1 were all sequence classifiers)."""
+    return _facts(folder).get("task_kind") or "sequence-classification"
+
+
+def _facts(folder: Path) -> dict:
+    """A ticket's ``ticket.json``; empty where it has none or it is not a JSON object."""
     facts = folder / FACTS_FILE
-    kind = json.loads(facts.read_text(encoding="utf-8")).get("task_kind") if facts.is_file() else None
-    return kind or "sequence-classification"
+    values = json.loads(facts.read_text(encoding="utf-8")) if facts.is_file() else {}
+    return values if isinstance(values, dict) else {}
 
 
 def _fetch(repo_or_path: str, files: list[str], revision: str | None, token: str | None) -> Path:

@@ -11,11 +11,11 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, get_token, hf_hub_download, model_info
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 from hf_lottery.foundations.errors import LotteryError
 
-from .export import FinishedRun, ShipOptions, export_ticket
+from .export import FinishedRun, ShipOptions, export_ticket, refuse_unshippable
 from .load import hub_errors
 
 
@@ -54,25 +54,38 @@ def push_ticket(
     options = ShipOptions.given(options, ship)
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
     run.choose_level(options.level, options.tolerance)  # then a level it cannot ship: before anything reaches the Hub
+    refuse_unshippable(run, options.compact)
     token = require_token(token)
     api = HfApi(token=token)
     with hub_errors(repo_id, revision):
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        try:
-            existing = Path(hf_hub_download(repo_id, "README.md", revision=revision, token=token)).read_text("utf-8")
-        except EntryNotFoundError:
-            existing = None
-        with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
-            folder = Path(tmp) / "repo"
-            facts = export_ticket(
-                run_dir, folder, options, repo_id=repo_id, existing_card=existing,
-                license=base_model_license(run.config.model.model_name_or_path, token),
-            )  # fmt: skip
-            message = commit_message or (
-                f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "
-                f"{facts['metric']} {facts['metric_value']:.4f} (dense {facts['dense_metric_value']:.4f})"
-            )
+        existing = _existing_card(repo_id, revision, token)
+    with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
+        folder = Path(tmp) / "repo"
+        # written whole before the repository is created: an export refused or failed leaves nothing on the Hub
+        facts = export_ticket(
+            run_dir, folder, options, repo_id=repo_id, existing_card=existing,
+            license=base_model_license(run.config.model.model_name_or_path, token),
+        )  # fmt: skip
+        message = commit_message or (
+            f"Lottery ticket: level {facts['level']}, {facts['sparsity']:.1%} sparse, "
+            f"{facts['metric']} {facts['metric_value']:.4f} (dense {facts['dense_metric_value']:.4f})"
+        )
+        with hub_errors(repo_id, revision):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
             commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=message)
     return commit.commit_url
+
+
+def _existing_card(repo_id: str, revision: str | None, token: str) -> str | None:
+    """The card the push updates rather than overwrites: the branch's, or the default branch's that a new branch
+    starts from; None when the repository or its card does not exist yet (the push creates them)."""
+    for rev in dict.fromkeys([revision, None]):
+        try:
+            return Path(hf_hub_download(repo_id, "README.md", revision=rev, token=token)).read_text("utf-8")
+        except RevisionNotFoundError:
+            continue
+        except (EntryNotFoundError, RepositoryNotFoundError):
+            return None
+    return None

@@ -151,6 +151,22 @@ def _read_header(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, shapes
 
 
+def read_plain_header(path: Path) -> dict[str, torch.Tensor]:
+    """A plain safetensors file's tensors as empty meta tensors of their stored dtype and shape, from its header
+    alone (a ticket's ``model.safetensors``, checked against its config before any weight is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            entries = {name: (fh.get_slice(name).get_dtype(), fh.get_slice(name).get_shape()) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise LotteryError(f"{path.name}: not a readable safetensors file ({err})") from None
+    tensors = {}
+    for name, (dtype, shape) in entries.items():
+        if dtype not in _DTYPES:
+            raise LotteryError(f"{path.name}: {name} has dtype {dtype}, which hf-lottery does not read")
+        tensors[name] = torch.empty(shape, dtype=_DTYPES[dtype], device="meta")
+    return tensors
+
+
 def _shapes(path: Path, kind: str, metadata: dict[str, str]) -> dict[str, tuple[int, ...]]:
     if metadata.get("format") != kind:
         raise LotteryError(f"{path.name}: not an {kind} file (format: {metadata.get('format')!r})")

@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from hf_lottery.foundations.arguments import TrainArguments
+from hf_lottery.foundations.errors import Terminated
 from hf_lottery.pruning.masks import Mask, MaskEnforcer, apply_mask
 
 from .checkpoint import LevelCheckpoints
 from .distill import INDEX, Indexed, Teacher, indexed_collator
+from .stopping import stop_requested
 from .tasks import PreparedData
 
 logger = get_logger(__name__)
@@ -128,8 +130,14 @@ def train(
                 if best is None or metric.better(metrics[metric.name], best[0]):
                     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                     best = (metrics[metric.name], metrics, state)
-            if args.save_steps and step % args.save_steps == 0 and step < total_steps:
+            saved = bool(args.save_steps) and step % args.save_steps == 0 and step < total_steps
+            if saved:
                 checkpoints.save(step, best)
+            if step < total_steps and stop_requested(accelerator):
+                if checkpoint is not None and not saved:
+                    checkpoints.save(step, best)
+                kept = "its checkpoint is saved" if checkpoint is not None else "it starts over"
+                raise Terminated(f"stopped by SIGTERM after step {step} of {total_steps} of {desc}: {kept}")
             if step >= total_steps:
                 break
     progress.close()

@@ -11,6 +11,7 @@ from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.pruning.units import UNIT_TYPES
 
 from .arguments import AdapterRecoverArguments
+from .base import RunContext
 from .recover import Recover
 
 
@@ -32,6 +33,16 @@ class RecoverAdapter(Recover):
                 f"--recover-adapter adapts the weights of every block, and --unit {prune.unit} removes whole blocks: "
                 "use --recover"
             )
+
+    def train(self, run: RunContext) -> None:
+        shapes = {name: p.shape for name, p in run.model.named_parameters() if name in set(run.prunable)}
+        name, shape = min(shapes.items(), key=lambda item: min(item[1]))
+        if self.adapter_rank > min(shape):
+            run.warn(
+                f"--recover-adapter {self.adapter_rank} is above the smaller dimension of {name} ({min(shape)}): its "
+                f"update is not low-rank there, only larger than the weight; a rank of {min(shape)} or less is"
+            )
+        super().train(run)
 
     @property
     def adapter_rank(self) -> int | None:
