@@ -16,7 +16,7 @@ BASE = dict(model_name_or_path="bert-base-uncased", task="sst2", target_sparsity
         ({"target_sparsity": -0.1}, "--target-sparsity must be in [0, 1)"),
         ({"prune_fraction": 0.0}, "--prune-fraction must be in (0, 1)"),
         ({"prune_fraction": 1.0}, "--prune-fraction must be in (0, 1)"),
-        ({"rewind_to": "step:x"}, "--rewind-to must be 'pretrained' or 'step:K'"),
+        ({"rewind_to": "step:x"}, "--rewind-to must be 'pretrained', 'step:K' or 'lr'"),
         ({"control": ["shuffle"]}, "unknown --control 'shuffle'"),
         ({"include": ["("]}, "is not a valid regex"),
         ({"target_sparsity": None}, "give --target-sparsity"),

@@ -24,6 +24,7 @@ from hf_lottery.lottery.paths import IMP
 from hf_lottery.lottery.report import write_results
 from hf_lottery.lottery.rows import LevelResult
 from hf_lottery.lottery.rundir import lock_run_dir, save_level, start_run_dir
+from hf_lottery.lottery.teacher import run_teacher
 from hf_lottery.pruning.masks import Mask, dense_mask, density, select_prunable
 from hf_lottery.tickets.load import load_ticket
 from hf_lottery.training.launch import finish_trackers
@@ -67,6 +68,8 @@ def _finetune(config: RunConfig, held: ExitStack) -> list[LevelResult]:
         )
     tokenizer = load_tokenizer(name, model, revision)
     prepared = kind.prepare(data, tokenizer, config.data, accelerator)
+    teacher = run_teacher(config.train, kind, data, prepared, paths.root, accelerator, model=model,
+                          tokenizer=tokenizer, level_0=None, untrained_level_0=False)  # fmt: skip
     held.enter_context(lock_run_dir(paths, config, accelerator))
     start_run_dir(paths, config, model, tokenizer, accelerator, base)
     accelerator.init_trackers("hf-lottery", config={k: str(v) for k, v in config.flat().items()})
@@ -77,7 +80,7 @@ def _finetune(config: RunConfig, held: ExitStack) -> list[LevelResult]:
         desc = f"finetune ({1 - density(mask):.1%} sparse)"
         metrics = train(
             model, mask, prepared, config.train, accelerator, seed=seed, desc=desc, tag=level.name,
-            checkpoint=level.checkpoint,
+            checkpoint=level.checkpoint, teacher=None if teacher is None else teacher.for_level(0),
         )  # fmt: skip
         metrics |= prepared.evaluate_test(model, accelerator, config.train.eval_batch_size)
         save_level(accelerator, level, model, mask, metrics, prepared.metric)

@@ -236,10 +236,41 @@ class TrainArguments:
     output_dir: str | None = field(
         default=None, metadata=help_("Run directory (default: runs/<model>-<data>-<config hash>).", OUTPUT)
     )
+    distill: bool = field(
+        default=False,
+        metadata=help_(
+            "Train every pruned level, control, method branch, recovery and finetune against a teacher: the "
+            "loss is --distill-alpha x T^2 x KL(teacher || student, both at temperature T) + (1 - alpha) x the "
+            "task loss. The teacher is --teacher, else the run's trained dense level 0 (classification kinds, "
+            "its logits computed once per training example and kept in the run directory), else the pretrained "
+            "model (language-model kinds, run beside the student)."
+        ),
+    )
+    distill_alpha: float = field(
+        default=0.5, metadata=help_("Share of the distillation term in the loss with --distill, in [0, 1].")
+    )
+    distill_temperature: float = field(
+        default=2.0, metadata=help_("Temperature T of both softmaxes of the distillation term, > 0.")
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata=help_(
+            "The teacher of --distill: a Hub id or folder of a trained model of the run's task kind, with the "
+            "same tokenizer and labels (default: the run's dense level 0, or the pretrained model)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         positive(self, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps",
                   "save_steps")  # fmt: skip
+        if not (math.isfinite(self.distill_alpha) and 0.0 <= self.distill_alpha <= 1.0):
+            raise LotteryError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
+        above_zero(self, "distill_temperature")
+        if not self.distill:
+            given = [f.name for f in dataclasses.fields(self) if f.name.startswith(("distill_", "teacher"))
+                     and getattr(self, f.name) != f.default]  # fmt: skip
+            if given:
+                raise LotteryError(f"--{given[0].replace('_', '-')} sets the teacher of --distill: add --distill")
         if self.epochs <= 0 and self.max_steps is None:
             raise LotteryError(f"--epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -263,6 +294,9 @@ SCOPES = {
     "row": "the same fraction in each output row",
 }
 
+# --rewind-to's value for learning-rate rewinding (Renda, Frankle and Carbin 2020).
+LEARNING_RATE_REWINDING = "lr"
+
 # What a mask keeps or removes as one (``hf_lottery.pruning.units``), with the card's words.
 UNITS = {
     "element": "single weights",
@@ -270,6 +304,7 @@ UNITS = {
     "neuron": "FFN neurons",
     "head": "attention heads (KV groups)",
     "layer": "transformer blocks",
+    "layer+neuron": "transformer blocks and FFN neurons",
 }
 
 
@@ -300,8 +335,10 @@ class PruneArguments:
         metadata=help_(
             "What is pruned as one: element (single weights), block (square --block-size blocks of each weight, "
             "for sparse block kernels), neuron (an FFN neuron: its row of the up and gate projections and column "
-            "of the down projection), head (an attention KV group; llama, mistral, qwen2, qwen3) or layer (a whole "
-            "transformer block, skipped once removed). Sparsity targets and the prune fraction count units; "
+            "of the down projection), head (an attention KV group; llama, mistral, qwen2, qwen3), layer (a whole "
+            "transformer block, skipped once removed) or layer+neuron (blocks and the FFN neurons of the kept "
+            "blocks, the same share of each per level; --scope layer). Sparsity targets and the prune fraction "
+            "count units; "
             "weights no unit spans stay dense."
         ),
     )
@@ -311,8 +348,11 @@ class PruneArguments:
     strategy: str = field(
         default="magnitude",
         metadata=help_(
-            "The scoring rule that ranks the weights (hf_lottery.pruning.strategies): magnitude (|weight|) or wanda "
-            "(|weight| x the L2 norm of its input on --calibration-samples training examples)."
+            "The scoring rule that ranks the weights (hf_lottery.pruning.strategies): magnitude (|weight|), wanda "
+            "(|weight| x the L2 norm of its input on --calibration-samples training examples), taylor (|weight x "
+            "gradient of the loss| summed over --taylor-samples training examples), activation (a unit's mean absolute "
+            "output on --activation-samples training examples) or block-influence (--unit layer: "
+            "1 - the mean cosine of a block's input and output on --influence-samples training examples)."
         ),
     )
     include: list[str] | None = field(
@@ -327,8 +367,10 @@ class PruneArguments:
     rewind_to: str = field(
         default="pretrained",
         metadata=help_(
-            "Rewind point: 'pretrained' (weights before fine-tuning) or 'step:K' "
-            "(weights after K optimizer steps of level 0)."
+            "Rewind point: 'pretrained' (weights before fine-tuning), 'step:K' (weights after K optimizer steps of "
+            "level 0) or 'lr' (learning-rate rewinding, Renda et al. 2020: each IMP level keeps the survivors of the "
+            "weights the level before trained and only the learning-rate schedule starts again; the controls and "
+            "methods start from the pretrained weights)."
         ),
     )
     train_dense: bool = field(
@@ -425,13 +467,19 @@ class PruneArguments:
         return len(densities) > 1 and abs(densities[-1] - trunk) > 1e-9
 
     @property
+    def rewinds_learning_rate(self) -> bool:
+        """Whether an IMP level starts from the weights the level before trained, its schedule alone rewound."""
+        return self.rewind_to == LEARNING_RATE_REWINDING
+
+    @property
     def rewind_step(self) -> int | None:
-        """None for the pretrained weights, else the level-0 optimizer step to rewind to."""
-        if self.rewind_to == "pretrained":
+        """None for the pretrained weights (the rewind point of learning-rate rewinding's controls too), else the
+        level-0 optimizer step to rewind to."""
+        if self.rewind_to in ("pretrained", LEARNING_RATE_REWINDING):
             return None
         match = re.fullmatch(r"step:(\d+)", self.rewind_to)
         if match is None:
-            raise LotteryError(f"--rewind-to must be 'pretrained' or 'step:K', got {self.rewind_to!r}")
+            raise LotteryError(f"--rewind-to must be 'pretrained', 'step:K' or 'lr', got {self.rewind_to!r}")
         return int(match.group(1))
 
 

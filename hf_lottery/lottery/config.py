@@ -114,7 +114,11 @@ class RunConfig:
                 self.plugins[name] = arguments()
         if self.prune is None:
             return
-        STRATEGIES.choose(self.prune.strategy)
+        scored = STRATEGIES.choose(self.prune.strategy).units
+        if scored is not None and self.prune.unit not in scored:
+            raise LotteryError(
+                f"--strategy {self.prune.strategy} scores {' or '.join(scored)} units only: add --unit {scored[0]}"
+            )
         from hf_lottery.pruning.units import check_scope  # here, not above: it imports torch, which --help must not
 
         check_scope(self.prune.unit, self.prune.scope)

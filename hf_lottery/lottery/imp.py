@@ -43,6 +43,7 @@ from .paths import IMP, RunPaths
 from .retention import drop_unneeded_weights
 from .run import Run, RunEvents, observed, run_units
 from .rundir import lock_run_dir, save_level, start_run_dir
+from .teacher import run_teacher
 
 
 @dataclass
@@ -102,6 +103,11 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         return [data.eval_collator([data.train[int(i)]]) for i in order[:samples]]
 
     units = _refuse_what_cannot_run(config, task, prunable, densities, len(data.train), calibration)
+    teacher = run_teacher(
+        config.train, task.kind, task.opened.data, data, task.paths.root, accelerator, model=task.model,
+        tokenizer=task.tokenizer, level_0=task.paths.level(IMP, 0).weights,
+        untrained_level_0=not config.prune.train_dense and task.new_head,
+    )  # fmt: skip
     if config.prune.dry_run:
         accelerator.print(plan_table(densities, config, steps, task.model, prunable))
         raise DryRun
@@ -122,10 +128,11 @@ def prepare_run(config: RunConfig, events: RunEvents | None = None, held: ExitSt
         if level == 0 and not config.prune.train_dense:
             steps = 0
         args = config.train if learning_rate is None else replace(config.train, learning_rate=learning_rate)
+        taught = teacher.for_level(level) if teacher is not None and steps != 0 else None
         with units.skipping(model, mask):
             metrics = train(
                 model, mask, data, args, accelerator, seed=seed, desc=desc, tag=tag, on_step=on_step,
-                checkpoint=checkpoint, steps=steps,
+                checkpoint=checkpoint, steps=steps, teacher=taught,
             )  # fmt: skip
             if data.metric.name not in metrics:  # stopped early (an early-bird search level): nothing to score
                 return metrics
@@ -319,7 +326,12 @@ def _train_level(run: Run, branch: str, level: int) -> None:
         return
     mask = run.shared_mask(lambda: _compute_mask(run, branch, level))
     start = None
-    if branch != IMP:
+    if branch == IMP and run.prune.rewinds_learning_rate:  # the survivors keep their trained weights
+
+        def start(model: PreTrainedModel) -> None:
+            load_weights(model, run.paths.level(IMP, level - 1).weights)
+
+    elif branch != IMP:
         control = run.config.control(branch)
 
         def start(model: PreTrainedModel) -> None:

@@ -4,6 +4,7 @@
       config.json                    the RunConfig (format_version 4), written first
       model/                         the model's config.json and tokenizer files (for export)
       rewind_point.safetensors       weights every level rewinds to (saved once)
+      teacher_logits.safetensors     with --distill on a classifier: the teacher's logits per training example
       run_log.jsonl                  one line per invocation: its reach (levels, target, controls), processes, command
       imp/level_0/ ... level_N/      the lottery ticket search (the trunk); level 0 is the dense model
       imp/level_N_to_70.00/          a level clipped to hit --target-sparsity exactly: off the trunk, never a parent

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from typing import Protocol
 
@@ -233,7 +233,14 @@ class Run(RunContext):
             with self.units.skipping(model, previous):  # the blocks removed before are not run
                 return self.input_norms(model, samples)
 
+        def examples(samples: int) -> list[dict[str, torch.Tensor]]:
+            device = self.accelerator.device
+            model.to(device)
+            return [{k: v.to(device) for k, v in batch.items()} for batch in self.calibration(samples)]
+
         context = self._context(weights, previous, density, pattern, None if self.calibration is None else inputs)
+        if self.calibration is not None:
+            context = replace(context, model=model, examples=examples)
         mask = self.config.strategy().prune(context)
         if what is not None:
             self._warn_if_thinned(mask, previous, density, what)

@@ -237,6 +237,54 @@ def _pass_through(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return hidden_states
 
 
+class LayersAndNeurons(Units):
+    """Whole transformer blocks and the FFN neurons of the blocks kept, in one run: each kind keeps the level's
+    density of its own units (``--scope layer``: the blocks ranked against each other, each block's neurons among
+    themselves), so a level removes a share of the depth and the same share of each block's width.
+
+    One budget across the kinds would rank a block's score against a neuron's, and neither magnitude nor the data
+    scores put them on one scale; a share per kind is what the latency of a compact model follows (depth and
+    width each cut by the share). A removed block's neurons are removed with it; the unit counts are the
+    neurons', those of removed blocks included."""
+
+    kind = "layer+neuron"
+    scopes = ("layer",)
+    compacts = True
+    skips_removed = True
+
+    def __init__(self, layers: Layers, neurons: Spans) -> None:
+        self.layers, self.neurons = layers, neurons
+        self.path = layers.path
+
+    @property
+    def spanned(self) -> frozenset[str]:
+        return self.layers.spanned | self.neurons.spanned
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**self.layers.scores(scores), **self.neurons.scores(scores)}
+
+    def alive(self, mask: Mask) -> Mask:
+        return {**self.layers.alive(mask), **self.neurons.alive(mask)}
+
+    def expand(self, units: Mask, previous: Mask) -> Mask:
+        blocks = self.layers.expand({LAYERS_GROUP: units[LAYERS_GROUP]}, previous)
+        return self.neurons.expand({g: units[g] for g in self.neurons.groups}, blocks)
+
+    def counts(self, mask: Mask) -> tuple[int, int]:
+        return self.neurons.counts(mask)
+
+    def removed(self, mask: Mask) -> list[int]:
+        return self.layers.removed(mask)
+
+    def skipping(self, model: nn.Module, mask: Mask):
+        return self.layers.skipping(model, mask)
+
+    def dead(self, model: nn.Module, mask: Mask) -> int:
+        removed = {f"layer {i}" for i in self.layers.removed(mask)}  # their biases are counted by the blocks'
+        kept = Spans(self.neurons.kind, {g: s for g, s in self.neurons.groups.items() if g not in removed})
+        return self.layers.dead(model, mask) + kept.dead(model, mask)
+
+
 ELEMENT = Units()
 
 
@@ -246,6 +294,7 @@ UNIT_TYPES: dict[str, type[Units]] = {
     "neuron": Spans,
     "head": Spans,
     "layer": Layers,
+    "layer+neuron": LayersAndNeurons,
 }
 
 
@@ -253,8 +302,13 @@ def check_scope(unit: str, scope: str) -> None:
     """Refuse, in one line, a ``--scope`` that cannot rank ``--unit`` units."""
     if scope in UNIT_TYPES[unit].scopes:
         return
-    if scope == "row":
+    if scope == "row" and "global" in UNIT_TYPES[unit].scopes:
         raise LotteryError(f"--scope row compares single weights within a row; --unit {unit} takes global or layer")
+    if UNIT_TYPES[unit].scopes == ("layer",):
+        raise LotteryError(
+            f"--unit {unit} removes the same share of each kind of unit (the blocks among themselves, each block's "
+            f"neurons among themselves): add --scope layer"
+        )
     raise LotteryError(
         f"--unit {unit} ranks the transformer blocks against each other (--scope global); "
         f"--scope {scope} would keep every block, each being one unit"
@@ -278,9 +332,13 @@ def find_units(kind: str, model: nn.Module, prunable: Sequence[str], *, block_si
                 )
         return Blocks(size)
     entry = architecture(model.config, need=f"--unit {kind}")
-    if kind == "layer":
+    if kind in ("layer", "layer+neuron"):
         # a block removed whole must hold only prunable weights, of the kinds a block has (not its biases and norms)
-        return _layers(shapes, entry, set(default_prunable(model)))
+        layers = _layers(shapes, entry, set(default_prunable(model)))
+        if kind == "layer":
+            return layers
+        neurons = find_units("neuron", model, prunable)
+        return LayersAndNeurons(layers, neurons)
     if kind == "neuron":
         tensors = [(pattern, side, 1) for pattern, side in entry.ffn_patterns()]
     else:  # head (PruneArguments checks the name)

@@ -106,6 +106,12 @@ def render_card(
     rewind = "the pretrained weights"
     if prune is not None and prune.rewind_step is not None:
         rewind = f"the weights after step {prune.rewind_step}"
+    if prune is not None and prune.rewinds_learning_rate:
+        rewind += "; learning-rate rewinding: each level trained the survivors of the level before, its schedule new"
+    train, teacher = config.train, None
+    if train.distill:
+        who = train.teacher or ("the pretrained model" if kind.language_model else "the run's trained dense level 0")
+        teacher = f"{who} (logit distillation, alpha {train.distill_alpha}, temperature {train.distill_temperature})"
     if config.command == "finetune":
         summary = (
             f"A {sparsity:.0%}-sparse lottery ticket fine-tuned on {data_name}: {metric.name} {_show(metric, value)}"
@@ -128,6 +134,7 @@ def render_card(
         metric=metric.name,
         table=format_table(rows, metric.name),
         rewind_description=rewind,
+        teacher=teacher,
         repo_id=repo_id or folder,
         auto_class=kind.auto_model.__name__,
         finetune_data=kind.finetune_data,

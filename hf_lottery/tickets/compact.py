@@ -25,7 +25,7 @@ from torch import nn
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.pruning.architectures import Architecture, architecture
 from hf_lottery.pruning.masks import Mask
-from hf_lottery.pruning.units import UNIT_TYPES, Layers, Spans, find_units
+from hf_lottery.pruning.units import UNIT_TYPES, Layers, LayersAndNeurons, Spans, find_units
 
 LATENCY_REPEATS = 10  # timed forward passes of each model; the median of each is compared
 LATENCY_WARMUP = 2  # untimed passes of each first (the first allocates)
@@ -85,7 +85,19 @@ def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
     units = find_units(unit, model, list(mask))
     if isinstance(units, Layers):
         return _layer_compaction(model.config, entry, units, mask)
+    if isinstance(units, LayersAndNeurons):  # the kept blocks, renumbered, each cut to the neurons it keeps
+        depth = _layer_compaction(model.config, entry, units.layers, mask)
+        removed = {f"layer {i}" for i in units.removed(mask)}
+        kept = Spans("neuron", {g: spans for g, spans in units.neurons.groups.items() if g not in removed})
+        width = _span_compaction(model, mask, kept, entry, "neuron", depth.config)
+        return Compaction(width.config, {**depth.changes, **width.changes}, width.padded, width.index, depth.blocks)
     assert isinstance(units, Spans)
+    return _span_compaction(model, mask, units, entry, unit, model.config)
+
+
+def _span_compaction(model: nn.Module, mask: Mask, units: Spans, entry: Architecture, unit: str, config) -> Compaction:
+    """The cut of a neuron or head ticket (``config``: the model's, or its shallower one): each block cut to its
+    kept units, padded to the widest block's."""
     params = dict(model.named_parameters())
     alive = units.alive(mask)
     width = max(1, max(int(kept.sum()) for kept in alive.values()))
@@ -98,7 +110,7 @@ def compaction(model: nn.Module, mask: Mask, unit: str) -> Compaction:
             bias = span.name.removesuffix("weight") + "bias"
             if span.out and bias in params:
                 index[bias] = (0, rows)
-    new_config = copy.deepcopy(model.config)
+    new_config = copy.deepcopy(config)
     if unit == "neuron":
         changes = {entry.width: (entry.ffn_width(model.config), width)}
         setattr(new_config, entry.width, width)

@@ -29,6 +29,7 @@ from hf_lottery.foundations.errors import Terminated
 from hf_lottery.pruning.masks import Mask, MaskEnforcer, apply_mask
 
 from .checkpoint import LevelCheckpoints
+from .distill import INDEX, Indexed, Teacher, indexed_collator
 from .stopping import stop_requested
 from .tasks import PreparedData
 
@@ -48,6 +49,7 @@ def train(
     on_step: Callable[[int, PreTrainedModel], bool | None] | None = None,
     checkpoint: Path | None = None,
     steps: int | None = None,
+    teacher: Teacher | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with ``mask`` fixed; return the validation metrics of the weights it keeps.
 
@@ -59,13 +61,15 @@ def train(
     folder, e.g. ``imp/level_3``) by optimizer step. ``checkpoint`` is the level's folder of checkpoints: training
     resumes from the latest one there (calling ``on_step`` only for the steps after it) and saves one every
     ``--save-steps`` optimizer steps. ``steps`` overrides the level's length (0: score the model as it is).
+    ``teacher``, when given, adds its distillation term to the loss (``hf_lottery.training.distill``).
     """
     order, collator = torch.Generator().manual_seed(seed), data.train_collator(seed + accelerator.process_index)
+    indexed = teacher is not None and teacher.indexed  # the batches name their examples to a cached teacher
     train_loader = DataLoader(
-        data.train,
+        Indexed(data.train) if indexed else data.train,
         batch_size=args.batch_size,
         shuffle=True,
-        collate_fn=collator,
+        collate_fn=indexed_collator(collator) if indexed else collator,
         generator=order,
     )
     eval_loader = DataLoader(data.validation, batch_size=args.eval_batch_size, collate_fn=data.eval_collator)
@@ -78,6 +82,8 @@ def train(
         num_training_steps=total_steps * accelerator.num_processes,
     )
     enforcer = MaskEnforcer(model, mask)
+    if teacher is not None:
+        teacher.to(accelerator)
     if total_steps:
         enforcer.mask_weights()
     else:  # scored untrained: one tensor at a time, no cached float copy of the masks (a model's worth)
@@ -96,7 +102,11 @@ def train(
         for batch in checkpoints.batches(train_loader):
             prepared.train()
             with accelerator.accumulate(prepared):
-                loss = prepared(**batch).loss
+                index = batch.pop(INDEX, None)
+                outputs = prepared(**batch)
+                loss = outputs.loss
+                if teacher is not None:
+                    loss = teacher.loss(outputs.logits, loss, batch, index, accelerator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     enforcer.mask_gradients()

@@ -23,6 +23,18 @@ STRATEGIES: Registry[PruningStrategy] = Registry(
             "hf_lottery.pruning.strategies.wanda:Wanda",
             "hf_lottery.pruning.strategies.arguments:WandaArguments",
         ),
+        "taylor": (
+            "hf_lottery.pruning.strategies.taylor:Taylor",
+            "hf_lottery.pruning.strategies.arguments:TaylorArguments",
+        ),
+        "activation": (
+            "hf_lottery.pruning.strategies.activation:Activation",
+            "hf_lottery.pruning.strategies.arguments:ActivationArguments",
+        ),
+        "block-influence": (
+            "hf_lottery.pruning.strategies.block_influence:BlockInfluence",
+            "hf_lottery.pruning.strategies.arguments:BlockInfluenceArguments",
+        ),
     },
 )
 

@@ -20,3 +20,45 @@ class WandaArguments:
 
     def __post_init__(self) -> None:
         positive(self, "calibration_samples")
+
+
+@dataclass(frozen=True)
+class TaylorArguments:
+    taylor_samples: int = field(
+        default=128,
+        metadata=help_(
+            "taylor: training examples whose loss gradients score the weights, one per batch: the first N of a "
+            "permutation seeded by --seed."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        positive(self, "taylor_samples")
+
+
+@dataclass(frozen=True)
+class BlockInfluenceArguments:
+    influence_samples: int = field(
+        default=128,
+        metadata=help_(
+            "block-influence: training examples whose hidden states score the blocks: the first N of a permutation "
+            "seeded by --seed."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        positive(self, "influence_samples")
+
+
+@dataclass(frozen=True)
+class ActivationArguments:
+    activation_samples: int = field(
+        default=128,
+        metadata=help_(
+            "activation: training examples whose activations score the units: the first N of a permutation seeded "
+            "by --seed."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        positive(self, "activation_samples")

