@@ -118,7 +118,8 @@ def test_a_masked_lm_ticket_transfers_to_classification_from_its_rewind_point(ti
     assert density(ft_mask) == pytest.approx(density(masks))
 
     facts = export_ticket(ft, tmp_path / "shipped")
-    assert facts["finetuned_from"] == str(tmp_path / "ticket") and facts["transferred_from_task_kind"] == "masked-lm"
+    # a local folder is named, not located: its path stays in the run directory, off the Hub
+    assert facts["finetuned_from"] == "ticket" and facts["transferred_from_task_kind"] == "masked-lm"
     card = (tmp_path / "shipped" / "README.md").read_text()
     assert "found on the masked-lm objective and transferred to sequence-classification" in card
     assert "rewind-point weights" in card
