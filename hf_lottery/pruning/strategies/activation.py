@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.pruning.masks import Mask
-from hf_lottery.pruning.selection import keep_counts, magnitude_prune
 from hf_lottery.pruning.units import LAYERS_GROUP, Spans
 
 from .arguments import ActivationArguments
@@ -30,25 +28,11 @@ class Activation(PruningStrategy):
     description = "by the mean absolute output of each unit on training examples"
     arguments = ActivationArguments
     calibrated = True
+    samples_option = "activation_samples"
     units = ("neuron", "head", "layer")
 
-    @property
-    def calibration_samples(self) -> int:
-        return self.args.activation_samples
-
-    def check(self, train_examples: int) -> None:
-        if self.args.activation_samples > train_examples:
-            raise LotteryError(
-                f"--activation-samples {self.args.activation_samples} is more than the {train_examples} training "
-                "examples"
-            )
-
     def prune(self, context: ScoringContext) -> Mask:
-        units = context.units
-        scores = activations(context, self.calibration_samples)
-        alive = units.alive(context.previous)
-        kept = magnitude_prune(scores, alive, keep_counts(alive, context.density, context.scope))
-        return units.expand(kept, context.previous)
+        return self.keep_units(context, activations(context, self.calibration_samples))
 
 
 @torch.no_grad()

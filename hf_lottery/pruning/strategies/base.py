@@ -7,7 +7,9 @@ and implements ``scores``: one non-negative score per weight, higher kept. The r
 the scores (``--scope``: one global threshold, the same fraction per tensor, or per output row), only among
 weights still alive (masks only shrink), keeping exactly the survivors the density asks for, with ties broken by
 position, never by chance, so that a resumed run computes the same mask. A strategy that needs more than a rule
-over scores overrides ``prune``.
+over scores overrides ``prune`` (one that scores whole units from what they output hands its unit scores to
+``keep_units``). A calibrated strategy (``calibrated``, scoring from training examples) names the option that says
+how many in ``samples_option``; the run refuses, before anything is written, more than the data holds.
 """
 
 from __future__ import annotations
@@ -75,16 +77,22 @@ class PruningStrategy(Plugin):
     description: ClassVar[str]  # for the card: "by magnitude"
     calibrated: ClassVar[bool] = False  # scores from calibration data (``ScoringContext.input_norms``)
     units: ClassVar[tuple[str, ...] | None] = None  # the --unit kinds it can score (None: every kind)
+    samples_option: ClassVar[str | None] = None  # a calibrated strategy's option: how many examples it scores from
 
     @property
     def calibration_samples(self) -> int:
-        """How many calibration examples a calibrated strategy scores from: the run gathers them itself when it
-        calibrates block by block (post-training pruning)."""
-        raise NotImplementedError
+        """How many calibration examples a calibrated strategy scores from (its ``samples_option``): the run
+        gathers them itself when it calibrates block by block (post-training pruning)."""
+        return getattr(self.args, self.samples_option)
 
     def check(self, train_examples: int) -> None:
         """Refuse, in one line and before anything is written, a run this strategy cannot score (it has
-        ``train_examples`` training examples); nothing by default."""
+        ``train_examples`` training examples): a calibrated one asking for more examples than there are."""
+        if self.samples_option is not None and self.calibration_samples > train_examples:
+            raise LotteryError(
+                f"--{self.samples_option.replace('_', '-')} {self.calibration_samples} is more than the "
+                f"{train_examples} training examples"
+            )
 
     def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
         """One non-negative score per prunable weight, by parameter name; the highest are kept."""
@@ -100,7 +108,14 @@ class PruningStrategy(Plugin):
             return nm_prune(scores, context.previous, *context.pattern, context.transposed)
         if context.scope == "row":
             return row_prune(scores, context.previous, context.density, context.transposed)
+        return self.keep_units(context, context.units.scores(scores))
+
+    @staticmethod
+    def keep_units(context: ScoringContext, scores: Mapping[str, torch.Tensor]) -> Mask:
+        """The mask keeping ``context.density`` of the units alive in ``context.previous``, by their ``scores`` (per
+        group of ``context.units``), allocated by ``context.scope``: a strategy that scores units directly (from
+        what they output, not from their weights) prunes through this."""
         units = context.units
         alive = units.alive(context.previous)
-        kept = magnitude_prune(units.scores(scores), alive, keep_counts(alive, context.density, context.scope))
+        kept = magnitude_prune(dict(scores), alive, keep_counts(alive, context.density, context.scope))
         return units.expand(kept, context.previous)

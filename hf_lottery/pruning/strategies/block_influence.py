@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hf_lottery.foundations.errors import LotteryError
 from hf_lottery.pruning.masks import Mask
-from hf_lottery.pruning.selection import keep_counts, magnitude_prune
 from hf_lottery.pruning.units import LAYERS_GROUP
 
 from .arguments import BlockInfluenceArguments
@@ -27,24 +25,11 @@ class BlockInfluence(PruningStrategy):
     description = "by Block Influence, 1 - the cosine of a block's input and output hidden states (ShortGPT)"
     arguments = BlockInfluenceArguments
     calibrated = True
+    samples_option = "influence_samples"
     units = ("layer",)
 
-    @property
-    def calibration_samples(self) -> int:
-        return self.args.influence_samples
-
-    def check(self, train_examples: int) -> None:
-        if self.args.influence_samples > train_examples:
-            raise LotteryError(
-                f"--influence-samples {self.args.influence_samples} is more than the {train_examples} training examples"
-            )
-
     def prune(self, context: ScoringContext) -> Mask:
-        units = context.units
-        scores = {LAYERS_GROUP: block_influence(context, self.calibration_samples)}
-        alive = units.alive(context.previous)
-        kept = magnitude_prune(scores, alive, keep_counts(alive, context.density, context.scope))
-        return units.expand(kept, context.previous)
+        return self.keep_units(context, {LAYERS_GROUP: block_influence(context, self.calibration_samples)})
 
 
 @torch.no_grad()

@@ -25,16 +25,7 @@ class Taylor(PruningStrategy):
     description = "by first-order Taylor |weight x gradient of the loss| on training examples"
     arguments = TaylorArguments
     calibrated = True
-
-    @property
-    def calibration_samples(self) -> int:
-        return self.args.taylor_samples
-
-    def check(self, train_examples: int) -> None:
-        if self.args.taylor_samples > train_examples:
-            raise LotteryError(
-                f"--taylor-samples {self.args.taylor_samples} is more than the {train_examples} training examples"
-            )
+    samples_option = "taylor_samples"
 
     def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
         gradients = loss_gradients(context, self.calibration_samples)

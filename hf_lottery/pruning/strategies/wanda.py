@@ -20,17 +20,7 @@ class Wanda(PruningStrategy):
     description = "by |weight| x the L2 norm of its input on calibration examples (Wanda, Sun et al. 2023)"
     arguments = WandaArguments
     calibrated = True
-
-    @property
-    def calibration_samples(self) -> int:
-        return self.args.calibration_samples
-
-    def check(self, train_examples: int) -> None:
-        if self.args.calibration_samples > train_examples:
-            raise LotteryError(
-                f"--calibration-samples {self.args.calibration_samples} is more than the {train_examples} training "
-                "examples"
-            )
+    samples_option = "calibration_samples"
 
     def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
         norms = context.input_norms(self.calibration_samples)
