@@ -52,7 +52,7 @@ class Shape:
 
 
 def shapes(quick: bool) -> list[Shape]:
-    # The demo's tiny BERT (hf_lottery/demo.py): steps take milliseconds, so Python overhead shows.
+    # The demo's tiny BERT (hf_lottery/commands/demo.py): steps take milliseconds, so Python overhead shows.
     tiny = BertConfig(
         vocab_size=70,
         hidden_size=64,

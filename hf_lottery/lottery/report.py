@@ -1,7 +1,7 @@
 """The run's results: a table of every level (dense level 0 first) and the sparsity-vs-metric plot.
 
 With a test split, both show each level's held-out score beside its validation score: levels are chosen on
-validation, so only the test score is free of that choice. With replicates (``hf_lottery/replicates.py``), the
+validation, so only the test score is free of that choice. With replicates (``hf_lottery/lottery/replicates.py``), the
 metric is each level's mean ± std over them: the table gives both and ``n``, the plot the mean and the min-max
 band; everything else is replicate 0's.
 """
