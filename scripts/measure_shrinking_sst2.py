@@ -44,25 +44,27 @@ THREADS = (1, 2)
 LENGTH = 128  # tokens of the timed input
 ROUNDS = 5  # each thread count is timed this many times, taking turns; the median ratio is reported
 NEURONS = {"unit": "neuron", "scope": "layer"}
+LAYERS_AND_NEURONS = {"unit": "layer+neuron", "scope": "layer"}  # a share of the depth and of each block's width
 TEACHER = {"distill": True}  # alpha 0.5, T 2: the defaults
 # name -> options over the shared settings; the first rows answer the main questions
 RUNS: dict[str, dict] = {
     "neuron-magnitude": {**NEURONS},
-    "neuron-magnitude-teacher": {**NEURONS, **TEACHER},
+    "neuron-magnitude-teacher": {**NEURONS, **TEACHER, "control": ["random-prune"]},  # the control shares level 0
     "neuron-taylor": {**NEURONS, "strategy": "taylor"},
     "neuron-taylor-teacher": {**NEURONS, "strategy": "taylor", **TEACHER},
-    "neuron-magnitude-teacher-random": {**NEURONS, **TEACHER, "control": ["random-prune"]},
     "element-magnitude": {},
     "element-magnitude-teacher": {**TEACHER},
     "element-lr-rewind": {"rewind_to": "lr"},
     "element-lr-rewind-teacher": {"rewind_to": "lr", **TEACHER},
+    "layer-neuron-magnitude-teacher": {**LAYERS_AND_NEURONS, **TEACHER},
+    "layer-neuron-taylor-teacher": {**LAYERS_AND_NEURONS, "strategy": "taylor", **TEACHER},
 }
 
 
 def run_config(name: str, *, folder: Path, glue: Path, args: argparse.Namespace) -> RunConfig:
     validation, test = split_dev(glue / "dev.tsv", folder / "data")
     options = dict(RUNS[name])
-    levels = args.levels if options.get("unit") == "neuron" else args.element_levels
+    levels = args.levels if "unit" in options else args.element_levels
     return RunConfig.build(
         "prune",
         model_name_or_path=str(minilm_folder()), task="sst2", train_file=str(glue / "train.tsv"),
@@ -73,12 +75,12 @@ def run_config(name: str, *, folder: Path, glue: Path, args: argparse.Namespace)
     )  # fmt: skip
 
 
-def measure(run: FinishedRun, row: LevelResult) -> dict:
-    """The compact model of one neuron level: parameters, file size and latency ratio to the masked dense-size
-    model per thread count."""
+def measure(run: FinishedRun, row: LevelResult, unit: str) -> dict:
+    """The compact model of one structured level: parameters, file size and latency ratio to the masked
+    dense-size model per thread count."""
     level = run.level_paths(row)
     dense = run.load_model(level.weights).eval()
-    compact = compaction(dense, load_tensors(level.mask), "neuron").cut_model(dense).eval()
+    compact = compaction(dense, load_tensors(level.mask), unit).cut_model(dense).eval()
     with tempfile.TemporaryDirectory() as folder:
         compact.save_pretrained(folder)
         compact_bytes = sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
@@ -99,14 +101,14 @@ def measure(run: FinishedRun, row: LevelResult) -> dict:
     }  # fmt: skip
 
 
-def latencies(folder: Path, rows: list[LevelResult], cache: Path) -> dict[str, dict]:
+def latencies(folder: Path, rows: list[LevelResult], cache: Path, unit: str) -> dict[str, dict]:
     """Each IMP level's compact measurements by its folder, measured once and kept in ``cache``."""
     known = read_json(cache) if cache.exists() else {}
     run = FinishedRun.open(folder)
     for row in rows:
         if row.branch == IMP and row.level > 0 and row.path not in known:
             print(f"timing the compact model of {folder.name}/{row.path}", flush=True)
-            known[row.path] = measure(run, row)
+            known[row.path] = measure(run, row, unit)
             write_json(cache, known)
     return known
 
@@ -151,12 +153,20 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--save-steps", type=int, default=None, help="checkpoint a level every N steps")
     parser.add_argument("--output-dir", default="runs/shrinking-sst2")
+    parser.add_argument(
+        "--no-timing", action="store_true",
+        help="train only; a later run without it times the compact models (on an idle machine)",
+    )  # fmt: skip
     args = parser.parse_args()
     glue, folder = sst2_folder(args.glue_dir), Path(args.output_dir)
     for name in args.only:
         rows = run_lottery(run_config(name, folder=folder, glue=glue, args=args))
-        neurons = RUNS[name].get("unit") == "neuron"
-        timed = latencies(folder / name, rows, folder / name / "latency.json") if neurons else {}
+        unit = RUNS[name].get("unit")
+        timed = (
+            {}
+            if unit is None or args.no_timing
+            else latencies(folder / name, rows, folder / name / "latency.json", unit)
+        )
         print(table(name, rows, timed), flush=True)
 
 

@@ -1,10 +1,12 @@
 """`export --onnx --int8`: ONNX files that onnxruntime runs with PyTorch's logits, scored, listed in the card; and
 the bad input of trimming and ONNX export refused in one line with nothing written."""
 
+import errno
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
+    LongformerConfig,
+    LongformerForMaskedLM,
 )
 
 from hf_lottery import export_ticket, load_ticket
@@ -254,3 +258,46 @@ def test_without_the_extra_onnx_says_what_to_install(run, tmp_path):
     assert done.stderr.strip() == (
         'hf-lottery: error: --onnx needs onnxruntime, not installed here: pip install "hf-lottery[onnx]"'
     )
+
+
+def partly_written(path) -> None:
+    """What a full disk leaves: the start of the file, then ENOSPC."""
+    Path(path).write_bytes(b"\0" * 64)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("file", ["model.onnx", "model_quantized.onnx"])
+def test_a_full_disk_while_writing_onnx_writes_nothing(run, tmp_path, monkeypatch, capsys, file):
+    """The disk fills inside the writers every ONNX file goes through: torch's ``ONNXProgram.save`` for the float
+    export, ``onnx.save_model`` for onnxruntime's quantized one."""
+    import onnx
+
+    if file == "model.onnx":
+        monkeypatch.setattr(torch.onnx.ONNXProgram, "save", lambda self, destination, **kw: partly_written(destination))
+    else:
+        monkeypatch.setattr(onnx, "save_model", lambda proto, destination, *a, **kw: partly_written(destination))
+    out = tmp_path / "out"
+    assert main(["export", str(run), str(out), "--level", "1", "--onnx", "--int8"]) == 1
+    one_line(capsys, f"no space left on device in {out} (")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == [".out.lock"]
+
+
+@pytest.mark.slow
+def test_a_model_type_the_exporter_cannot_trace_is_named_and_nothing_written(tiny_bert, tmp_path, capsys):
+    """Longformer's sliding-window attention pads to a multiple of its window with a data-dependent size, which
+    ``torch.export`` cannot trace with a dynamic sequence length: the ticket exports, its ONNX file does not."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    config = LongformerConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, attention_window=4, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    model = tmp_path / "longformer"
+    torch.manual_seed(0)
+    LongformerForMaskedLM(config).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    run_lottery(make_config(model, tmp_path / "run", levels=1, max_length=32))
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["export", str(tmp_path / "run"), str(out), "--level", "1", "--onnx"]) == 1
+    one_line(capsys, "torch.onnx.export cannot trace longformer (LongformerForSequenceClassification): ")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "longformer", "run"]

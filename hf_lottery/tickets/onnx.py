@@ -14,9 +14,10 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +33,7 @@ ONNX_DIR, FLOAT_FILE, INT8_FILE = "onnx", "model.onnx", "model_quantized.onnx"
 PARITY_TOLERANCE = 1e-4  # largest |logit difference| onnxruntime may show against PyTorch
 PARITY_BATCHES = 4  # validation batches compared
 INSTALL = 'pip install "hf-lottery[onnx]"'
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in the exporter's messages
 
 
 def require_onnx() -> None:
@@ -108,9 +110,8 @@ def export_onnx(model: PreTrainedModel, data: RunData, folder: Path) -> dict:
                 dynamic_shapes={n: axes for n in names}, optimize=True, verbose=False,
             )  # fmt: skip
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LotteryError(
-            f"torch.onnx.export cannot trace {model.config.model_type} ({type(model).__name__}): {first[:300]}"
+            f"torch.onnx.export cannot trace {model.config.model_type} ({type(model).__name__}): {_root_cause(err)}"
         ) from err
     program.save(str(path))
     difference = parity(model, OnnxModel(path), data)
@@ -154,6 +155,15 @@ def quantize(folder: Path) -> dict:
     return {"file": f"{ONNX_DIR}/{INT8_FILE}", "weight_type": "int8", "method": "onnxruntime quantize_dynamic"}
 
 
+def _root_cause(err: BaseException) -> str:
+    """The first line of the error at the bottom of ``err``'s chain, without terminal colours: the exporter wraps
+    what failed (a data-dependent shape, an unsupported operator) in a page of generic advice."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = [line for line in ANSI.sub("", str(err)).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0].strip()[:300]}" if lines else type(err).__name__
+
+
 def _no_cache(model: PreTrainedModel) -> dict[str, bool]:
     """``use_cache=False`` for a model that keeps a key-value cache (a causal LM): logits only, every call whole."""
     return {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
@@ -169,9 +179,9 @@ def _opset(path: Path) -> int | None:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporter's and quantizer's prints, log lines and warnings: the export's own lines are the output."""
-    with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
+        logging.disable(logging.CRITICAL)  # the exporter logs a failed trace's whole graph as an error
         try:
             yield
         finally:
