@@ -65,6 +65,32 @@ def test_taylor_scores_are_weight_times_the_summed_loss_gradient():
     assert all(bool((scores[k][m] >= threshold[kept - 1]).all()) for k, m in mask.items())
 
 
+def test_a_taylor_neuron_scores_the_summed_weight_times_gradient_of_its_weights():
+    """A neuron's first-order estimate is |Σ w x dL/dw| over its row of the FFN input and its column of the FFN
+    output, where the terms may cancel: not the norm of the elements' scores."""
+    model, batches = tiny_classifier(2), examples(3)
+    reference = copy.deepcopy(model).eval()
+    for batch in batches:
+        reference(**batch).loss.backward()
+    change = {name: p.detach() * p.grad for name, p in reference.named_parameters()}
+    expected = torch.cat([
+        (change[f"bert.encoder.layer.{i}.intermediate.dense.weight"].sum(1)
+         + change[f"bert.encoder.layer.{i}.output.dense.weight"].sum(0)).abs()
+        for i in range(2)
+    ])  # fmt: skip
+    strategy = STRATEGIES["taylor"](STRATEGIES["taylor"].arguments(taylor_samples=3))
+    context = context_of(model, "neuron", 0.25, batches)
+    mask = strategy.prune(context)
+    kept = torch.cat([mask[f"bert.encoder.layer.{i}.intermediate.dense.weight"].any(1) for i in range(2)])
+    assert int(kept.sum()) == 12 and torch.equal(kept, expected >= expected.sort(descending=True).values[11])
+    norms = torch.cat([
+        (change[f"bert.encoder.layer.{i}.intermediate.dense.weight"].square().sum(1)
+         + change[f"bert.encoder.layer.{i}.output.dense.weight"].square().sum(0)).sqrt()
+        for i in range(2)
+    ])  # fmt: skip
+    assert not torch.equal(kept, norms >= norms.sort(descending=True).values[11])  # the norm would keep others
+
+
 def test_block_influence_is_one_minus_the_mean_cosine_of_each_blocks_input_and_output():
     model, batches = tiny_classifier(3), examples(4)
     model.eval()
@@ -123,3 +149,15 @@ def test_activation_scores_are_each_neurons_and_blocks_mean_absolute_output():
     kept = torch.cat([alive["layer 0"], alive["layer 1"]])
     scores = torch.cat([neurons["layer 0"], neurons["layer 1"]])
     assert kept.sum() == 24 and bool(scores[kept].min() >= scores[~kept].max())
+
+
+@pytest.mark.parametrize(("strategy", "unit"), [("taylor", "element"), ("activation", "neuron"),
+                                                 ("block-influence", "layer")])  # fmt: skip
+def test_a_post_training_mask_is_not_drawn_with_a_whole_model_score(tiny_bert, tmp_path, capsys, strategy, unit):
+    """Post-training masks are drawn one block at a time from that block's inputs; a score that runs the whole
+    model is refused before level 0 is trained, not at the draw after it."""
+    args = [str(tiny_bert), *files_args(), "--post-training", "0.5", "--strategy", strategy, "--unit", unit,
+            "--scope", "layer" if unit != "layer" else "global"]  # fmt: skip
+    fails_cleanly(capsys, args, f"--strategy {strategy} scores by running the whole model on training examples, "
+                  "and post-training draws its mask one block at a time", tmp_path / "o")  # fmt: skip
+    assert not (tmp_path / "o").exists()

@@ -150,6 +150,12 @@ class RunConfig:
             object.__setattr__(
                 self, "prune", dataclasses.replace(self.prune, target_sparsity=DEFAULT_LM_TARGET_SPARSITY)
             )
+        if self.strategy().whole_model and any(m.by_block for m in methods):
+            by_block = next(m.name for m in methods if m.by_block)
+            raise LotteryError(
+                f"--strategy {self.prune.strategy} scores by running the whole model on training examples, and "
+                f"{by_block} draws its mask one block at a time: use --strategy wanda or magnitude with it"
+            )
         if self.strategy().calibrated and self.prune.scope == "global" and any(m.by_block for m in methods):
             by_block = next(m.name for m in methods if m.by_block)
             raise LotteryError(

@@ -59,7 +59,8 @@ class Span:
 class Units:
     """The units of a run's prunable weights, by group (a tensor, or a transformer block).
 
-    ``scores`` turns element scores into one score per unit, ``alive`` reads which units a mask keeps, and
+    ``sums`` adds a per-weight quantity up per unit, ``scores`` turns element scores into one score per unit,
+    ``alive`` reads which units a mask keeps, and
     ``expand`` writes a unit mask back onto the weights; with these a unit mask is selected by the same kernels
     as an element mask (``hf_lottery.pruning.selection``).
     """
@@ -77,7 +78,12 @@ class Units:
         tensor."""
         return frozenset()
 
+    def sums(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per group, the sum of ``values`` (one per prunable weight) over each unit's weights."""
+        return dict(values)
+
     def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per group, each unit's score (a single weight's is its own)."""
         return dict(scores)
 
     def alive(self, mask: Mask) -> Mask:
@@ -102,7 +108,15 @@ class Units:
         return 0
 
 
-class Blocks(Units):
+class Grouped(Units):
+    """Units of several weights, each scored by the L2 norm of its weights' scores."""
+
+    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        squares = {name: s.detach().float().cpu().square() for name, s in scores.items()}
+        return {group: total.sqrt() for group, total in self.sums(squares).items()}
+
+
+class Blocks(Grouped):
     """``size x size`` blocks of every prunable matrix; a group per tensor."""
 
     kind = "block"
@@ -115,8 +129,8 @@ class Blocks(Units):
         rows, cols = x.shape
         return x.reshape(rows // self.size, self.size, cols // self.size, self.size)
 
-    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: self._tiles(s.detach().float().cpu()).square().sum((1, 3)).sqrt() for name, s in scores.items()}
+    def sums(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: self._tiles(v.detach().float().cpu()).sum((1, 3)) for name, v in values.items()}
 
     def alive(self, mask: Mask) -> Mask:
         return {name: self._tiles(m).any(3).any(1) for name, m in mask.items()}
@@ -129,7 +143,7 @@ class Blocks(Units):
         return out
 
 
-class Spans(Units):
+class Spans(Grouped):
     """Units that span several tensors (neurons, heads): a group per transformer block."""
 
     scopes = ("global", "layer")
@@ -149,9 +163,9 @@ class Spans(Units):
         moved = x.movedim(span.dim, 0)
         return moved.reshape(moved.shape[0] // span.width, -1)
 
-    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def sums(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {
-            group: sum(self._per_unit(scores[s.name].detach().float().cpu(), s).square().sum(1) for s in spans).sqrt()
+            group: sum(self._per_unit(values[s.name].detach().float().cpu(), s).sum(1) for s in spans)
             for group, spans in self.groups.items()
         }
 
@@ -179,7 +193,7 @@ class Spans(Units):
         return out
 
 
-class Layers(Units):
+class Layers(Grouped):
     """Whole transformer blocks: unit ``i`` is every prunable weight of block ``i`` of the list at ``path``."""
 
     kind = "layer"
@@ -195,9 +209,9 @@ class Layers(Units):
     def spanned(self) -> frozenset[str]:
         return frozenset(name for names in self.blocks for name in names)
 
-    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        per_block = [sum(scores[n].detach().float().cpu().square().sum() for n in names) for names in self.blocks]
-        return {LAYERS_GROUP: torch.stack(per_block).sqrt()}
+    def sums(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        per_block = [sum(values[n].detach().float().cpu().sum() for n in names) for names in self.blocks]
+        return {LAYERS_GROUP: torch.stack(per_block)}
 
     def alive(self, mask: Mask) -> Mask:
         return {LAYERS_GROUP: torch.tensor([any(bool(mask[n].any()) for n in names) for names in self.blocks])}
@@ -237,7 +251,7 @@ def _pass_through(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return hidden_states
 
 
-class LayersAndNeurons(Units):
+class LayersAndNeurons(Grouped):
     """Whole transformer blocks and the FFN neurons of the blocks kept, in one run: each kind keeps the level's
     density of its own units (``--scope layer``: the blocks ranked against each other, each block's neurons among
     themselves), so a level removes a share of the depth and the same share of each block's width.
@@ -260,8 +274,8 @@ class LayersAndNeurons(Units):
     def spanned(self) -> frozenset[str]:
         return self.layers.spanned | self.neurons.spanned
 
-    def scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {**self.layers.scores(scores), **self.neurons.scores(scores)}
+    def sums(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**self.layers.sums(values), **self.neurons.sums(values)}
 
     def alive(self, mask: Mask) -> Mask:
         return {**self.layers.alive(mask), **self.neurons.alive(mask)}

@@ -28,6 +28,7 @@ class Activation(PruningStrategy):
     description = "by the mean absolute output of each unit on training examples"
     arguments = ActivationArguments
     calibrated = True
+    whole_model = True
     samples_option = "activation_samples"
     units = ("neuron", "head", "layer")
 

@@ -78,6 +78,7 @@ class PruningStrategy(Plugin):
     calibrated: ClassVar[bool] = False  # scores from calibration data (``ScoringContext.input_norms``)
     units: ClassVar[tuple[str, ...] | None] = None  # the --unit kinds it can score (None: every kind)
     samples_option: ClassVar[str | None] = None  # a calibrated strategy's option: how many examples it scores from
+    whole_model: ClassVar[bool] = False  # runs the whole model on examples, so it cannot draw one block at a time
 
     @property
     def calibration_samples(self) -> int:

@@ -25,6 +25,7 @@ class BlockInfluence(PruningStrategy):
     description = "by Block Influence, 1 - the cosine of a block's input and output hidden states (ShortGPT)"
     arguments = BlockInfluenceArguments
     calibrated = True
+    whole_model = True
     samples_option = "influence_samples"
     units = ("layer",)
 

@@ -1,7 +1,8 @@
-"""First-order Taylor scores (Molchanov et al. 2019; TextPruner, LLM-Pruner): a weight's score is |w x dL/dw|, the
-first-order estimate of how much the loss changes when the weight is set to zero, with the gradient of the task
-loss summed over a seeded subset of the training examples. Units (neurons, heads, blocks) are scored by the L2
-norm of their weights' scores, as every strategy's are (``PruningStrategy.prune``).
+"""First-order Taylor scores (Molchanov et al. 2019; TextPruner, LLM-Pruner): setting weights to zero changes the
+loss by about -Σ w x dL/dw over them, so a weight scores |w x dL/dw| and a unit (a neuron, a head, a block) the
+absolute value of that sum over its weights, |Σ w x dL/dw|: the first-order estimate of removing the unit whole,
+in which the terms of its weights may cancel. The gradient is of the task loss summed over a seeded subset of the
+training examples.
 
 The gradients are taken from the weights being pruned (a level's trained weights), in eval mode (no dropout) and
 float32, one example per batch, so that a draw is deterministic; the run draws on the main process and broadcasts,
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from hf_lottery.foundations.errors import LotteryError
+from hf_lottery.pruning.masks import Mask
 
 from .arguments import TaylorArguments
 from .base import PruningStrategy, ScoringContext
@@ -25,11 +27,23 @@ class Taylor(PruningStrategy):
     description = "by first-order Taylor |weight x gradient of the loss| on training examples"
     arguments = TaylorArguments
     calibrated = True
+    whole_model = True
     samples_option = "taylor_samples"
 
     def scores(self, context: ScoringContext) -> Mapping[str, torch.Tensor]:
+        return {name: change.abs() for name, change in self.changes(context).items()}
+
+    def prune(self, context: ScoringContext) -> Mask:
+        """Units kept by |Σ w x dL/dw| over their weights (single weights by |w x dL/dw|, as ``scores`` gives)."""
+        if context.pattern is not None or context.scope == "row":  # single weights, allocated otherwise
+            return super().prune(context)
+        totals = context.units.sums(self.changes(context))
+        return self.keep_units(context, {group: total.abs() for group, total in totals.items()})
+
+    def changes(self, context: ScoringContext) -> dict[str, torch.Tensor]:
+        """w x dL/dw per prunable weight, signed."""
         gradients = loss_gradients(context, self.calibration_samples)
-        return {name: (w.detach().float() * gradients[name]).abs() for name, w in context.weights.items()}
+        return {name: w.detach().float() * gradients[name] for name, w in context.weights.items()}
 
 
 def loss_gradients(context: ScoringContext, samples: int) -> dict[str, torch.Tensor]:
