@@ -172,3 +172,23 @@ def test_wanda_post_training_splits_the_calibration_and_every_rank_draws_the_one
     assert recovered and all(torch.equal(m, rank1[k]) for k, m in recovered.items())
     alone = files(tmp_path / "one", "post-training", "1_to_50.00", "mask.safetensors")
     assert all(torch.equal(alone[k.split("|")[1]], m) for k, m in recovered.items())
+
+
+def test_a_teacher_and_taylor_scores_on_two_processes_give_every_rank_one_mask_and_one_processs_result(
+    no_dropout_bert, tmp_path
+):
+    """The cached teacher logits are looked up per example on each rank's share of the data, and Taylor scores are
+    drawn once and broadcast: two processes of batch 8 train what one process of batch 16 trains."""
+    schedule = ("--levels", "2", "--distill", "--unit", "neuron", "--scope", "layer", "--strategy", "taylor",
+                "--taylor-samples", "8")  # fmt: skip
+    two = launch(no_dropout_bert, tmp_path / "two", 2, 8, record=tmp_path, schedule=schedule)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch(no_dropout_bert, tmp_path / "one", 1, 16, schedule=schedule)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "masks_rank0.safetensors"), load_file(tmp_path / "masks_rank1.safetensors")
+    assert rank0 and set(rank0) == set(rank1) and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for level in (1, 2):
+        a, b = (files(tmp_path / run, "imp", level, "weights.safetensors") for run in ("two", "one"))
+        assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a), f"level {level} weights differ"
+    two_rows, one_rows = read_results(RunPaths(tmp_path / "two")), read_results(RunPaths(tmp_path / "one"))
+    assert [r.steps for r in two_rows] == [r.steps for r in one_rows]
