@@ -59,6 +59,8 @@ RUNS: dict[str, dict] = {
     "element-lr-rewind-teacher": {"rewind_to": "lr", **TEACHER},
     "layer-neuron-magnitude-teacher": {**LAYERS_AND_NEURONS, **TEACHER},
     "layer-neuron-taylor-teacher": {**LAYERS_AND_NEURONS, "strategy": "taylor", **TEACHER},
+    "layer-neuron-magnitude-teacher-lr-rewind": {**LAYERS_AND_NEURONS, **TEACHER, "rewind_to": "lr"},
+    "layer-neuron-taylor-teacher-lr-rewind": {**LAYERS_AND_NEURONS, "strategy": "taylor", **TEACHER, "rewind_to": "lr"},
 }
 
 
