@@ -160,13 +160,15 @@ def plot(results: dict[str, tuple[list[LevelResult], dict[str, dict]]], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    dense = None
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    dense, offset = None, 0.0
     for name, (rows, timed) in results.items():
         dense = dense or rows[0]
         pruned = [r for r in rows if r.branch == IMP and r.level > 0]
-        if not timed:  # element rows: the dense shape
-            ax.scatter([1.0] * len(pruned), [r.test_value for r in pruned], marker="^", s=18, label=name, zorder=3)
+        if not timed:  # element rows: the dense shape, each run a little to the right of the one before
+            ax.scatter([1.0 + offset] * len(pruned), [r.test_value for r in pruned], marker="^", s=18,
+                       label=f"{name} (at 1.0x, offset)", zorder=3)  # fmt: skip
+            offset += 0.015
             continue
         xs = {r.level: timed[r.path]["latency_ratio"]["1"] for r in pruned if r.path in timed}
         line = ax.plot(list(xs.values()), [r.test_value for r in pruned if r.level in xs], "o-", ms=4, label=name)
@@ -181,7 +183,7 @@ def plot(results: dict[str, tuple[list[LevelResult], dict[str, dict]]], path: Pa
     ax.set_xlabel("compact model latency / dense (CPU, 1 thread, batch 1, 128 tokens)")
     ax.set_ylabel("held-out accuracy (436 SST-2 dev sentences)")
     ax.set_title("all-MiniLM-L6-v2 on SST-2: tickets with and without a teacher")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

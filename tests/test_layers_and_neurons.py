@@ -46,6 +46,21 @@ def test_a_layer_and_neuron_ticket_is_one_smaller_shallower_stock_model(tiny_ber
     assert json.loads(level.metrics.read_text())["kept_parameters"] == compact["parameters"]
 
 
+def test_taylor_scores_go_on_after_a_block_is_removed(tiny_bert, tmp_path):
+    """A removed block is skipped while the next level scores, so its weights get no gradient: Taylor ranks what
+    is left and the run goes on to remove a second block."""
+    folder = deeper(tiny_bert, tmp_path)  # 4 blocks of 64 neurons
+    run = tmp_path / "run"
+    args = ["prune", str(folder), *files_args(), "--max-train-samples", "32", "--max-eval-samples", "16",
+            "--batch-size", "16", "--levels", "2", "--prune-fraction", "0.25", "--unit", "layer+neuron",
+            "--scope", "layer", "--strategy", "taylor", "--taylor-samples", "8",
+            "--output-dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    for level, blocks in ((1, 3), (2, 2)):
+        mask = load_file(RunPaths(run).level("imp", level).mask)
+        assert sum(bool(mask[f"{BLOCKS}.{i}.attention.self.query.weight"].any()) for i in range(4)) == blocks
+
+
 def test_layers_and_neurons_need_their_own_share_per_kind(tiny_bert, tmp_path, capsys):
     args = [str(tiny_bert), *files_args(), "--levels", "1", "--unit", "layer+neuron"]
     fails_cleanly(capsys, args, "--unit layer+neuron removes the same share of each kind of unit", tmp_path / "o")

@@ -58,10 +58,15 @@ def loss_gradients(context: ScoringContext, samples: int) -> dict[str, torch.Ten
             for batch in batches:
                 model(**batch).loss.backward()
         by_name = {name: p for name, p in model.named_parameters()}
-        missing = [name for name in context.weights if by_name[name].grad is None]
+        removed = {name for name in context.weights if not bool(context.previous[name].any())}  # skipped blocks
+        missing = [name for name in context.weights if by_name[name].grad is None and name not in removed]
         if missing:
             raise LotteryError(f"--strategy taylor: the loss does not reach {missing[0]}; --exclude it")
-        return {name: by_name[name].grad.detach().float().clone() for name in context.weights}
+        return {
+            name: torch.zeros_like(w, dtype=torch.float32) if by_name[name].grad is None
+            else by_name[name].grad.detach().float().clone()
+            for name, w in context.weights.items()
+        }  # fmt: skip
     finally:
         for p in model.parameters():
             p.grad = None
