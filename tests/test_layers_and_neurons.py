@@ -44,6 +44,11 @@ def test_a_layer_and_neuron_ticket_is_one_smaller_shallower_stock_model(tiny_ber
     assert facts["config_changes"] == {"num_hidden_layers": [4, 2], "intermediate_size": [64, 32]}
     assert facts["compact_parameters"] == compact["parameters"] < facts["dense_parameters"]
     assert json.loads(level.metrics.read_text())["kept_parameters"] == compact["parameters"]
+    assert main(["export", str(run), str(tmp_path / "dense"), "--level", "1"]) == 1  # removed blocks: compact only
+    assert main(["export", str(run), str(tmp_path / "dense"), "--level", "0"]) == 0  # the dense level removes none
+    assert (
+        stock(tmp_path / "dense", "AutoModelForSequenceClassification", tmp_path)["parameters"] > compact["parameters"]
+    )
 
 
 def test_taylor_scores_go_on_after_a_block_is_removed(tiny_bert, tmp_path):

@@ -251,7 +251,7 @@ def export_ticket(
     run = FinishedRun.open(run_dir)
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
-    unit = refuse_unshippable(run, compact)
+    unit = refuse_unshippable(run, options)
     chosen, reason = run.choose_level(level, tolerance)
     level_paths = run.level_paths(chosen)
     rerun = f"remove {level_paths.root} and run the run's `hf-lottery prune` command again, which retrains that level"
@@ -338,13 +338,14 @@ def export_ticket(
     return facts
 
 
-def refuse_unshippable(run: FinishedRun, compact: bool) -> str:
-    """Refuse, from the run's config alone (before anything is written or reaches the Hub), a ticket whose units
-    the export asked for cannot ship; return the unit."""
+def refuse_unshippable(run: FinishedRun, options: ShipOptions) -> str:
+    """Refuse, from the run's config and results (before anything is written or reaches the Hub), a ticket whose
+    units the export asked for cannot ship; return the unit. The dense level removes nothing, so it ships at the
+    dense depth whatever the unit."""
     unit = run.config.prune.unit if run.config.prune else "element"
-    if compact:
+    if options.compact:
         refuse_uncompactable(unit)
-    elif UNIT_TYPES[unit].skips_removed:
+    elif UNIT_TYPES[unit].skips_removed and run.choose_level(options.level, options.tolerance)[0].level > 0:
         raise LotteryError(
             f"a {unit} ticket's removed blocks, zeroed in a model of the dense depth, would still add their biases and "
             "apply their LayerNorms: export it with --compact, which writes the model without them"

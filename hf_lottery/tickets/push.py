@@ -54,7 +54,7 @@ def push_ticket(
     options = ShipOptions.given(options, ship)
     run = FinishedRun.open(run_dir)  # a missing or unfinished run is the first thing to say
     run.choose_level(options.level, options.tolerance)  # then a level it cannot ship: before anything reaches the Hub
-    refuse_unshippable(run, options.compact)
+    refuse_unshippable(run, options)
     token = require_token(token)
     api = HfApi(token=token)
     with hub_errors(repo_id, revision):
