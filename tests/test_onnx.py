@@ -117,13 +117,13 @@ def test_push_uploads_the_onnx_folder_and_the_trimmed_ticket_loads(run, hub_serv
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
 
 
-@pytest.fixture(scope="module")
-def bpe_gpt2_run(tmp_path_factory, text_files):
-    """A tiny GPT-2 with a byte-level BPE tokenizer, as GPT-2 and Llama ship, after one IMP level."""
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def bpe_run(request, tmp_path_factory, text_files):
+    """A tiny GPT-2 or Llama with a byte-level BPE tokenizer, as GPT-2 and Llama 3 ship, after one IMP level."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("bpe-gpt2")
+    folder = tmp_path_factory.mktemp(f"bpe-{request.param}")
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -131,31 +131,40 @@ def bpe_gpt2_run(tmp_path_factory, text_files):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
     backend.train_from_iterator(SENTENCES, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer))
+    if request.param == "gpt2":
+        config, build = (
+            GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer)),
+            GPT2LMHeadModel,
+        )
+    else:
+        config = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                             intermediate_size=48, max_position_embeddings=64, vocab_size=len(tokenizer))  # fmt: skip
+        build = LlamaForCausalLM
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(folder)
+        build(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     train, valid = text_files
-    out = folder.parent / "run"
+    out = tmp_path_factory.mktemp(f"run-{request.param}") / "run"
     run_lottery(make_config(folder, out, levels=1, train_file=str(train), validation_file=str(valid), max_length=16))
     return out
 
 
 @pytest.mark.slow
-def test_causal_lm_exports_to_onnx_and_byte_level_bpe_trimming_is_refused(bpe_gpt2_run, tmp_path, capsys):
-    out = tmp_path / "gpt2"
-    facts = export_ticket(bpe_gpt2_run, out, level=1, onnx=True)
+def test_causal_lm_exports_to_onnx_and_byte_level_bpe_trimming_is_refused(bpe_run, tmp_path, capsys):
+    out = tmp_path / "causal"
+    facts = export_ticket(bpe_run, out, level=1, onnx=True)
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
-    for texts in (SENTENCES[:1], SENTENCES[5:6] * 3):  # GPT-2 has no padding token: rows of one length
+    for texts in (SENTENCES[:1], SENTENCES[5:6] * 3):  # no padding token: rows of one length
         with torch.no_grad():
             expected = model(**tokenizer(texts, return_tensors="pt"), use_cache=False).logits
         got = onnx_logits(out / "onnx" / "model.onnx", tokenizer, texts, padding=False)
         assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4, rtol=0)
     assert facts["artifacts"]["onnx"]["parity_max_abs_diff"] <= 1e-4
     refused = tmp_path / "trimmed"
-    assert main(["export", str(bpe_gpt2_run), str(refused), "--level", "1", "--trim-vocab"]) == 1
+    capsys.readouterr()
+    assert main(["export", str(bpe_run), str(refused), "--level", "1", "--trim-vocab"]) == 1
     one_line(
         capsys, "trims WordPiece (BERT-family) tokenizers only, not BPE: a BPE vocabulary is spelled by its merges"
     )
