@@ -74,15 +74,5 @@ def activations(context: ScoringContext, samples: int) -> dict[str, torch.Tensor
             return record
 
         handles = [block.register_forward_hook(change(i), with_kwargs=True) for i, block in enumerate(blocks)]
-    was_training, tokens = model.training, 0
-    model.eval()
-    try:
-        with units.skipping(model, context.previous):
-            for batch in batches:
-                model(**{k: v for k, v in batch.items() if k != "labels"})
-                tokens += int(batch["input_ids"].numel())
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    tokens = context.observe(batches, handles)
     return {group: (total / tokens).float() for group, total in totals.items()}

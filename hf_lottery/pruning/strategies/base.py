@@ -60,6 +60,23 @@ class ScoringContext:
             )
         return self.examples(samples)
 
+    def observe(self, batches: list[dict[str, torch.Tensor]], handles: list) -> int:
+        """Run ``model`` in eval mode over ``batches`` (labels dropped) as the ticket ``previous`` runs, for the hooks
+        behind ``handles`` to record, and remove them; return the tokens seen."""
+        model, tokens = self.model, 0
+        was_training = model.training
+        model.eval()
+        try:
+            with self.units.skipping(model, self.previous):
+                for batch in batches:
+                    model(**{k: v for k, v in batch.items() if k != "labels"})
+                    tokens += int(batch["input_ids"].numel())
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+        return tokens
+
     def input_norms(self, samples: int) -> dict[str, torch.Tensor]:
         """Per prunable weight, the L2 norm of each of its input features over the tokens of ``samples``
         calibration examples, shaped to broadcast against the weight (Wanda's ``||X||``).

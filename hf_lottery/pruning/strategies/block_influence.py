@@ -39,7 +39,7 @@ def block_influence(context: ScoringContext, samples: int) -> torch.Tensor:
     cosine similarity between the block's input and output hidden states."""
     model, batches = context.model, context.calibration_examples(samples)
     blocks = model.get_submodule(context.units.path)
-    totals, tokens = torch.zeros(len(blocks), dtype=torch.float64), 0
+    totals = torch.zeros(len(blocks), dtype=torch.float64)
 
     def hook(index: int):
         def record(module, args, kwargs, output) -> None:
@@ -51,15 +51,5 @@ def block_influence(context: ScoringContext, samples: int) -> torch.Tensor:
         return record
 
     handles = [block.register_forward_hook(hook(i), with_kwargs=True) for i, block in enumerate(blocks)]
-    was_training = model.training
-    model.eval()
-    try:
-        with context.units.skipping(model, context.previous):
-            for batch in batches:
-                model(**{k: v for k, v in batch.items() if k != "labels"})
-                tokens += int(batch["input_ids"].numel())
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    tokens = context.observe(batches, handles)
     return (1.0 - totals / tokens).float()
